@@ -1,0 +1,52 @@
+# unveil — every target sets up what it needs; torch is pinned for every pip call.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+CONSTRAINTS := $(VENV)/constraints.txt
+PIP := PIP_CONSTRAINT=$(abspath $(CONSTRAINTS)) $(BIN)/python -m pip
+# Reference libraries that import torchvision at import time: installed without their deps.
+NODEPS := zennit==0.5.1 grad-cam==1.5.7 quantus==0.6.0 torch-lucent==0.1.8
+NODEPS_NEEDS := click pillow ttach opencv-python-headless kornia==0.4.1 ipython decorator cachetools
+
+.PHONY: demo test bench lint setup setup-dev clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(CONSTRAINTS): | $(BIN)/python
+	echo "torch==$(TORCH_VERSION)" > $(CONSTRAINTS)
+
+$(VENV)/.stamp-base: pyproject.toml $(CONSTRAINTS)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "torch==$(TORCH_VERSION)"
+	$(PIP) install -q -e ".[all]"
+	touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-base
+	$(PIP) install -q -e ".[all,bench,dev]"
+	$(PIP) install -q --no-deps $(NODEPS)
+	$(PIP) install -q $(NODEPS_NEEDS)
+	touch $@
+
+setup: $(VENV)/.stamp-base
+setup-dev: $(VENV)/.stamp-dev
+
+demo: setup
+	$(BIN)/unveil demo
+
+# pytest's exit code 5 (no tests collected) counts as success only while tests/ has no test file.
+test: setup-dev
+	@set +e; $(BIN)/python -m pytest -n 2 --timeout=300 $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ] && [ -z "$$(find tests -name 'test_*.py' -print -quit)" ]; then rc=0; fi; exit $$rc
+
+bench: setup-dev
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+lint: setup-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) unveil-demo

@@ -1,0 +1,56 @@
+"""unveil: explain what a neural network decided, check the explanation, and show it.
+
+Light to import: torch, numpy and the core only. Plotting, reports, the web dashboard and the
+text models load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import errors
+from .api import explain, make_explainer, methods
+from .attribution import IntegratedGradients, Saliency
+from .core import (
+    Explanation,
+    FeatureGroups,
+    Model,
+    load,
+    set_memory_budget,
+)
+from .errors import UnveilError
+
+__version__ = "0.1.0"
+
+# name -> "module:attribute" loaded on first access (keeps `import unveil` light)
+_LAZY: dict[str, str] = {
+    "zoo": "unveil.zoo:",
+}
+
+__all__ = [
+    "Explanation",
+    "FeatureGroups",
+    "IntegratedGradients",
+    "Model",
+    "Saliency",
+    "UnveilError",
+    "errors",
+    "explain",
+    "load",
+    "make_explainer",
+    "methods",
+    "set_memory_budget",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'unveil' has no attribute {name!r}")
+    mod_name, _, attr = target.partition(":")
+    mod = importlib.import_module(mod_name)
+    value = getattr(mod, attr) if attr else mod
+    globals()[name] = value
+    return value

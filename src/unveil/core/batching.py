@@ -1,0 +1,190 @@
+"""Evaluate many inputs in chunks, with an automatically chosen chunk size.
+
+``batch_size="auto"`` picks the fastest chunk size from a short timed probe, capped by a memory
+budget estimated from the sizes of the model's intermediate outputs per row. On CUDA an
+out-of-memory error halves the chunk and retries. Inputs are produced per chunk by a callback,
+so perturbed or interpolated batches never need to exist all at once; any random draws must be
+made before chunking so that results do not depend on the chunk size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from ..errors import OptionError
+from .hooks import forward_hooks
+from .model import Model
+
+__all__ = [
+    "BatchSize",
+    "DEFAULT_MEMORY_BUDGET",
+    "auto_batch_size",
+    "chunks",
+    "map_chunked",
+    "run_chunked",
+    "set_memory_budget",
+]
+
+BatchSize = Union[int, str]
+
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+_memory_budget = DEFAULT_MEMORY_BUDGET
+_CANDIDATES = (8, 16, 32, 64, 128, 256, 512)
+_cache: dict[tuple[Any, ...], int] = {}
+
+
+def set_memory_budget(n_bytes: int) -> None:
+    """Set the memory budget (bytes) that caps automatic chunk sizes; default 2 GiB."""
+    global _memory_budget
+    if n_bytes <= 0:
+        raise OptionError(f"the memory budget must be positive, got {n_bytes}")
+    _memory_budget = int(n_bytes)
+    _cache.clear()
+
+
+def get_memory_budget() -> int:
+    """The memory budget in bytes that caps automatic chunk sizes."""
+    return _memory_budget
+
+
+def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` pairs covering ``range(total)`` in steps of ``size``."""
+    for start in range(0, total, size):
+        yield start, min(start + size, total)
+
+
+def _bytes_per_row(module: nn.Module | None, run_one: Callable[[int, int], Any], grad: bool) -> int:
+    """Bytes of intermediate outputs one row produces, from forward hooks on leaf modules."""
+    if module is None:
+        return 1 << 16
+    total = 0
+
+    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * out.element_size()
+
+    leaves = [m for m in module.modules() if not list(m.children())]
+    with forward_hooks([(m, hook) for m in leaves]):
+        run_one(0, 1)
+    # backward keeps activations and makes gradients of the same size
+    return max(1, total * (3 if grad else 1))
+
+
+def auto_batch_size(
+    run: Callable[[int, int], Any],
+    total: int,
+    *,
+    module: nn.Module | None = None,
+    grad: bool = False,
+    key: tuple[Any, ...] | None = None,
+) -> int:
+    """Choose a chunk size for ``total`` rows evaluated by ``run(start, stop)``.
+
+    The chunk is capped by the memory budget; among the candidate sizes that fit, the one with
+    the best rows per second in a short timed probe wins (the probe's rows are real work only
+    in the sense that they are computed; results are discarded). Choices are cached per ``key``.
+    """
+    if key is not None and key in _cache:
+        return min(_cache[key], total)
+    cap = max(1, _memory_budget // _bytes_per_row(module, run, grad))
+    limit = min(cap, total)
+    cands = [c for c in _CANDIDATES if c <= limit]
+    if limit <= _CANDIDATES[0] or total <= 64 or len(cands) <= 1:
+        # a few rows: one chunk (or the cap); probing would cost more than it saves
+        best = limit
+    else:
+        best, best_rate = cands[0], 0.0
+        for c in cands:
+            run(0, c)  # warm-up: allocator and kernel selection
+            t0 = time.perf_counter()
+            run(0, c)
+            rate = c / max(time.perf_counter() - t0, 1e-9)
+            if rate > best_rate * 1.03:  # a larger chunk must be clearly faster
+                best, best_rate = c, rate
+            elif rate < best_rate * 0.8:
+                break
+    if key is not None:
+        _cache[key] = best
+    return best
+
+
+def resolve_batch_size(batch_size: BatchSize) -> BatchSize:
+    """Validate a ``batch_size`` option."""
+    if batch_size == "auto":
+        return batch_size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise OptionError(f"batch_size must be a positive int or 'auto', got {batch_size!r}")
+    return batch_size
+
+
+def run_chunked(
+    run: Callable[[int, int], Any],
+    total: int,
+    *,
+    consume: Callable[[int, int, Any], torch.Tensor | None] | None = None,
+    batch_size: BatchSize = "auto",
+    model: Model | None = None,
+    grad: bool = False,
+    key: tuple[Any, ...] | None = None,
+) -> torch.Tensor | None:
+    """Concatenate ``run(start, stop)`` over ``range(total)`` in chunks along axis 0.
+
+    ``run`` builds its own inputs for the rows it is given and must have no side effects: the
+    automatic probe calls it on rows whose results are thrown away. Side effects (accumulating
+    into a buffer) belong in ``consume(start, stop, result)``, called once per real chunk; what
+    it returns (a tensor or ``None``) is what gets concatenated. ``key`` names the workload (e.g.
+    the method and the per-row input shape) so the automatic choice is probed once and cached.
+    On CUDA out-of-memory the chunk size halves and the chunk is retried.
+    """
+    resolve_batch_size(batch_size)
+    if total <= 0:
+        raise OptionError("nothing to evaluate: zero rows")
+    if batch_size == "auto":
+        module = model.module if model is not None else None
+        if key is not None:
+            key = (id(module), grad, *key)
+        seen = model.n_evals if model is not None else 0
+        size = auto_batch_size(run, total, module=module, grad=grad, key=key)
+        if model is not None:
+            model.n_evals = seen  # the probe's rows are not part of the method's cost
+    else:
+        size = min(int(batch_size), total)
+    parts: list[torch.Tensor] = []
+    start = 0
+    while start < total:
+        stop = min(start + size, total)
+        try:
+            res = run(start, stop)
+            part = consume(start, stop, res) if consume is not None else res
+            if part is not None:
+                parts.append(part)
+        except torch.OutOfMemoryError:
+            if size == 1:
+                raise
+            size = max(1, size // 2)
+            if key is not None:
+                _cache[key] = size
+            continue
+        start = stop
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+
+
+def n_chunks(total: int, size: int) -> int:
+    """How many chunks of ``size`` cover ``total`` rows."""
+    return math.ceil(total / size)
+
+
+def map_chunked(run: Callable[[int, int], torch.Tensor], total: int, **options: Any) -> torch.Tensor:
+    """:func:`run_chunked` for a pure ``run``: the concatenated per-chunk results."""
+    out = run_chunked(run, total, **options)
+    assert out is not None
+    return out

@@ -1,0 +1,251 @@
+"""The one result type of every method: :class:`Explanation`.
+
+It carries the attributions and everything needed to reproduce, judge and show them. It saves
+to a pair of files, ``.npz`` for arrays and JSON (inside the npz) for the rest — never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+__all__ = ["Explanation", "load"]
+
+_ARRAY_FIELDS = ("values", "inputs", "targets", "outputs", "baseline_outputs", "stderr", "delta")
+_FORMAT = "unveil.explanation/1"
+
+
+def _np(x: Any) -> np.ndarray | None:
+    if x is None:
+        return None
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Make method parameters JSON-safe (tensors become short descriptions)."""
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        return f"<{type(obj).__name__} shape={tuple(obj.shape)}>"
+    return repr(obj)
+
+
+@dataclass
+class Explanation:
+    """Attributions for a batch, with their provenance.
+
+    Attributes
+    ----------
+    values : ndarray
+        Attributions, shaped like ``inputs`` (or ``(N, n_groups)`` for group methods whose maps
+        are kept at group level; ``groups`` then says how to expand them).
+    inputs : ndarray
+        The explained inputs, (N, ...).
+    targets : ndarray or None
+        The explained class per row, (N,); ``None`` for models with one output.
+    outputs, baseline_outputs : ndarray or None
+        The target score at the input and at the baseline, (N,).
+    method : str
+        Registry name of the method; ``params`` its options.
+    stderr : ndarray or None
+        Standard error of stochastic estimates, shaped like ``values``.
+    delta : ndarray or None
+        Completeness gap per row: ``sum(values) - (f(x) - f(baseline))`` for methods that
+        promise completeness.
+    n_evals : int
+        Model rows evaluated. ``timings`` holds seconds per phase. ``quality`` is filled by
+        :func:`unveil.evaluate`. ``extras`` holds method-specific arrays (e.g. the layer-level
+        CAM) and ``meta`` method-specific JSON facts (e.g. the chosen layer).
+    """
+
+    values: np.ndarray
+    inputs: np.ndarray
+    method: str
+    targets: np.ndarray | None = None
+    outputs: np.ndarray | None = None
+    baseline_outputs: np.ndarray | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    stderr: np.ndarray | None = None
+    delta: np.ndarray | None = None
+    n_evals: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, Any] | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    modality: str = "tabular"
+    feature_names: list[str] | None = None
+    class_names: list[str] | None = None
+    _fingerprint: str | None = field(default=None, repr=False)
+    _fingerprint_fn: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in _ARRAY_FIELDS:
+            setattr(self, name, _np(getattr(self, name)))
+        self.extras = {k: np.asarray(_np(v)) for k, v in self.extras.items()}
+
+    # -- basics ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def fingerprint(self) -> str | None:
+        """SHA-256 prefix of the model's parameters, computed on first access."""
+        if self._fingerprint is None and self._fingerprint_fn is not None:
+            self._fingerprint = self._fingerprint_fn()
+            self._fingerprint_fn = None
+        return self._fingerprint
+
+    def __getitem__(self, index: int | slice | np.ndarray | list[int]) -> Explanation:
+        """The explanation of a subset of samples (an int keeps the batch axis)."""
+        idx: Any = [index] if isinstance(index, (int, np.integer)) else index
+        n = len(self)
+
+        def take(a: Any) -> Any:
+            return a[idx] if isinstance(a, np.ndarray) and a.ndim >= 1 and a.shape[0] == n else a
+
+        kw = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        for name in _ARRAY_FIELDS:
+            kw[name] = take(kw[name])
+        kw["extras"] = {k: take(v) for k, v in self.extras.items()}
+        kw["params"] = dict(self.params)
+        kw["quality"] = {}
+        kw["_fingerprint"] = self.fingerprint
+        kw["_fingerprint_fn"] = None
+        if self.groups is not None:
+            kw["groups"] = {
+                k: (take(v) if k == "labels" and np.asarray(v).shape[0] == n else v)
+                for k, v in self.groups.items()
+            }
+        return Explanation(**kw)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-safe dict of the scalar facts (no arrays)."""
+        return {
+            "method": self.method,
+            "n_samples": len(self),
+            "shape": list(self.values.shape),
+            "modality": self.modality,
+            "params": _jsonable(self.params),
+            "seed": self.seed,
+            "n_evals": self.n_evals,
+            "timings": self.timings,
+            "fingerprint": self.fingerprint,
+            "quality": _jsonable(self.quality),
+            "meta": _jsonable(self.meta),
+        }
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write arrays and metadata to one ``.npz`` file (no pickle); returns the path."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        arrays: dict[str, np.ndarray] = {}
+        for name in _ARRAY_FIELDS:
+            a = getattr(self, name)
+            if a is not None:
+                arrays[name] = a
+        for k, v in self.extras.items():
+            arrays[f"extras.{k}"] = v
+        groups_meta: dict[str, Any] | None = None
+        if self.groups is not None:
+            groups_meta = {}
+            for k, v in self.groups.items():
+                if isinstance(v, (np.ndarray, torch.Tensor)):
+                    arrays[f"groups.{k}"] = np.asarray(_np(v))
+                else:
+                    groups_meta[k] = v
+        meta = {
+            "format": _FORMAT,
+            "method": self.method,
+            "params": _jsonable(self.params),
+            "seed": self.seed,
+            "n_evals": self.n_evals,
+            "timings": self.timings,
+            "quality": _jsonable(self.quality),
+            "groups": groups_meta,
+            "meta": _jsonable(self.meta),
+            "modality": self.modality,
+            "feature_names": self.feature_names,
+            "class_names": self.class_names,
+            "fingerprint": self.fingerprint,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Explanation:
+        """Read an Explanation written by :meth:`save` (``allow_pickle`` stays off)."""
+        with np.load(Path(path), allow_pickle=False) as data:
+            if "__meta__" not in data.files:
+                raise InputError(f"{path} is not an unveil Explanation file (no metadata)")
+            meta = json.loads(bytes(data["__meta__"]).decode())
+            if meta.get("format") != _FORMAT:
+                raise InputError(f"{path} has format {meta.get('format')!r}, expected {_FORMAT!r}")
+            arrays = {k: data[k] for k in data.files if k != "__meta__"}
+        kw: dict[str, Any] = {name: arrays.get(name) for name in _ARRAY_FIELDS}
+        kw["extras"] = {k[7:]: v for k, v in arrays.items() if k.startswith("extras.")}
+        groups = meta.get("groups")
+        garr = {k[7:]: v for k, v in arrays.items() if k.startswith("groups.")}
+        if groups is not None or garr:
+            groups = {**(groups or {}), **garr}
+        return cls(
+            method=meta["method"],
+            params=meta["params"],
+            seed=meta["seed"],
+            n_evals=meta["n_evals"],
+            timings=meta["timings"],
+            quality=meta["quality"],
+            groups=groups,
+            meta=meta.get("meta", {}),
+            modality=meta["modality"],
+            feature_names=meta["feature_names"],
+            class_names=meta["class_names"],
+            _fingerprint=meta["fingerprint"],
+            **kw,
+        )
+
+    # -- display (the one permitted upward import) ----------------------------------------
+    def plot(self, index: int = 0, *, ax: Any = None, **kwargs: Any) -> Any:
+        """Draw sample ``index``: a heatmap for images, bars for tables, coloured tokens for
+        text. Returns the matplotlib Axes."""
+        from ..report import plotting
+
+        return plotting.plot_explanation(self, index=index, ax=ax, **kwargs)
+
+    def to_html(self, **kwargs: Any) -> str:
+        """A self-contained HTML fragment showing the explanation."""
+        from ..report import html
+
+        return html.explanation_html(self, **kwargs)
+
+    def _repr_html_(self) -> str:
+        return self.to_html(max_samples=4)
+
+
+def load(path: str | Path) -> Explanation:
+    """Load an :class:`Explanation` saved with :meth:`Explanation.save`."""
+    return Explanation.load(path)

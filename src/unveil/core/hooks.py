@@ -1,0 +1,186 @@
+"""Context managers that touch a model and always undo what they did.
+
+Everything that attaches a hook, changes a mode or a ``requires_grad`` flag, or swaps a module
+goes through here, and is undone in ``finally`` so that an exception leaves the model as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = [
+    "capture_outputs",
+    "eval_mode",
+    "forward_hooks",
+    "frozen_parameters",
+    "get_submodule",
+    "model_guard",
+    "replaced_modules",
+]
+
+_TRAIN_WARNED: set[int] = set()
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module, *, warn: bool = True) -> Iterator[None]:
+    """Run the block with every submodule in eval mode, restoring each module's flag after.
+
+    A model in training mode would update BatchNorm statistics and make Dropout random, so
+    explanations are always computed in eval mode. One warning per model says so.
+    """
+    flags = [(m, m.training) for m in module.modules()]
+    if any(t for _, t in flags):
+        if warn and id(module) not in _TRAIN_WARNED:
+            _TRAIN_WARNED.add(id(module))
+            warnings.warn(
+                "the model is in training mode; unveil explains it in eval mode and restores "
+                "the training flags afterwards (call model.eval() to silence this)",
+                UserWarning,
+                stacklevel=4,
+            )
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, t in flags:
+            m.training = t
+
+
+@contextlib.contextmanager
+def frozen_parameters(module: nn.Module) -> Iterator[None]:
+    """Set ``requires_grad=False`` on every parameter for the block, then restore each flag.
+
+    Gradients with respect to the input then never build weight-gradient graph parts.
+    """
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+@contextlib.contextmanager
+def model_guard(module: nn.Module | None, *, freeze: bool = True) -> Iterator[None]:
+    """Eval mode and (optionally) frozen parameters for the block; both restored afterwards."""
+    if module is None:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(eval_mode(module))
+        if freeze:
+            stack.enter_context(frozen_parameters(module))
+        yield
+
+
+@contextlib.contextmanager
+def forward_hooks(
+    hooks: list[tuple[nn.Module, Callable[..., Any]]], *, with_kwargs: bool = False
+) -> Iterator[list[RemovableHandle]]:
+    """Register forward hooks ``(module, fn)`` for the block; all removed in ``finally``."""
+    handles: list[RemovableHandle] = []
+    try:
+        for mod, fn in hooks:
+            handles.append(mod.register_forward_hook(fn, with_kwargs=with_kwargs))
+        yield handles
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def forward_pre_hooks(
+    hooks: list[tuple[nn.Module, Callable[..., Any]]],
+) -> Iterator[list[RemovableHandle]]:
+    """Register forward pre-hooks ``(module, fn)`` for the block; all removed in ``finally``."""
+    handles: list[RemovableHandle] = []
+    try:
+        for mod, fn in hooks:
+            handles.append(mod.register_forward_pre_hook(fn))
+        yield handles
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _first_tensor(out: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if hasattr(out, "last_hidden_state"):
+        return out.last_hidden_state  # type: ignore[no-any-return]  # HF model outputs
+    raise TypeError(f"layer output of type {type(out).__name__} holds no tensor")
+
+
+@contextlib.contextmanager
+def capture_outputs(
+    modules: Mapping[str, nn.Module], *, detach: bool = False
+) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Record each named module's output tensor on every forward call inside the block.
+
+    Yields a dict ``name -> [output per call]``; with ``detach=False`` the outputs stay in the
+    autograd graph so gradients with respect to them can be taken.
+    """
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+
+    def make(name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+            t = _first_tensor(out)
+            store[name].append(t.detach() if detach else t)
+
+        return hook
+
+    with forward_hooks([(m, make(n)) for n, m in modules.items()]):
+        yield store
+
+
+def get_submodule(root: nn.Module, name: str) -> nn.Module:
+    """``root.get_submodule(name)`` with an error that lists the closest existing names."""
+    from ..errors import LayerNotFoundError
+
+    if name in ("", "."):
+        return root
+    try:
+        return root.get_submodule(name)
+    except AttributeError:
+        import difflib
+
+        names = [n for n, _ in root.named_modules() if n]
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
+        hint = f" Closest names: {', '.join(close)}." if close else ""
+        sample = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+        raise LayerNotFoundError(
+            f"the model has no layer {name!r}.{hint} Layers are dotted names as in "
+            f"model.named_modules(): {sample}"
+        ) from None
+
+
+@contextlib.contextmanager
+def replaced_modules(root: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator[None]:
+    """Swap submodules by dotted name for the block and put the originals back in ``finally``.
+
+    Use this only on a copy of the user's model or for wrappers that keep the original inside;
+    the originals are restored whatever happens.
+    """
+    done: list[tuple[nn.Module, str, nn.Module]] = []
+    try:
+        for name, new in replacements.items():
+            parent_name, _, attr = name.rpartition(".")
+            parent = get_submodule(root, parent_name)
+            old = getattr(parent, attr)
+            setattr(parent, attr, new)
+            done.append((parent, attr, old))
+        yield
+    finally:
+        for parent, attr, old in reversed(done):
+            setattr(parent, attr, old)
