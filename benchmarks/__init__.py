@@ -1,0 +1,1 @@
+"""Benchmarks for unveil: ``make bench`` (``python -m benchmarks.run``)."""

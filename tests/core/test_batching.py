@@ -1,0 +1,94 @@
+"""Chunked evaluation: results do not depend on the chunk size; OOM halves the chunk."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _util import TinyCNN
+
+import unveil as uv
+from unveil.core import batching
+from unveil.core.model import Model
+from unveil.errors import OptionError
+
+
+@pytest.mark.parametrize("method", ["saliency", "integrated_gradients"])
+def test_batch_size_invariance(method: str) -> None:
+    net = TinyCNN().eval()
+    x = torch.rand(9, 1, 16, 16)
+    ref = uv.explain(net, x, method=method, batch_size=1)
+    for bs in (7, "auto"):
+        e = uv.explain(net, x, method=method, batch_size=bs)
+        torch.testing.assert_close(torch.from_numpy(e.values), torch.from_numpy(ref.values))
+        assert e.n_evals == ref.n_evals
+    assert float(abs(ref.values).max()) > 0
+
+
+def test_run_chunked_covers_all_rows_once() -> None:
+    seen: list[tuple[int, int]] = []
+    out = batching.run_chunked(lambda a, b: torch.arange(a, b), 23, batch_size=5,
+                               consume=lambda a, b, r: (seen.append((a, b)), r)[1])
+    assert torch.equal(out, torch.arange(23))
+    assert seen == [(0, 5), (5, 10), (10, 15), (15, 20), (20, 23)]
+
+
+def test_auto_probe_has_no_side_effects_on_counts() -> None:
+    net = TinyCNN().eval()
+    m = Model(net)
+    x = torch.rand(300, 1, 16, 16)
+    with torch.inference_mode():
+        batching.map_chunked(lambda a, b: m.forward(x[a:b]), 300, model=m, key=("t", 1))
+    assert m.n_evals == 300
+
+
+def test_memory_budget_caps_auto_chunk() -> None:
+    net = TinyCNN().eval()
+    x = torch.rand(400, 1, 16, 16)
+    # bytes of every leaf module's output for one row, counted independently of the library
+    leaf_bytes = 0
+    with torch.inference_mode():
+        h = x[:1]
+        for m in net.features:
+            h = m(h)
+            leaf_bytes += h.numel() * 4
+        p = net.pool(h)
+        leaf_bytes += p.numel() * 4 * 2 + 4 * 4  # pool, flatten, linear
+    budget = 40 * leaf_bytes
+    sizes: list[int] = []
+    old = batching.get_memory_budget()
+    try:
+        batching.set_memory_budget(budget)
+        with torch.inference_mode():
+            batching.run_chunked(lambda a, b: net(x[a:b]), 400, model=Model(net), key=("cap",),
+                                 consume=lambda a, b, r: sizes.append(b - a))
+    finally:
+        batching.set_memory_budget(old)
+    assert sum(sizes) == 400
+    assert 1 <= max(sizes) <= 40
+
+
+class _OOMAbove(torch.nn.Module):
+    """Raises CUDA-style out-of-memory for chunks larger than ``limit`` rows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.lin = torch.nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("fake CUDA out of memory")
+        return self.lin(x)
+
+
+def test_out_of_memory_halves_the_chunk() -> None:
+    net = _OOMAbove(limit=10).eval()
+    x = torch.randn(50, 3)
+    e = uv.explain(net, x, method="integrated_gradients", n_steps=8, batch_size=64, target=0)
+    ref = uv.explain(torch.nn.Sequential(net.lin).eval(), x, method="integrated_gradients", n_steps=8, batch_size=8, target=0)
+    torch.testing.assert_close(torch.from_numpy(e.values), torch.from_numpy(ref.values))
+
+
+def test_bad_batch_size() -> None:
+    with pytest.raises(OptionError, match="positive int or 'auto'"):
+        uv.Saliency(TinyCNN(), batch_size=0)

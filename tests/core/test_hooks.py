@@ -1,0 +1,57 @@
+"""Hook hygiene: every method leaves the model exactly as it found it, also when it raises."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from _util import Raises, TinyCNN, assert_unchanged, snapshot
+
+import unveil as uv
+from unveil.core import hooks
+
+
+def test_train_mode_is_explained_in_eval_and_restored() -> None:
+    net = TinyCNN()
+    net.train()
+    net.features[1].eval()  # a mixed state must come back exactly
+    before = snapshot(net)
+    with pytest.warns(UserWarning, match="training mode"):
+        uv.explain(net, torch.rand(2, 1, 16, 16), method="saliency")
+    assert_unchanged(net, before)
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("method", ["saliency", "integrated_gradients"])
+def test_raising_model_leaves_no_trace(method: str, train: bool) -> None:
+    net = TinyCNN()
+    net.features.insert(3, Raises())
+    net.train(train)
+    net.head[1].weight.grad = torch.ones_like(net.head[1].weight)
+    net.features[0].weight.requires_grad_(False)
+    before = snapshot(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="boom"):
+            uv.explain(net, torch.rand(2, 1, 16, 16), method=method)
+    assert_unchanged(net, before)
+
+
+def test_replaced_modules_restored_on_error() -> None:
+    net = TinyCNN()
+    orig = net.features[1]
+    with pytest.raises(ValueError):
+        with hooks.replaced_modules(net, {"features.1": torch.nn.Tanh()}):
+            assert isinstance(net.features[1], torch.nn.Tanh)
+            raise ValueError
+    assert net.features[1] is orig
+
+
+def test_capture_outputs_and_removal() -> None:
+    net = TinyCNN().eval()
+    before = snapshot(net)
+    with hooks.capture_outputs({"f": net.features[3]}) as store:
+        net(torch.rand(2, 1, 16, 16))
+    assert store["f"][0].shape == (2, 8, 8, 8)
+    assert_unchanged(net, before)
