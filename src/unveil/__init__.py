@@ -26,6 +26,8 @@ __version__ = "0.1.0"
 # name -> "module:attribute" loaded on first access (keeps `import unveil` light)
 _LAZY: dict[str, str] = {
     "zoo": "unveil.zoo:",
+    "explain_dataset": "unveil.scale:explain_dataset",
+    "Explainer": "unveil.scale:Explainer",
 }
 
 __all__ = [

@@ -1,0 +1,138 @@
+"""Explanations for a stream of single inputs, optionally within a latency budget.
+
+:class:`Explainer` builds its method once and reuses it (the chunk-size probe and any model
+rewrite are paid on the first call only). With ``budget_ms=`` it chooses the method's budget
+knob (``n_steps`` for path methods, ``n_samples`` for sampling methods) from a timed
+calibration, keeps a running estimate of the cost per unit, and records in each Explanation
+the knob it chose, the latency reached and the quality that bought (completeness gap or
+standard error).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..api import _split_options
+from ..core.explanation import Explanation
+from ..core.registry import get_method
+from ..errors import OptionError
+
+__all__ = ["Explainer"]
+
+_KNOBS = ("n_steps", "n_samples")
+
+
+class Explainer:
+    """A reusable explainer for single inputs or small batches.
+
+    Parameters
+    ----------
+    model
+        The model (anything :class:`unveil.Model` accepts).
+    method
+        A registered method name.
+    budget_ms
+        Target latency per call in milliseconds, or ``None`` to use the method's options as
+        given. Budget mode is exempt from the same-seed-same-answer rule: the knob follows the
+        measured speed of the machine.
+    min_units, max_units
+        Bounds of the chosen ``n_steps`` / ``n_samples``.
+    clock
+        A function returning seconds (injected in tests); ``time.perf_counter`` by default.
+    options
+        The method's options.
+    """
+
+    def __init__(self, model: Any, method: str = "integrated_gradients", *, budget_ms: float | None = None,
+                 min_units: int = 2, max_units: int = 256, clock: Callable[[], float] = time.perf_counter,
+                 **options: Any) -> None:
+        self.info = get_method(method)
+        init, self.call_options = _split_options(self.info.cls, options)
+        params = inspect.signature(self.info.cls.__init__).parameters  # type: ignore[misc]
+        self.knob = next((k for k in _KNOBS if k in params), None)
+        if budget_ms is not None:
+            if budget_ms <= 0:
+                raise OptionError(f"budget_ms must be positive, got {budget_ms}")
+            if self.knob is None:
+                raise OptionError(
+                    f"{method!r} has no steps or samples to trade for speed; budget_ms applies to "
+                    "methods with n_steps or n_samples"
+                )
+        self.model, self.init, self.budget_ms, self.clock = model, init, budget_ms, clock
+        self.min_units, self.max_units = min_units, max_units
+        self._methods: dict[int, Any] = {}
+        self._fixed = 0.0  # seconds per call that do not scale with the knob
+        self._per_unit: float | None = None  # seconds per knob unit
+        self.units: int | None = None
+
+    def _method(self, units: int | None) -> Any:
+        key = -1 if units is None else units
+        if key not in self._methods:
+            opts = dict(self.init)
+            if units is not None and self.knob is not None:
+                opts[self.knob] = units
+            self._methods[key] = self.info.cls(self.model, **opts)
+        return self._methods[key]
+
+    def _timed(self, x: Any, units: int | None, **kw: Any) -> tuple[Explanation, float]:
+        t0 = self.clock()
+        exp = self._method(units)(x, **{**self.call_options, **kw})
+        return exp, self.clock() - t0
+
+    def calibrate(self, x: Any, **kw: Any) -> int:
+        """Time the method at two knob values on ``x`` and choose the knob for the budget."""
+        assert self.budget_ms is not None
+        lo = self.min_units
+        hi = max(lo * 4, 8)
+        self._timed(x, lo, **kw)  # warm-up: chunk probe, rewrites, allocator
+        _, t_lo = self._timed(x, lo, **kw)
+        _, t_hi = self._timed(x, hi, **kw)
+        self._per_unit = max((t_hi - t_lo) / (hi - lo), 1e-9)
+        self._fixed = max(t_lo - self._per_unit * lo, 0.0)
+        self.units = self._choose()
+        return self.units
+
+    def _choose(self) -> int:
+        assert self.budget_ms is not None and self._per_unit is not None
+        room = self.budget_ms / 1e3 * 0.9 - self._fixed  # keep 10% headroom for jitter
+        return int(np.clip(np.floor(room / self._per_unit), self.min_units, self.max_units))
+
+    def __call__(self, x: Any, *, target: Any = "predicted", **kw: Any) -> Explanation:
+        if self.budget_ms is None:
+            return self._method(None)(x, target=target, **{**self.call_options, **kw})  # type: ignore[no-any-return]
+        if self.units is None:
+            self.calibrate(x, target=target, **kw)
+        assert self.units is not None
+        units = self.units
+        exp, seconds = self._timed(x, units, target=target, **kw)
+        # running estimate of the per-unit cost, then the knob for the next call
+        observed = max(seconds - self._fixed, 1e-9) / units
+        assert self._per_unit is not None
+        self._per_unit = 0.7 * self._per_unit + 0.3 * observed
+        self.units = self._choose()
+        exp.meta["budget"] = {
+            "budget_ms": self.budget_ms,
+            "latency_ms": seconds * 1e3,
+            "met": seconds * 1e3 <= self.budget_ms,
+            "knob": self.knob,
+            "units": units,
+            "quality": _quality(exp),
+        }
+        exp.params[str(self.knob)] = units
+        return exp
+
+
+def _quality(exp: Explanation) -> dict[str, float]:
+    """What the budget bought: the relative completeness gap, or the mean standard error."""
+    q: dict[str, float] = {}
+    if exp.delta is not None and exp.outputs is not None and exp.baseline_outputs is not None:
+        scale = np.abs(exp.outputs - exp.baseline_outputs) + 1e-12
+        q["completeness_gap"] = float(np.mean(np.abs(exp.delta) / scale))
+    if exp.stderr is not None:
+        q["mean_stderr"] = float(np.mean(exp.stderr))
+    return q

@@ -1,0 +1,36 @@
+"""The Dask engine gives the local engine's results (one module-scoped LocalCluster)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _util import mlp
+
+from unveil.scale import explain_dataset
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_dask_equals_local(tmp_path, cluster) -> None:
+    x = torch.randn(30, 6)
+    net = mlp().eval()
+    opts = dict(method="integrated_gradients", n_steps=8, shard_size=7, progress=False)
+    local = explain_dataset(net, x, out=tmp_path / "local", **opts).values()
+    by_address = explain_dataset(net, x, out=tmp_path / "addr", engine="dask", scheduler=cluster.scheduler_address, **opts)
+    torch.testing.assert_close(torch.from_numpy(by_address.values()), torch.from_numpy(local))
+    rows = [r for e in by_address.shards() for r in range(*e.meta["rows"])]
+    assert rows == list(range(30))
+    with distributed.Client(cluster) as client:
+        via_client = explain_dataset(net, x, out=tmp_path / "client", engine="dask", scheduler=client, **opts).values()
+    torch.testing.assert_close(torch.from_numpy(via_client), torch.from_numpy(local))
+    assert np.abs(local).max() > 0
