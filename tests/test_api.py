@@ -7,9 +7,9 @@ import sys
 
 import pytest
 import torch
-from _util import mlp
 
 import unveil as uv
+from _util import mlp
 from unveil.errors import UnknownMethodError
 
 

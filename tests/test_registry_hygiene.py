@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _util import Raises, TinyCNN, assert_unchanged, mlp, snapshot
 
 import unveil as uv
+from _util import Raises, TinyCNN, assert_unchanged, mlp, snapshot
 
 # small budgets so the whole registry runs in seconds; only options a method accepts are passed
 SMALL = {"n_steps": 4, "n_samples": 8, "max_evals": 64, "n_iter": 2}

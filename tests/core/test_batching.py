@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _util import TinyCNN
 
 import unveil as uv
+from _util import TinyCNN
 from unveil.core import batching
 from unveil.core.model import Model
 from unveil.errors import OptionError

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _util import TinyCNN
 
 import unveil as uv
+from _util import TinyCNN
 from unveil.core.explanation import Explanation
 from unveil.errors import InputError
 

@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 import torch
-from _util import Raises, TinyCNN, assert_unchanged, snapshot
 
 import unveil as uv
+from _util import Raises, TinyCNN, assert_unchanged, snapshot
 from unveil.core import hooks
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _util import TinyCNN, mlp
 from sklearn.linear_model import LogisticRegression
 
+from _util import TinyCNN, mlp
 from unveil.core.model import Model, as_model
 from unveil.errors import (
     InputError,

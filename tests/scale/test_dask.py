@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _util import mlp
 
+from _util import mlp
 from unveil.scale import explain_dataset
 
 distributed = pytest.importorskip("distributed")

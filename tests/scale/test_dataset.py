@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _util import TinyCNN, mlp
 
 import unveil as uv
+from _util import TinyCNN, mlp
 from unveil.errors import InputError
 from unveil.scale import explain_dataset
 

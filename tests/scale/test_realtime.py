@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _util import mlp
 
+from _util import mlp
 from unveil.errors import OptionError
 from unveil.scale import Explainer
 

@@ -31,11 +31,11 @@ def run_on_dask(model: Any, shards: Iterator[Shard], method: str, target: Any, o
     else:
         client = scheduler
     try:
-        from .dataset import _shard_target
-
         import uuid
 
         import cloudpickle
+
+        from .dataset import _shard_target
 
         model_f = client.scatter((uuid.uuid4().hex, cloudpickle.dumps(model)), broadcast=True)
         limit = 2 * max(1, sum(client.nthreads().values()))
