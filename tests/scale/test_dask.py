@@ -10,6 +10,7 @@ from _util import mlp
 from unveil.scale import explain_dataset
 
 distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.dask
 
 
 @pytest.fixture(scope="module")
