@@ -28,6 +28,16 @@ _LAZY: dict[str, str] = {
     "zoo": "unveil.zoo:",
     "explain_dataset": "unveil.scale:explain_dataset",
     "Explainer": "unveil.scale:Explainer",
+    "distill": "unveil.surrogate:distill",
+    "fidelity_curve": "unveil.surrogate:fidelity_curve",
+    "local_surrogate": "unveil.surrogate:local_surrogate",
+    "permutation_importance": "unveil.surrogate:permutation_importance",
+    "partial_dependence": "unveil.surrogate:partial_dependence",
+    "shapley_importance": "unveil.surrogate:shapley_importance",
+    "hybrid": "unveil.surrogate:hybrid",
+    "bias_audit": "unveil.audit:bias_audit",
+    "surrogate": "unveil.surrogate:",
+    "audit": "unveil.audit:",
 }
 
 __all__ = [
