@@ -11,6 +11,7 @@ from typing import Any
 
 from . import errors
 from .api import explain, make_explainer, methods
+from .attention import attention
 from .attribution import IntegratedGradients, Saliency
 from .core import (
     Explanation,
@@ -38,10 +39,12 @@ _LAZY: dict[str, str] = {
     "bias_audit": "unveil.audit:bias_audit",
     "surrogate": "unveil.surrogate:",
     "audit": "unveil.audit:",
+    "text": "unveil.text:",
 }
 
 __all__ = [
     "Explanation",
+    "attention",
     "FeatureGroups",
     "IntegratedGradients",
     "Model",
