@@ -15,7 +15,7 @@ import unveil as uv
 from _util import Raises, TinyCNN, assert_unchanged, mlp, snapshot
 
 # small budgets so the whole registry runs in seconds; only options a method accepts are passed
-SMALL = {"n_steps": 4, "n_samples": 8, "max_evals": 64, "n_iter": 2}
+SMALL = {"n_steps": 4, "n_samples": 32, "max_evals": 64, "n_iter": 2}
 FAMILIES_WITH_OWN_TESTS = {"attention"}  # need attention modules; covered in tests/attention
 
 
