@@ -12,7 +12,8 @@ from typing import Any
 from . import errors
 from .api import explain, make_explainer, methods
 from .attention import attention
-from .attribution import IntegratedGradients, Saliency
+from .attribution import *  # noqa: F403  # every method class, e.g. uv.IntegratedGradients
+from .attribution import __all__ as _methods_all
 from .core import (
     Explanation,
     FeatureGroups,
@@ -46,9 +47,8 @@ __all__ = [
     "Explanation",
     "attention",
     "FeatureGroups",
-    "IntegratedGradients",
     "Model",
-    "Saliency",
+    *[n for n in _methods_all if n not in ("Attributor", "Call")],
     "UnveilError",
     "errors",
     "explain",

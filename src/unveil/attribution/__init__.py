@@ -3,7 +3,56 @@
 from __future__ import annotations
 
 from ._base import Attributor, Call
-from .gradient import Saliency
+from .cam import (
+    AblationCAM,
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    GuidedGradCAM,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
+from .deeplift import DeepLift, DeepLiftShap
+from .gradient import InputXGradient, Saliency
+from .gradient_shap import GradientShap
+from .lime import Lime
+from .lrp import LRP
+from .modified_backward import Deconvnet, GuidedBackprop
 from .path import IntegratedGradients
+from .perturbation import RISE, FeatureAblation, Occlusion
+from .shapley import ExactShapley, KernelShap, PermutationShapley
+from .smooth import SmoothGrad, VarGrad
 
-__all__ = ["Attributor", "Call", "IntegratedGradients", "Saliency"]
+__all__ = [
+    "LRP",
+    "RISE",
+    "AblationCAM",
+    "Attributor",
+    "Call",
+    "Deconvnet",
+    "DeepLift",
+    "DeepLiftShap",
+    "EigenCAM",
+    "ExactShapley",
+    "FeatureAblation",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "GradientShap",
+    "GuidedBackprop",
+    "GuidedGradCAM",
+    "HiResCAM",
+    "InputXGradient",
+    "IntegratedGradients",
+    "KernelShap",
+    "LayerCAM",
+    "Lime",
+    "Occlusion",
+    "PermutationShapley",
+    "Saliency",
+    "ScoreCAM",
+    "SmoothGrad",
+    "VarGrad",
+    "XGradCAM",
+]

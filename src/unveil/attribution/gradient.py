@@ -1,16 +1,33 @@
-"""Single-pass gradient methods: the gradient of the target score with respect to the input."""
+"""Single-pass gradient methods: Saliency and Input x Gradient (and the machinery they share
+with guided backprop and deconvnet).
+
+A single-pass method needs one forward and one backward pass per row. The generic call flow
+(:class:`~unveil.attribution._base.Attributor`) would first run a separate forward pass to find
+the target and the score, which costs about a third more; these methods instead resolve the
+target from the same forward pass they differentiate (chunk by chunk), so they cost what a
+plain ``torch.autograd.grad`` call costs.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
-from ..core.batching import BatchSize, map_chunked
+from ..core.batching import BatchSize, map_chunked, run_chunked
+from ..core.explanation import Explanation
+from ..core.model import Model, TargetSpec
 from ..core.registry import register
+from ..errors import OptionError
 from ._base import Attributor, Call
+from ._layers import Context, NeuronSpec, Space
 
-__all__ = ["Saliency"]
+__all__ = ["InputXGradient", "Saliency", "SinglePass", "batched_gradient", "gradient_values"]
+
+Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def batched_gradient(
@@ -25,33 +42,178 @@ def batched_gradient(
 
     return map_chunked(
         run, x.shape[0], batch_size=method.batch_size, model=model, grad=True,
-        key=("gradient", tuple(x.shape[1:])),
+        key=("gradient", None, None, tuple(x.shape[1:])),
     )
 
 
+def gradient_values(
+    space: Space, combine: Combine, *, context: Context = None, batch_size: BatchSize = "auto"
+) -> torch.Tensor:
+    """``combine(points, gradient)`` at every point of ``space``, in auto-sized chunks."""
+    pts = space.points
+
+    def run(a: int, b: int) -> torch.Tensor:
+        r = torch.arange(a, b, device=pts.device)
+        _, g = space.gradient(r, pts[a:b], context=context)
+        return combine(pts[a:b], g)
+
+    return map_chunked(
+        run, pts.shape[0], batch_size=batch_size, model=space.model, grad=True,
+        key=space.key("gradient", pts.shape[0]),
+    )
+
+
+def target_slicer(model: Model, target: TargetSpec, n: int) -> Callable[[int, int], TargetSpec]:
+    """Per-chunk target specs; a per-row sequence is checked for length and type up front."""
+    if target is None or isinstance(target, (str, int, np.integer)):
+        return lambda a, b: target
+    # check length and dtype now (the range is checked per chunk against the real outputs)
+    wide = torch.empty(n, 1, device=model.device).expand(n, 1 << 40)
+    t = model.resolve_targets(target, wide)
+    assert t is not None
+    return lambda a, b: t[a:b]
+
+
+def fused_pass(
+    space: Space, target: TargetSpec, combine: Combine, *, context: Context, batch_size: BatchSize
+) -> dict[str, torch.Tensor | None]:
+    """One forward+backward per row: scores, targets, objective and combined values."""
+    model, x = space.model, space.inputs
+    tslice = target_slicer(model, target, x.shape[0])
+    parts: dict[str, list[torch.Tensor]] = {"all": [], "t": [], "obj": [], "v": []}
+
+    def run(a: int, b: int) -> tuple[torch.Tensor, ...]:
+        p = space.forward(x[a:b], None, grad=True, context=context)
+        t = model.resolve_targets(tslice(a, b), p.all_out.detach())
+        obj, g = space.differentiate(p, t)
+        t_out = torch.empty(0) if t is None else t
+        return p.all_out.detach(), t_out, obj, combine(p.z.detach(), g)
+
+    def consume(_a: int, _b: int, res: tuple[torch.Tensor, ...]) -> None:
+        for k, v in zip(("all", "t", "obj", "v"), res):
+            parts[k].append(v)
+
+    run_chunked(
+        run, x.shape[0], consume=consume, batch_size=batch_size, model=model, grad=True,
+        key=space.key("gradient", x.shape[0]),
+    )
+    out = {k: torch.cat(v) for k, v in parts.items()}
+    return {
+        "all_outputs": out["all"], "targets": out["t"] if out["t"].numel() else None,
+        "outputs": out["obj"], "values": out["v"],
+    }
+
+
+class SinglePass(Attributor):
+    """Base of methods computed from one forward and backward pass at each input.
+
+    Call options: ``layer=`` (attribute to that layer's output), ``neuron=`` (explain one unit
+    instead of the target score; see :mod:`unveil.attribution._layers`).
+    """
+
+    def _combine(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Values from the points and the gradient there."""
+        raise NotImplementedError
+
+    def _context(self) -> Context:
+        """A context manager factory active during the forward pass (modified backward)."""
+        return None
+
+    def __call__(
+        self,
+        inputs: Any,
+        *,
+        target: TargetSpec = "predicted",
+        layer: str | None = None,
+        neuron: NeuronSpec = None,
+        **kwargs: Any,
+    ) -> Explanation:
+        _reject(kwargs, self.name)
+        model = self.model
+        if model.backend == "auto":  # a plain function not probed yet: the generic flow
+            return super().__call__(inputs, target=target, layer=layer, neuron=neuron)
+        x = model.prepare(inputs)
+        with model.guard():
+            start, t0 = model.n_evals, time.perf_counter()
+            model.require_gradients(self.name)
+            space = Space(model, x, None, layer=layer, neuron=neuron, method=self.name,
+                          batch_size=self.batch_size)
+            res = fused_pass(space, target, self._combine, context=self._context(),
+                             batch_size=self.batch_size)
+            assert res["outputs"] is not None and res["all_outputs"] is not None
+            call = Call(model=model, x=x, targets=res["targets"], outputs=res["outputs"],
+                        all_outputs=res["all_outputs"], evals_at_start=start)
+            call.timings["attribute"] = time.perf_counter() - t0
+            result = space.finish({"values": res["values"]})
+        return self._explanation(call, result)
+
+    def _attribute(
+        self, call: Call, *, layer: str | None = None, neuron: NeuronSpec = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        _reject(kwargs, self.name)
+        call.model.require_gradients(self.name)
+        space = Space(call.model, call.x, call.targets, layer=layer, neuron=neuron,
+                      method=self.name, batch_size=self.batch_size)
+        if space.unit_module is not None:
+            call.outputs = space.outputs()
+        return space.finish(self._attribute_space(space))
+
+    def _attribute_space(self, space: Space, **kwargs: Any) -> dict[str, Any]:
+        """Values at every point of ``space`` (used directly by SmoothGrad)."""
+        _reject(kwargs, self.name)
+        values = gradient_values(space, self._combine, context=self._context(),
+                                 batch_size=self.batch_size)
+        return {"values": values}
+
+
 @register("saliency", family="gradient", needs_gradients=True)
-class Saliency(Attributor):
+class Saliency(SinglePass):
     """Gradient of the target score with respect to the input (Simonyan et al., 2014).
+
+    "Deep Inside Convolutional Networks: Visualising Image Classification Models and Saliency
+    Maps", ICLR workshop 2014. Equals ``captum.attr.Saliency``.
 
     Parameters
     ----------
     abs : bool
         Return ``|gradient|`` (the paper's saliency map, default) or the signed gradient.
+    batch_size : int or "auto"
+        Rows per forward/backward chunk.
+
+    Call with ``layer=`` for the gradient with respect to a layer's output, ``neuron=`` to
+    explain one unit. Values are shaped like the inputs (like the layer's output with
+    ``layer=``; ``(N, T)`` for token ids).
     """
 
     def __init__(self, model: Any, *, abs: bool = True, batch_size: BatchSize = "auto") -> None:
         super().__init__(model, batch_size=batch_size)
         self.abs = abs
 
-    def _attribute(self, call: Call, **kwargs: Any) -> dict[str, Any]:
-        _reject(kwargs, self.name)
-        call.model.require_gradients(self.name)
-        g = batched_gradient(self, call, call.x, call.targets)
-        return {"values": g.abs() if self.abs else g}
+    def _combine(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return g.abs() if self.abs else g
+
+
+@register("input_x_gradient", family="gradient", needs_gradients=True)
+class InputXGradient(SinglePass):
+    """Input times gradient (Shrikumar et al., 2016; Gradient x Activation at a layer).
+
+    "Not Just a Black Box: Learning Important Features Through Propagating Activation
+    Differences", arXiv:1605.01713. Equals ``captum.attr.InputXGradient`` (and
+    ``LayerGradientXActivation`` with ``layer=``). On a linear model it equals Integrated
+    Gradients with a zero baseline.
+
+    Parameters
+    ----------
+    batch_size : int or "auto"
+        Rows per forward/backward chunk.
+    """
+
+    def _combine(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return z * g
 
 
 def _reject(kwargs: dict[str, Any], name: str) -> None:
     if kwargs:
-        from ..errors import OptionError
-
-        raise OptionError(f"{name!r} takes no call options {sorted(kwargs)}; pass only target=")
+        raise OptionError(
+            f"{name!r} takes no call options {sorted(kwargs)}; pass target=, layer= or neuron="
+        )

@@ -14,7 +14,7 @@ from ..core.registry import get_method
 def _takes_seed(method: str) -> bool:
     import inspect
 
-    cls = get_method(method).cls
+    cls: Any = get_method(method).cls
     return any("seed" in inspect.signature(f).parameters for f in (cls.__init__, cls._attribute))
 
 

@@ -1,0 +1,190 @@
+"""Gradient attribution: unveil vs Captum 0.9.0 on W1 (ResNet-like CNN).
+
+- 3x64x64, batch 8 (in this process): saliency, input x gradient, guided backprop, deconvnet
+  (single-pass: ``x floor`` is the time over plain torch forward+backward at batch 8), IG-50,
+  SmoothGrad-16, GradientSHAP-16 (8 background rows), DeepLIFT, DeepLIFT-SHAP (4 background
+  rows) (``x floor``: time over the gradient rows at the best batched forward+backward
+  throughput, measured here over batch sizes 1..512). Captum at its defaults, and IG with
+  ``internal_batch_size=64`` / NoiseTunnel with ``nt_samples_batch_size=8`` (hand-tuned).
+- 3x224x224, batch 2: single-pass methods in this process; IG-50 and SmoothGrad-16 for each
+  library in its own subprocess, which reports its time and the rise of peak RSS over its
+  level after imports and a warm-up (unveil's default memory budget is 2 GiB).
+
+Both libraries get the same frozen, eval-mode model and explicit targets (the predicted class),
+so Captum does not compute weight gradients. SmoothGrad uses an absolute ``stdev`` in both.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ._common import ROOT, Context, Row, median_time, per_row_floor, plain_time, w1
+
+_SUB = r"""
+import json, os, resource, sys, time, warnings
+warnings.filterwarnings("ignore")
+import torch
+torch.set_num_threads(2)
+sys.path.insert(0, {root!r})
+from benchmarks._common import w1
+import captum.attr as ca
+from unveil.attribution.path import IntegratedGradients
+from unveil.attribution.smooth import SmoothGrad
+lib, method = {lib!r}, {method!r}
+model, x = w1(batch=2, size=224)
+for p in model.parameters():
+    p.requires_grad_(False)
+xi = x.clone().requires_grad_(True)
+torch.autograd.grad(model(xi)[:, 0].sum(), xi)  # prime the allocator
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+base = rss()
+t = model(x).argmax(1)
+t0 = time.perf_counter()
+if lib == "unveil" and method == "ig":
+    IntegratedGradients(model, n_steps=50)(x, target=t)
+elif lib == "unveil":
+    SmoothGrad(model, n_samples=16, stdev=0.15)(x, target=t, seed=0)
+elif method == "ig":
+    ca.IntegratedGradients(model).attribute(x, target=t, n_steps=50)
+else:
+    ca.NoiseTunnel(ca.Saliency(model)).attribute(x, target=t, nt_samples=16, stdevs=0.15)
+s = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({{"s": s, "rise_mb": (peak - base) / 2**20}}))
+"""
+
+
+def _subprocess(lib: str, method: str) -> dict[str, float]:
+    code = _SUB.format(root=str(ROOT), lib=lib, method=method)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(ROOT))
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _counting(model: torch.nn.Module) -> tuple[Callable[[], int], Any]:
+    n = [0]
+
+    def hook(_m: Any, args: Any) -> None:  # Captum's DeepLift passes (inputs, baselines) tuples
+        flat = [v for a in args for v in (a if isinstance(a, tuple) else (a,))]
+        n[0] += int(flat[0].shape[0]) * (2 if len(flat) > 1 else 1)
+
+    return (lambda: n[0]), model.register_forward_pre_hook(hook)
+
+
+def _cases(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, q: bool) -> list[dict[str, Any]]:
+    import captum.attr as ca
+
+    from unveil.attribution.deeplift import DeepLift, DeepLiftShap
+    from unveil.attribution.gradient import InputXGradient, Saliency
+    from unveil.attribution.gradient_shap import GradientShap
+    from unveil.attribution.modified_backward import Deconvnet, GuidedBackprop
+    from unveil.attribution.path import IntegratedGradients
+    from unveil.attribution.smooth import SmoothGrad
+
+    steps, ns = (4, 2) if q else (50, 16)
+    g = torch.Generator().manual_seed(1)
+    bg = torch.randn(8, *x.shape[1:], generator=g) * x.std()
+    n = x.shape[0]
+    single = {"saliency": (Saliency(model), lambda: ca.Saliency(model).attribute(x, target=t)),
+              "input_x_gradient": (InputXGradient(model),
+                                   lambda: ca.InputXGradient(model).attribute(x, target=t)),
+              "guided_backprop": (GuidedBackprop(model),
+                                  lambda: ca.GuidedBackprop(model).attribute(x, target=t)),
+              "deconvnet": (Deconvnet(model), lambda: ca.Deconvolution(model).attribute(x, target=t))}
+    out: list[dict[str, Any]] = [
+        {"method": k, "ours": (lambda m=m: m(x, target=t)), "refs": [("captum", r)],
+         "grad_rows": n, "single": True} for k, (m, r) in single.items()
+    ]
+    out += [
+        {"method": f"integrated_gradients-{steps}",
+         "ours": lambda: IntegratedGradients(model, n_steps=steps)(x, target=t),
+         "refs": [("captum", lambda: ca.IntegratedGradients(model).attribute(x, target=t, n_steps=steps)),
+                  ("captum ibs=64", lambda: ca.IntegratedGradients(model).attribute(
+                      x, target=t, n_steps=steps, internal_batch_size=64))],
+         "grad_rows": n * steps},
+        {"method": f"smoothgrad-{ns}",
+         "ours": lambda: SmoothGrad(model, n_samples=ns, stdev=0.15)(x, target=t, seed=0),
+         "refs": [("captum", lambda: ca.NoiseTunnel(ca.Saliency(model)).attribute(
+                      x, target=t, nt_samples=ns, stdevs=0.15)),
+                  ("captum nt_bs=8", lambda: ca.NoiseTunnel(ca.Saliency(model)).attribute(
+                      x, target=t, nt_samples=ns, stdevs=0.15, nt_samples_batch_size=8))],
+         "grad_rows": n * ns},
+        {"method": f"gradient_shap-{ns}",
+         "ours": lambda: GradientShap(model, n_samples=ns)(x, target=t, background=bg, seed=0),
+         "refs": [("captum", lambda: ca.GradientShap(model).attribute(
+             x, baselines=bg, target=t, n_samples=ns))],
+         "grad_rows": n * ns},
+        {"method": "deeplift", "ours": lambda: DeepLift(model)(x, target=t),
+         "refs": [("captum", lambda: ca.DeepLift(model).attribute(x, target=t))],
+         "grad_rows": n, "single": True},
+        {"method": "deeplift_shap-4bg",
+         "ours": lambda: DeepLiftShap(model)(x, target=t, background=bg[:4]),
+         "refs": [("captum", lambda: ca.DeepLiftShap(model).attribute(x, baselines=bg[:4], target=t))],
+         "grad_rows": n * 4},
+    ]
+    return out
+
+
+def _bench(ctx: Context, size: int, batch: int, names: set[str] | None) -> list[Row]:
+    q = ctx.quick
+    model, x = w1(batch=batch, size=size)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        t = model(x).argmax(1)
+    wl = f"W1 {size}x{size} b{batch}"
+    plain = plain_time(model, x, grad=True, repeats=ctx.repeats(5))
+    row_floor = None if q else per_row_floor(model, x, grad=True, quick=size > 64)
+    rows: list[Row] = []
+    for case in _cases(model, x, t, q):
+        if names is not None and case["method"].split("-")[0] not in names:
+            continue
+        reps, warm = (1, 0) if q else (3, 1)
+        exp = case["ours"]()  # also the warm-up of unveil's automatic chunk size
+        ours = median_time(case["ours"], repeats=reps, warmup=warm - 1 if warm else 0)
+        floor = plain if case.get("single") else (
+            None if row_floor is None else case["grad_rows"] * row_floor)
+        for k, (ref_name, ref) in enumerate(case["refs"]):
+            count, handle = _counting(model)
+            try:
+                ref_s = median_time(ref, repeats=reps, warmup=warm)
+                ref_evals = count() // (reps + warm)
+            finally:
+                handle.remove()
+            note = f"captum evals {ref_evals}"
+            if case.get("single") and k == 0:
+                note += "; floor=plain fwd+bwd"
+            rows.append(Row("gradient", case["method"], wl, ours, ref_name, ref_s, exp.n_evals,
+                            floor if k == 0 else None, note=note))
+    return rows
+
+
+def _memory_rows() -> list[Row]:
+    rows = []
+    for method, label in (("ig", "integrated_gradients-50"), ("sg", "smoothgrad-16")):
+        ours, theirs = _subprocess("unveil", method), _subprocess("captum", method)
+        rows.append(Row("gradient", label, "W1 224x224 b2 (subprocess)", ours["s"], "captum default",
+                        theirs["s"], note=f"peak RSS rise: unveil {ours['rise_mb']:.0f} MB "
+                        f"(budget 2048 MB), captum {theirs['rise_mb']:.0f} MB",
+                        extra={"rise_mb": ours["rise_mb"], "captum_rise_mb": theirs["rise_mb"]}))
+    return rows
+
+
+def run(ctx: Context) -> list[Row]:
+    warnings.filterwarnings("ignore")
+    if ctx.quick:
+        return _bench(ctx, 32, 2, None)
+    rows = _bench(ctx, 64, 8, None)
+    rows += _bench(ctx, 224, 2, {"saliency", "input_x_gradient", "guided_backprop", "deconvnet",
+                                 "deeplift"})
+    rows += _memory_rows()
+    return rows

@@ -1,0 +1,48 @@
+"""Layer-wise relevance propagation: rules, composites, canonizers and the ``lrp`` method.
+
+>>> import unveil as uv
+>>> exp = uv.explain(model, x, method="lrp", composite="epsilon_plus_flat")   # doctest: +SKIP
+>>> from unveil.attribution.lrp import Composite, rules, CONVOLUTIONS, DENSE
+>>> comp = Composite(layer_map=[(CONVOLUTIONS, rules.gamma(0.5)), (DENSE, rules.epsilon(0.1))],
+...                  name_map={"features.0": rules.flat()})
+>>> exp = uv.LRP(model, composite=comp)(x)                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from . import rules
+from .canonizers import Canonizer, MergeBatchNorm, ResidualAddition, default_canonizers
+from .composites import (
+    ACTIVATIONS,
+    AVG_POOLS,
+    BATCH_NORMS,
+    CONVOLUTIONS,
+    DENSE,
+    LINEAR_LAYERS,
+    PRESETS,
+    Composite,
+    preset,
+)
+from .method import LRP
+from .rules import Group, Rule, Term
+
+__all__ = [
+    "ACTIVATIONS",
+    "AVG_POOLS",
+    "BATCH_NORMS",
+    "CONVOLUTIONS",
+    "DENSE",
+    "LINEAR_LAYERS",
+    "LRP",
+    "PRESETS",
+    "Canonizer",
+    "Composite",
+    "Group",
+    "MergeBatchNorm",
+    "ResidualAddition",
+    "Rule",
+    "Term",
+    "default_canonizers",
+    "preset",
+    "rules",
+]

@@ -1,0 +1,298 @@
+"""Shapley values of feature groups: exact, antithetic permutations, and KernelSHAP.
+
+The players are feature groups (``groups=``: columns, patches, tokens, superpixels; see
+:mod:`unveil.core.groups`); the game is the model's target score with the absent groups
+replaced by a baseline, averaged over a background set (interventional), or masked with a
+token id (see :mod:`unveil.attribution._value_functions`). Groups with no element in a
+sample are null players there and get exactly 0.
+
+``n_samples`` counts coalitions per explained row, the empty and full ones included (the full
+coalition is the model's output at the input, already known); with a background of M rows a
+coalition costs M model rows. Whenever all ``2**groups`` coalitions fit in the budget the
+estimators return exact values instead of sampling. Stochastic estimators take ``seed=`` per
+call (the same seed gives the same answer for any batch size) and report ``exp.stderr``.
+
+References: Shapley (1953), "A value for n-person games"; Štrumbelj & Kononenko (2014),
+"Explaining prediction models and individual predictions with feature contributions";
+Lundberg & Lee (2017), "A unified approach to interpreting model predictions"; Covert & Lee
+(2021), "Improving KernelSHAP"; Mitchell et al. (2022), "Sampling permutations for Shapley
+value estimation".
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..core.baselines import BaselineSpec
+from ..core.batching import BatchSize
+from ..core.registry import register
+from ..errors import OptionError
+from ._base import Attributor, Call
+from ._coalitions import (
+    all_coalitions,
+    choose_degree,
+    exact_from_table,
+    kernel_design,
+    permutation_design,
+    permutation_estimate,
+    solve_kernel,
+    solve_stratified,
+)
+from ._value_functions import Game, make_game, resolve_groups
+
+__all__ = ["ExactShapley", "KernelShap", "PermutationShapley", "resolve_seed"]
+
+
+def resolve_seed(seed: Any) -> int:
+    """A non-negative int seed; ``None`` draws a fresh one (recorded in ``exp.seed``)."""
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise OptionError(f"seed must be a non-negative int or None, got {seed!r}")
+    return int(seed)
+
+
+def check_n_samples(n_samples: Any, minimum: int = 2) -> int:
+    """Validate a sample budget."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < minimum:
+        raise OptionError(f"n_samples must be an int >= {minimum}, got {n_samples!r}")
+    return int(n_samples)
+
+
+def _classes(active: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Rows grouped by their number of active groups: (active indices (1|R, c), rows (R,))."""
+    counts = active.sum(1)
+    out = []
+    for c in sorted(set(counts.tolist())):
+        rows = torch.nonzero(counts == c).flatten()
+        act = active.index_select(0, rows)
+        if bool((act == act[:1]).all()):
+            act = act[:1]
+        idx = torch.stack([torch.nonzero(a).flatten() for a in act]) if c else act[:, :0].long()
+        out.append((idx, rows))
+    return out
+
+
+def _embed(z: np.ndarray, act_idx: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Coalitions (S, c) over a class's active groups as (1|R, S, G), inactive groups kept."""
+    zt = torch.as_tensor(z, device=act_idx.device)
+    r, s, c = act_idx.shape[0], zt.shape[0], zt.shape[1]
+    full = torch.ones(r, s, n_groups, dtype=torch.bool, device=act_idx.device)
+    full.scatter_(2, act_idx.unsqueeze(1).expand(r, s, c), zt.unsqueeze(0).expand(r, s, c))
+    return full
+
+
+class _Shapley(Attributor):
+    """Shared driver: groups, value function, per-class estimation, and the result."""
+
+    stochastic: ClassVar[bool] = True
+
+    def __init__(self, model: Any, *, n_samples: int = 512, batch_size: BatchSize = "auto") -> None:
+        super().__init__(model, batch_size=batch_size)
+        self.n_samples = check_n_samples(n_samples, 4)
+
+    def _estimate(
+        self, game: Game, rows: torch.Tensor, act: torch.Tensor, c: int,
+        v0: torch.Tensor, vfull: torch.Tensor, rng: np.random.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        raise NotImplementedError
+
+    def _exact(
+        self, game: Game, rows: torch.Tensor, act: torch.Tensor, c: int, v0: torch.Tensor, vfull: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        z = all_coalitions(c)[1:-1]
+        v = game.coalitions(rows, _embed(z, act, game.masker.n_groups))
+        table = torch.cat([v0.unsqueeze(1), v, vfull.unsqueeze(1)], dim=1)
+        phi = exact_from_table(table, c)
+        return phi, torch.zeros_like(phi), 2**c
+
+    def _attribute(
+        self, call: Call, *, groups: Any = None, baseline: BaselineSpec = None,
+        background: Any = None, mask_id: int | None = None, seed: int | None = None,
+    ) -> dict[str, Any]:
+        x = call.x
+        grp = resolve_groups(groups, x)
+        seed_ = resolve_seed(seed) if self.stochastic else (None if seed is None else resolve_seed(seed))
+        game, desc = make_game(call, grp, baseline=baseline, background=background, mask_id=mask_id,
+                               seed=seed_, batch_size=self.batch_size, name="coalitions")
+        n, g = x.shape[0], grp.n_groups
+        v0 = game.empty(torch.arange(n, device=x.device))
+        vfull = call.outputs.to(torch.float64)
+        phi = torch.zeros(n, g, dtype=torch.float64, device=x.device)
+        se = torch.zeros_like(phi)
+        used: dict[str, int] = {}
+        for act, rows in _classes(game.masker.active()):
+            c = act.shape[1]
+            if c == 0:
+                continue
+            rng = np.random.default_rng([seed_ or 0, c])
+            p, s, k = self._estimate(game, rows, act, c, v0[rows], vfull[rows], rng)
+            idx = act.expand(rows.shape[0], -1)
+            phi[rows] = torch.zeros(rows.shape[0], g, dtype=torch.float64, device=x.device).scatter(1, idx, p)
+            se[rows] = torch.zeros_like(phi[rows]).scatter(1, idx, s)
+            used[str(c)] = k
+        call.tick("shapley")
+        return self._result(x, grp, phi, se, v0, vfull, seed_, desc, used)
+
+    def _result(
+        self, x: torch.Tensor, grp: Any, phi: torch.Tensor, se: torch.Tensor, v0: torch.Tensor,
+        vfull: torch.Tensor, seed: int | None, desc: dict[str, Any], used: dict[str, int],
+    ) -> dict[str, Any]:
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        out: dict[str, Any] = {
+            "values": grp.expand(phi.cpu()).to(dtype),
+            "baseline_outputs": v0,
+            "delta": phi.sum(1) - (vfull - v0),
+            "seed": seed,
+            "groups": grp.to_dict(),
+            "extras": {"group_values": phi.cpu().numpy()},
+            "meta": {"coalitions_per_row": used, "groups_per_row": sorted(int(c) for c in used)},
+            "params": desc,
+        }
+        if self.stochastic:
+            out["stderr"] = grp.expand(se.cpu()).to(dtype)
+            out["extras"]["group_stderr"] = se.cpu().numpy()
+        return out
+
+
+@register("exact_shapley", family="shapley")
+class ExactShapley(_Shapley):
+    """Exact Shapley values of feature groups from all ``2**groups`` coalitions.
+
+    Parameters
+    ----------
+    max_groups : int
+        Refuse more active groups than this per sample (default 20: about a million
+        coalitions per row, each M model rows with a background of M rows).
+
+    Call with ``groups=`` (default: columns, 8x8 patches or tokens), ``baseline=`` or
+    ``background=`` (interventional mean over its rows) or ``mask_id=`` for token ids.
+    ``exp.values`` repeats each group's value on its elements; ``exp.extras["group_values"]``
+    holds the (N, G) values. Shapley (1953).
+    """
+
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, model: Any, *, max_groups: int = 20, batch_size: BatchSize = "auto") -> None:
+        Attributor.__init__(self, model, batch_size=batch_size)
+        if isinstance(max_groups, bool) or not isinstance(max_groups, int) or not 1 <= max_groups <= 30:
+            raise OptionError(f"max_groups must be an int in [1, 30], got {max_groups!r}")
+        self.max_groups = max_groups
+
+    def _estimate(
+        self, game: Game, rows: torch.Tensor, act: torch.Tensor, c: int,
+        v0: torch.Tensor, vfull: torch.Tensor, rng: np.random.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if c > self.max_groups:
+            raise OptionError(
+                f"exact Shapley values over {c} groups need 2**{c} coalitions per row; use "
+                f"'kernel_shap' or 'permutation_shapley', fewer groups (groups=), or raise "
+                f"max_groups (now {self.max_groups})"
+            )
+        return self._exact(game, rows, act, c, v0, vfull)
+
+
+@register("permutation_shapley", family="shapley", stochastic=True)
+class PermutationShapley(_Shapley):
+    """Shapley values by antithetic permutation sampling (Štrumbelj & Kononenko, 2014).
+
+    Each sampled permutation is paired with its reverse (Mitchell et al., 2022); the value of
+    a group is its mean marginal contribution along the permutations. Coalitions shared by
+    several permutations are evaluated once, so ``n_samples`` (coalitions per row, empty and
+    full included; default 512) buys as many permutations as fit. Exact when
+    ``2**groups <= n_samples``. ``exp.stderr`` is the standard error over antithetic pairs.
+    Call options as for :class:`ExactShapley`, plus ``seed=``.
+    """
+
+    def _estimate(
+        self, game: Game, rows: torch.Tensor, act: torch.Tensor, c: int,
+        v0: torch.Tensor, vfull: torch.Tensor, rng: np.random.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if 2**c <= self.n_samples:
+            return self._exact(game, rows, act, c, v0, vfull)
+        design = permutation_design(c, self.n_samples, rng)
+        if design.perms.shape[0] == 0:
+            raise OptionError(
+                f"n_samples={self.n_samples} is too small for {c} groups: one antithetic pair of "
+                f"permutations needs {2 * c} coalitions per row"
+            )
+        v = game.coalitions(rows, _embed(design.z, act, game.masker.n_groups))
+        phi, se = permutation_estimate(design, v, v0, vfull)
+        return phi, se, int(design.z.shape[0]) + 2
+
+
+@register("kernel_shap", family="shapley", stochastic=True)
+class KernelShap(_Shapley):
+    """Shapley values by KernelSHAP (Lundberg & Lee, 2017): regression of the values of
+    sampled coalitions on the coalitions, with the Shapley kernel.
+
+    Parameters
+    ----------
+    n_samples : int
+        Coalitions per explained row, the empty and full ones included (default 512). Exact
+        values when ``2**groups <= n_samples``.
+    estimator : str
+        ``"stratified"`` (default) or ``"wls"``. ``"wls"`` is the classic estimator: one
+        weighted least-squares fit of ``v(S) - v(empty)`` on the coalition indicators with the
+        Shapley-kernel weights and the efficiency constraint ``sum(values) = f(x) - v(empty)``
+        (Charnes et al., 1988). ``"stratified"`` uses the same coalitions but treats coalition
+        sizes as strata: sizes enumerated in full enter the exact Shapley formula as they are;
+        for sampled sizes a linear model with one intercept per size and slopes quadratic in
+        the size is fitted, and the stratum means the formula needs are taken from it plus the
+        mean residuals (a generalised regression estimator, Särndal et al., 1992), which is
+        approximately unbiased whatever the model. It removes the part of the game that
+        depends on the coalition size only, which the single kernel fit leaves in its
+        residuals: on W2-12 (benchmarks/bench_shapley.py) its error is 1.6 to 4 times lower.
+        When too few coalitions are sampled for the size model (fewer than about
+        ``2 (sizes + groups)``), the ``"wls"`` fit is used.
+    sampling : str
+        ``"kernel"`` (default) shares the budget among coalition sizes by the Shapley kernel's
+        mass; ``"leverage"`` shares it equally (leverage-score sampling, Musco & Witter 2025).
+
+    Coalitions come in complementary pairs (paired sampling, Covert & Lee 2021); a size whose
+    share of the budget covers all its coalitions is enumerated exactly (as shap does), the
+    others are sampled without replacement and weighted by their stratum's kernel mass. The
+    efficiency constraint holds exactly with both estimators. ``exp.stderr`` is a stratified
+    sandwich (delta-method) standard error over the sampled pairs. Call options as for
+    :class:`ExactShapley`, plus ``seed=``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        n_samples: int = 512,
+        estimator: str = "stratified",
+        sampling: str = "kernel",
+        batch_size: BatchSize = "auto",
+    ) -> None:
+        super().__init__(model, n_samples=n_samples, batch_size=batch_size)
+        if estimator not in ("stratified", "wls"):
+            raise OptionError(f"estimator must be 'stratified' or 'wls', got {estimator!r}")
+        if sampling not in ("kernel", "leverage"):
+            raise OptionError(f"sampling must be 'kernel' or 'leverage', got {sampling!r}")
+        self.estimator = estimator
+        self.sampling = sampling
+
+    def _estimate(
+        self, game: Game, rows: torch.Tensor, act: torch.Tensor, c: int,
+        v0: torch.Tensor, vfull: torch.Tensor, rng: np.random.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if 2**c <= self.n_samples:
+            return self._exact(game, rows, act, c, v0, vfull)
+        if self.n_samples < c + 2:
+            raise OptionError(
+                f"n_samples={self.n_samples} is too small for {c} groups: KernelSHAP needs at "
+                f"least {c + 2} coalitions per row (a few times more for useful accuracy)"
+            )
+        design = kernel_design(c, self.n_samples, rng, self.sampling)
+        v = game.coalitions(rows, _embed(design.z, act, game.masker.n_groups))
+        degree = choose_degree(design) if self.estimator == "stratified" else None
+        if degree is None:
+            phi, se = solve_kernel(design, v - v0.unsqueeze(1), vfull - v0)
+        else:
+            phi, se = solve_stratified(design, v, v0, vfull, degree)
+        return phi, se, int(design.z.shape[0]) + 2

@@ -1,0 +1,393 @@
+"""The ``unveil`` command: ``explain | evaluate | report | serve | methods | demo``.
+
+A thin layer: it parses arguments, loads models and inputs (:mod:`unveil._frontend`), calls the
+library and prints. User errors print one line on stderr and exit with status 1 (2 for usage
+errors), without a traceback; ``--debug`` shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from ._frontend import LoadedModel, load_inputs, load_model, parse_option, parse_target
+from .errors import MissingExtraError, UnveilError
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_DEBUG = False
+
+
+def _echo_json(obj: Any) -> None:
+    from .core.explanation import _jsonable
+
+    click.echo(json.dumps(_jsonable(obj), indent=2))
+
+
+def _model_options(f: F) -> F:
+    f = click.option("--allow-pickle", is_flag=True,
+                     help="Allow pickle-based model or weight files (only for files you trust).")(f)
+    f = click.option("--weights", type=click.Path(dir_okay=False),
+                     help="Weights for the model (.safetensors).")(f)
+    return click.option("--model", "-m", "model_spec", required=True, metavar="SPEC",
+                        help="zoo:NAME or package.module:factory.")(f)
+
+
+def _input_options(f: F) -> F:
+    f = click.option("--size", metavar="H,W", help="Resize image inputs to H,W pixels.")(f)
+    f = click.option("--rows", metavar="A:B|I,J", help="Select rows of the inputs.")(f)
+    f = click.option("--text", "texts", multiple=True, help="A text to explain (repeatable).")(f)
+    return click.option("--input", "-i", "inputs", multiple=True, metavar="PATH",
+                        help="Image, .csv, .npy or .txt file, or zoo:NAME (repeatable).")(f)
+
+
+def _load(model_spec: str, weights: str | None, allow_pickle: bool, inputs: Sequence[str],
+          texts: Sequence[str], rows: str | None, size: str | None) -> tuple[LoadedModel, Any]:
+    hw = None
+    if size:
+        try:
+            h, w = (int(s) for s in size.split(","))
+            hw = (h, w)
+        except ValueError:
+            raise click.BadParameter(f"expected H,W, got {size!r}", param_hint="--size") from None
+    loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
+    return loaded, load_inputs(inputs, loaded, texts=texts, rows=rows, size=hw)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="unveil")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+def cli(verbose: int, debug: bool) -> None:
+    """Explain what a neural network decided, check the explanation, and show it."""
+    global _DEBUG
+    _DEBUG = debug
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="unveil: %(levelname)s: %(message)s", stream=sys.stderr)
+    warnings.showwarning = _show_warning
+
+
+@cli.command("methods")
+@click.option("--modality", type=click.Choice(["image", "tabular", "text", "sequence"]))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def methods_cmd(modality: str | None, as_json: bool) -> None:
+    """List the registered explanation methods."""
+    from .api import methods
+
+    infos = methods(modality)
+    if as_json:
+        _echo_json([m.as_dict() for m in infos])
+        return
+    click.echo(f"{'name':<24} {'family':<12} {'gradients':<9}  {'modalities':<28} summary")
+    for m in infos:
+        click.echo(f"{m.name:<24} {m.family:<12} {'yes' if m.needs_gradients else 'no':<9}  "
+                   f"{','.join(m.modalities):<28} {m.summary}")
+
+
+def _sample_lines(exp: Any, top: int = 5) -> list[dict[str, Any]]:
+    from .report._facts import class_name, method_facts
+    from .report._render import display_kind, feature_table
+
+    out = []
+    for i in range(len(exp)):
+        d: dict[str, Any] = {"index": i}
+        if exp.targets is not None:
+            d["target"] = int(exp.targets[i])
+            d["target_name"] = class_name(int(exp.targets[i]), exp.class_names)
+        if exp.outputs is not None:
+            d["score"] = float(exp.outputs[i])
+        if display_kind(exp) == "table":
+            d["top"] = [{"feature": r.name, "attribution": r.attribution}
+                        for r in feature_table(exp, i, top_k=top)]
+        else:
+            f = method_facts(exp, i, exp.method)
+            d.update({k: v for k, v in (("region", f.region), ("concentration", f.concentration),
+                                        ("top", f.top_abs or None)) if v is not None})
+        out.append(d)
+    return out
+
+
+def _print_samples(lines: list[dict[str, Any]]) -> None:
+    for d in lines:
+        head = f"input {d['index']}"
+        if "target_name" in d:
+            head += f" · {d['target_name']}"
+        if "score" in d:
+            head += f" (score {d['score']:.3g})"
+        top = d.get("top")
+        if top and isinstance(top[0], dict):
+            body = ", ".join(f"{t['feature']} {t['attribution']:+.3g}" for t in top)
+        elif top:
+            body = ", ".join(map(str, top))
+        elif "region" in d:
+            body = f"evidence mainly in {d['region']}"
+            if "concentration" in d:
+                body += f" (top 10% of pixels hold {100 * d['concentration']:.0f}%)"
+        else:
+            body = "no attribution"
+        click.echo(f"{head}: {body}")
+
+
+def _decorate(exp: Any, loaded: LoadedModel, data: Any) -> None:
+    exp.class_names = exp.class_names or loaded.class_names
+    exp.feature_names = exp.feature_names or data.feature_names
+    if data.tokens is not None:
+        exp.meta = {**exp.meta, "tokens": data.tokens}
+
+
+def _check_out(out: str | None, suffixes: tuple[str, ...]) -> None:
+    if out is not None and Path(out).suffix.lower() not in suffixes:
+        raise click.BadParameter(f"must end in {' or '.join(suffixes)}, got {out!r}",
+                                 param_hint="--out")
+
+
+def _write(exp: Any, out: str | None, title: str) -> Path | None:
+    if out is None:
+        return None
+    path = Path(out)
+    if path.suffix.lower() in (".html", ".htm"):
+        from .report.html import document, explanation_html
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(document(explanation_html(exp, max_samples=32), title), encoding="utf-8")
+        return path
+    if path.suffix.lower() != ".npz":
+        raise click.BadParameter(f"must end in .npz or .html, got {out!r}", param_hint="--out")
+    return Path(exp.save(path))
+
+
+@cli.command("explain")
+@_model_options
+@_input_options
+@click.option("--method", default="integrated_gradients", show_default=True, help="Registry name.")
+@click.option("--target", help="predicted (default), a class index or name, or i,j,... per row.")
+@click.option("--option", "-o", "options", multiple=True, metavar="NAME=VALUE",
+              help="A method option, e.g. -o n_steps=32 (repeatable).")
+@click.option("--out", help="Write the Explanation (.npz) or an HTML page (.html).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def explain_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
+                texts: tuple[str, ...], rows: str | None, size: str | None, method: str,
+                target: str | None, options: tuple[str, ...], out: str | None, as_json: bool) -> None:
+    """Explain a model's decisions on some inputs with one method."""
+    from .api import explain
+
+    _check_out(out, (".npz", ".html", ".htm"))
+    loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
+    exp = explain(loaded.model, data.x, method=method,
+                  target=parse_target(target, loaded.class_names), **parse_option(options))
+    _decorate(exp, loaded, data)
+    path = _write(exp, out, f"{method} · {loaded.name}")
+    lines = _sample_lines(exp)
+    if as_json:
+        summary = exp.summary()
+        values = exp.values.tolist() if exp.values.size <= 100_000 else None
+        _echo_json({**summary, "samples": lines, "values": values, "out": str(path) if path else None})
+        return
+    _print_samples(lines)
+    click.echo(f"{method}: {len(exp)} inputs, {exp.n_evals} model evaluations, "
+               f"{sum(exp.timings.values()):.2f} s")
+    if path is not None:
+        click.echo(f"wrote {path}")
+
+
+def _metrics_evaluate() -> Callable[..., Any]:
+    try:
+        from .metrics import evaluate
+    except ImportError as exc:
+        raise MissingExtraError("unveil.metrics is not available in this installation") from exc
+    fn: Callable[..., Any] = evaluate
+    return fn
+
+
+@cli.command("evaluate")
+@_model_options
+@click.option("--explanation", "-e", "exp_path", type=click.Path(dir_okay=False),
+              help="An Explanation .npz (from `unveil explain --out`); its inputs are used.")
+@_input_options
+@click.option("--method", default="integrated_gradients", show_default=True,
+              help="Method to explain with when no --explanation is given.")
+@click.option("--metric", "metric_names", multiple=True, help="Metric name (repeatable).")
+@click.option("--out", help="Write the Explanation with its quality figures (.npz).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def evaluate_cmd(model_spec: str, weights: str | None, allow_pickle: bool, exp_path: str | None,
+                 inputs: tuple[str, ...], texts: tuple[str, ...], rows: str | None,
+                 size: str | None, method: str, metric_names: tuple[str, ...], out: str | None,
+                 as_json: bool) -> None:
+    """Measure the quality of an explanation (faithfulness and other metrics)."""
+    from .core.explanation import load
+    from .report._trust import figures
+
+    _check_out(out, (".npz",))
+    evaluate = _metrics_evaluate()
+    if exp_path is not None:
+        loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
+        if not Path(exp_path).is_file():
+            raise FileNotFoundError(2, "no such explanation file", exp_path)
+        exp = load(exp_path)
+    else:
+        from .api import explain
+
+        loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
+        exp = explain(loaded.model, data.x, method=method)
+    kw = {"metrics": list(metric_names)} if metric_names else {}
+    evaluate(loaded.model, exp, **kw)
+    figs = figures(exp.quality)
+    path = _write(exp, out, "evaluation") if out else None
+    if as_json:
+        _echo_json({"method": exp.method, "quality": exp.quality, "figures": figs,
+                    "out": str(path) if path else None})
+        return
+    for k, v in figs.items():
+        click.echo(f"{k:<32} {v:.4g}")
+    if path is not None:
+        click.echo(f"wrote {path}")
+
+
+@cli.command("report")
+@_model_options
+@_input_options
+@click.option("--method", "method_names", multiple=True, help="Registry name (repeatable).")
+@click.option("--target", help="predicted (default), a class index or name.")
+@click.option("--option", "-o", "options", multiple=True, metavar="[METHOD.]NAME=VALUE",
+              help="An option for one method (method.name=value) or all that take it.")
+@click.option("--out", default="report.html", show_default=True, help="The HTML file to write.")
+@click.option("--title", default="unveil report", show_default=True)
+@click.option("--sanity", is_flag=True, help="Run the sanity check of the gradient methods.")
+@click.option("--metric", "metric_names", multiple=True, help="Extra metric (repeatable).")
+@click.option("--no-evaluate", is_flag=True, help="Skip the faithfulness figures.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
+               texts: tuple[str, ...], rows: str | None, size: str | None,
+               method_names: tuple[str, ...], target: str | None, options: tuple[str, ...],
+               out: str, title: str, sanity: bool, metric_names: tuple[str, ...],
+               no_evaluate: bool, as_json: bool) -> None:
+    """Write one self-contained HTML report comparing several methods."""
+    from .report import Report, build_section
+
+    loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
+    budget: dict[str, Any] = {}
+    per_method: dict[str, dict[str, Any]] = {}
+    for k, v in parse_option([o.replace(".", "__", 1) for o in options]).items():
+        meth, sep, name = k.partition("__")
+        (per_method.setdefault(meth, {}).__setitem__(name, v) if sep else budget.__setitem__(k, v))
+    section = build_section(
+        loaded.model, data.x, list(method_names) or None,
+        target=parse_target(target, loaded.class_names), options=per_method, budget=budget,
+        class_names=loaded.class_names, feature_names=data.feature_names, tokens=data.tokens,
+        labels=data.labels, model_name=loaded.name, description=loaded.description,
+        evaluate=not no_evaluate, sanity=sanity, metrics=list(metric_names) or None,
+        progress=not as_json,
+    )
+    rep = Report([section], title=title, command="unveil " + " ".join(sys.argv[1:]))
+    path = rep.save(out)
+    if as_json:
+        _echo_json({"out": str(path), "methods": [
+            {"method": r.method, "status": r.status, "seconds": r.seconds, "n_evals": r.n_evals,
+             "note": r.error or r.skipped} for r in section.runs]})
+        return
+    click.echo(f"wrote {path}")
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--model", "-m", "model_specs", multiple=True, metavar="SPEC",
+              help="Extra model to offer besides the zoo (package.module:factory).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights for the one --model.")
+@click.option("--no-zoo", is_flag=True, help="Do not offer the zoo models.")
+@click.option("--max-upload-kb", default=2048, show_default=True, type=click.IntRange(1, 65536))
+def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str | None,
+              no_zoo: bool, max_upload_kb: int) -> None:
+    """Start the local web dashboard (loopback only unless --host says otherwise)."""
+    from .errors import require
+
+    require("uvicorn", "serve")
+    import uvicorn
+
+    from .serve import create_app
+
+    if weights and len(model_specs) != 1:
+        raise click.BadParameter("--weights needs exactly one --model", param_hint="--weights")
+    models = {}
+    for spec in model_specs:
+        lm = load_model(spec, weights=weights)  # never pickle: the dashboard does not unpickle
+        models[lm.name] = lm
+    app = create_app(models=models, zoo=not no_zoo, max_upload_bytes=max_upload_kb * 1024)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: serving on {host} makes the dashboard reachable from other machines",
+                   err=True)
+    click.echo(f"unveil dashboard on http://{host}:{port}/ (Ctrl+C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@cli.command("demo")
+@click.option("--out-dir", default="unveil-demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--model", "models", multiple=True, help="Zoo name (default: the whole zoo).")
+@click.option("--method", "method_names", multiple=True, help="Registry name (default: all).")
+@click.option("--samples", type=click.IntRange(1, 64), help="Test inputs per model.")
+@click.option("--no-evaluate", is_flag=True, help="Skip the trust-card metrics.")
+@click.pass_context
+def demo_cmd(ctx: click.Context, out_dir: str, models: tuple[str, ...],
+             method_names: tuple[str, ...], samples: int | None, no_evaluate: bool) -> None:
+    """Explain the zoo models with every method that applies, and write a report."""
+    from .report.demo import run_demo
+
+    res = run_demo(out_dir, models=list(models) or None, methods=list(method_names) or None,
+                   n_samples=samples, evaluate=not no_evaluate, echo=click.echo)
+    click.echo(f"\n{'model':<24} {'method':<24} {'status':<8} {'time (s)':>8} {'evals':>7}  note")
+    for model, r in res.rows:
+        note = r.error or r.skipped or ""
+        click.echo(f"{model:<24} {r.method:<24} {r.status:<8} {r.seconds:>8.2f} {r.n_evals:>7}  {note}")
+    click.echo(f"\nreport: {res.path.resolve()}")
+    if res.errors:
+        click.echo(f"{len(res.errors)} method run(s) failed: "
+                   + ", ".join(f"{m}/{r.method}" for m, r in res.errors), err=True)
+        ctx.exit(1)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings from the library, one line each on stderr (no source line)."""
+    click.echo(f"unveil: warning: {message}", err=True)
+
+
+def _error_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    return str(exc) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point ``unveil``; exits with the command's status."""
+    saved = warnings.showwarning
+    try:
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="unveil",
+                        standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        hint = f" (see unveil {exc.ctx.info_name} --help)" if getattr(exc, "ctx", None) and exc.ctx else ""  # type: ignore[attr-defined]
+        click.echo(f"unveil: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except (UnveilError, OSError) as exc:
+        if _DEBUG:
+            raise
+        click.echo(f"unveil: error: {_error_line(exc)}", err=True)
+        sys.exit(1)
+    finally:
+        warnings.showwarning = saved
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Agreement between explanation methods: do different methods tell the same story?
+
+Disagreement is common and is itself a warning (Krishna et al., 2022, "The Disagreement Problem
+in Explainable Machine Learning"). :func:`rank_agreement` is the Spearman rank correlation of two
+maps and :func:`top_k_agreement` the overlap of their ``k`` most important features, sample by
+sample; :func:`agreement` re-explains the same inputs with other registered methods and reports
+both against each of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.explanation import Explanation
+from ..core.registry import get_method, list_methods
+from ..errors import OptionError
+from ._common import MetricResult, Prepared, Reexplainer, accepts, element_values, nanmean, prepare
+from .similarity import spearman, top_k_intersection
+
+__all__ = ["agreement", "default_methods", "rank_agreement", "top_k_agreement"]
+
+# methods tried, in this order, when none are named: cheap and deterministic ones first
+_PREFERRED = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion", "smoothgrad",
+              "gradient_shap", "grad_cam", "kernel_shap", "lime")
+
+
+def _maps(e: Explanation | Any) -> torch.Tensor:
+    """Element-level maps of an explanation (channel-summed for images), or a tensor as is."""
+    if isinstance(e, Explanation):
+        x = torch.as_tensor(np.asarray(e.inputs))
+        v = element_values(e, x).double()
+    else:
+        v = torch.as_tensor(np.asarray(e) if not isinstance(e, torch.Tensor) else e).double()
+    return v.sum(1) if v.ndim == 4 else v
+
+
+def rank_agreement(a: Explanation | Any, b: Explanation | Any, *, absolute: bool = True) -> np.ndarray:
+    """Spearman rank correlation per sample between two explanations (or arrays) of the same
+    inputs; with ``absolute`` (default) of their magnitudes. Image maps are channel-summed."""
+    return spearman(_maps(a), _maps(b), absolute=absolute).cpu().numpy()
+
+
+def top_k_agreement(a: Explanation | Any, b: Explanation | Any, *, k: int | float = 0.1,
+                    absolute: bool = True) -> np.ndarray:
+    """Share of the ``k`` most important features (a count, or a fraction below 1) two
+    explanations have in common, per sample."""
+    return top_k_intersection(_maps(a), _maps(b), k, absolute=absolute).cpu().numpy()
+
+
+def default_methods(p: Prepared, exclude: str, n: int = 2) -> list[str]:
+    """Up to ``n`` registered methods, other than ``exclude``, that can explain these inputs."""
+    modality = p.exp.modality
+    available = {m.name: m for m in list_methods()}
+    out = []
+    for name in _PREFERRED + tuple(sorted(available)):
+        info = available.get(name)
+        if info is None or name == exclude or name in out:
+            continue
+        if modality not in info.modalities:
+            continue
+        if info.needs_gradients and not (p.x.is_floating_point() and p.model.differentiable):
+            continue
+        if info.needs_module and p.model.module is None:
+            continue
+        out.append(name)
+        if len(out) == n:
+            break
+    return out
+
+
+def agreement(
+    model: Any, exp: Explanation, *, methods: Sequence[str] | None = None, k: int | float = 0.1,
+    absolute: bool = True, method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int | None = 0,
+) -> MetricResult:
+    """Agreement of ``exp`` with other methods on the same inputs and targets.
+
+    ``methods`` names registered methods (default: two applicable ones, integrated gradients
+    and saliency first); ``method_options`` maps a method's name to its options. ``per_sample``
+    is the mean Spearman rank correlation over the other methods; ``details`` holds, per
+    method, its mean rank correlation and top-``k`` intersection. Higher means more agreement.
+    """
+    p = prepare(model, exp)
+    names = list(methods) if methods is not None else default_methods(p, exp.method)
+    for name in names:
+        get_method(name)
+    if not names:
+        raise OptionError("no other registered method can explain these inputs; pass methods=[...]")
+    own = _maps(exp)
+    ranks, tops = [], {}
+    details: dict[str, Any] = {}
+    for name in names:
+        opts = dict((method_options or {}).get(name, {}))
+        if seed is not None and accepts(name, "seed"):
+            opts.setdefault("seed", seed)
+        other = Reexplainer(p.model, name, opts)(p.x, p.targets)
+        om = other.sum(1).double().cpu() if other.ndim == 4 else other.double().cpu()
+        r = spearman(own, om, absolute=absolute)
+        t = top_k_intersection(own, om, k, absolute=absolute)
+        ranks.append(r)
+        tops[name] = t
+        details[name] = {"rank_correlation": nanmean(r), "top_k_intersection": nanmean(t)}
+    per = torch.stack(ranks, 1).nanmean(1)
+    return MetricResult("agreement", nanmean(per), per.numpy(), True, details=details,
+                        params={"methods": names, "k": k, "absolute": absolute})

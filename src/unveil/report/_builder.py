@@ -1,0 +1,405 @@
+"""Build a report: run several methods on one model and batch, measure what can be measured,
+and keep the facts the HTML and the narrative are written from."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.explanation import Explanation, _jsonable
+from ..core.modality import infer_modality
+from ..core.model import Model, TargetSpec, as_model
+from ..core.registry import MethodInfo, get_method, list_methods
+from ..errors import OptionError, UnveilError
+from ._trust import GlobalFacts, TrustCard, global_facts, trust_card
+
+__all__ = ["MethodRun", "Report", "Section", "accepted_options", "build_section",
+           "default_methods", "report", "run_method", "skip_not_applicable", "skip_reason"]
+
+log = logging.getLogger("unveil.report")
+
+_PREFERRED = {
+    "image": ("integrated_gradients", "grad_cam", "occlusion", "saliency"),
+    "tabular": ("integrated_gradients", "kernel_shap", "lime", "saliency"),
+    "text": ("integrated_gradients", "attention_rollout", "occlusion", "saliency"),
+    "sequence": ("integrated_gradients", "occlusion", "saliency"),
+}
+
+
+@dataclass
+class MethodRun:
+    """One method's outcome: its Explanation, or why it failed or was skipped."""
+
+    method: str
+    explanation: Explanation | None = None
+    error: str | None = None
+    skipped: str | None = None
+    seconds: float = 0.0
+    error_type: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_evals(self) -> int:
+        """Model rows the method evaluated (0 if it did not run)."""
+        return 0 if self.explanation is None else int(self.explanation.n_evals)
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, ``"error"`` or ``"skipped"``."""
+        return "error" if self.error else "skipped" if self.skipped else "ok"
+
+
+@dataclass
+class Section:
+    """Everything the report shows about one model and one batch."""
+
+    model_name: str
+    description: str
+    modality: str
+    inputs: np.ndarray
+    scores: np.ndarray
+    targets: np.ndarray | None
+    runs: list[MethodRun]
+    trust: TrustCard
+    global_facts: GlobalFacts
+    fingerprint: str | None
+    class_names: list[str] | None = None
+    feature_names: list[str] | None = None
+    labels: np.ndarray | None = None
+    tokens: list[list[str]] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def explanations(self) -> dict[str, Explanation]:
+        """The explanations that were computed, by method name."""
+        return {r.method: r.explanation for r in self.runs if r.explanation is not None}
+
+    def reproducibility(self) -> dict[str, Any]:
+        """JSON facts to rerun this section: fingerprint, methods, parameters, seeds."""
+        return {
+            "model": self.model_name,
+            "fingerprint": self.fingerprint,
+            "input_shape": list(self.inputs.shape),
+            **_jsonable(_describe(self.settings)),
+            "methods": {
+                r.method: {"status": r.status, "options": _jsonable(_describe(r.options))}
+                | ({"params": _jsonable(r.explanation.params), "seed": r.explanation.seed}
+                   if r.explanation is not None else {})
+                for r in self.runs
+            },
+        }
+
+
+def _describe(obj: Any) -> Any:
+    """Options as facts: feature groups by kind, count and names (no arrays)."""
+    from ..core.groups import FeatureGroups
+
+    if isinstance(obj, FeatureGroups):
+        return {"groups": obj.kind, "n_groups": obj.n_groups, "names": obj.names}
+    if isinstance(obj, dict):
+        return {k: _describe(v) for k, v in obj.items()}
+    return obj
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the platform and the libraries a result depends on."""
+    import platform
+    import sys
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for dist in ("unveil", "torch", "numpy", "scikit-learn", "scipy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+@dataclass
+class Report:
+    """A finished report: ``.html`` is one self-contained page, ``.save(path)`` writes it."""
+
+    sections: list[Section]
+    title: str = "unveil report"
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S %z"))
+    command: str | None = None
+    versions: dict[str, str] = field(default_factory=versions)
+    max_samples: int = 8
+
+    @property
+    def html(self) -> str:
+        """The report as one HTML document (images embedded, no external resource)."""
+        from .html import render_report
+
+        return render_report(self)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the HTML document to ``path`` (``.html`` is appended if missing)."""
+        path = Path(path)
+        if path.suffix.lower() not in (".html", ".htm"):
+            path = path.with_name(path.name + ".html")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_text(self.html, encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @property
+    def runs(self) -> list[tuple[str, MethodRun]]:
+        """Every (model name, run) of the report."""
+        return [(s.model_name, r) for s in self.sections for r in s.runs]
+
+    @property
+    def errors(self) -> list[tuple[str, str, str]]:
+        """(model, method, message) of each method that failed."""
+        return [(m, r.method, r.error) for m, r in self.runs if r.error]
+
+    @property
+    def explanations(self) -> dict[str, Explanation]:
+        """Explanations by method (prefixed ``model/`` when the report has several models)."""
+        many = len(self.sections) > 1
+        return {(f"{s.model_name}/{k}" if many else k): e
+                for s in self.sections for k, e in s.explanations.items()}
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+
+#: Errors by which a method says it cannot handle this model (architecture, missing extra).
+NOT_APPLICABLE = ("ModelError", "LayerNotFoundError", "MissingExtraError", "NotDifferentiableError")
+
+
+def skip_not_applicable(runs: Sequence[MethodRun]) -> None:
+    """Turn runs that failed with a "does not apply to this model" error into skipped runs."""
+    for r in runs:
+        if r.error and r.error_type in NOT_APPLICABLE:
+            r.skipped, r.error = f"does not apply to this model: {r.error}", None
+
+
+# -- methods ------------------------------------------------------------------------------
+def _param_names(fn: Any) -> set[str]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {
+        "self", "model", "call", "inputs"}
+
+
+def accepted_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``options`` that ``cls``'s constructor or call declares by name."""
+    names = _param_names(getattr(cls, "__init__", None)) | _param_names(getattr(cls, "_attribute", None))
+    return {k: v for k, v in options.items() if k in names}
+
+
+def skip_reason(info: MethodInfo, modality: str, model: Model) -> str | None:
+    """Why ``info`` cannot explain ``model`` on inputs of ``modality`` (None if it can)."""
+    if modality not in info.modalities:
+        return f"made for {'/'.join(info.modalities)} inputs, not {modality}"
+    if info.needs_gradients and not model.differentiable:
+        return "needs gradients, and this model takes numpy arrays"
+    if info.needs_module and model.module is None:
+        return "needs a torch.nn.Module"
+    return None
+
+
+def default_methods(modality: str, model: Model, k: int = 3) -> list[str]:
+    """Up to ``k`` registered methods that suit the modality, preferred ones first."""
+    usable = [m.name for m in list_methods(modality) if skip_reason(m, modality, model) is None]
+    pref = [n for n in _PREFERRED.get(modality, ()) if n in usable]
+    return (pref + [n for n in usable if n not in pref])[:k]
+
+
+def run_method(
+    info: MethodInfo, model: Model, x: torch.Tensor, target: TargetSpec, options: dict[str, Any]
+) -> Explanation:
+    """Construct the method with the options its constructor takes and call it with the rest."""
+    from ..api import _split_options
+
+    init, call = _split_options(info.cls, options)
+    exp: Explanation = info.cls(model, **init)(x, target=target, **call)
+    return exp
+
+
+def _predict(model: Model, x: torch.Tensor) -> np.ndarray:
+    with model.guard(), torch.inference_mode():
+        out = model.forward(x)
+    return np.asarray(out.detach().cpu().numpy(), dtype=np.float64)
+
+
+def _run_all(
+    names: Sequence[str], model: Model, x: torch.Tensor, modality: str, *, target: TargetSpec,
+    options: dict[str, dict[str, Any]], budget: dict[str, Any], explicit: bool, on_error: str,
+    progress: bool,
+) -> list[MethodRun]:
+    from tqdm.auto import tqdm
+
+    runs: list[MethodRun] = []
+    for name in tqdm(list(names), desc="methods", disable=None if progress else True, leave=False):
+        info = get_method(name)
+        reason = skip_reason(info, modality, model)
+        if reason is not None:
+            if explicit and on_error == "raise":
+                raise OptionError(f"method {name!r} cannot explain this model: it {reason}")
+            runs.append(MethodRun(name, skipped=reason))
+            continue
+        opts = {**accepted_options(info.cls, budget), **options.get(name, {})}
+        t0 = time.perf_counter()
+        try:
+            exp = run_method(info, model, x, target, opts)
+        except Exception as exc:  # recorded (or re-raised) below: one method must not end the report
+            if on_error == "raise":
+                raise
+            msg = str(exc).splitlines()[0] if str(exc) else ""
+            kind = "" if isinstance(exc, UnveilError) else f"{type(exc).__name__}: "
+            log.info("method %s failed: %s%s", name, kind, msg)
+            runs.append(MethodRun(name, error=f"{kind}{msg}", seconds=time.perf_counter() - t0,
+                                  options=opts, error_type=type(exc).__name__))
+            continue
+        runs.append(MethodRun(name, exp, seconds=time.perf_counter() - t0, options=opts))
+    return runs
+
+
+def build_section(
+    model: Any,
+    x: Any,
+    methods: Sequence[str] | None = None,
+    *,
+    target: TargetSpec = "predicted",
+    options: dict[str, dict[str, Any]] | None = None,
+    budget: dict[str, Any] | None = None,
+    seed: int | None = 0,
+    class_names: Sequence[str] | None = None,
+    feature_names: Sequence[str] | None = None,
+    tokens: Sequence[Sequence[str]] | None = None,
+    labels: Any = None,
+    data: Any = None,
+    model_name: str | None = None,
+    description: str = "",
+    evaluate: bool = True,
+    checks: Sequence[str] = ("faithful",),
+    metrics: Sequence[str] | None = None,
+    sanity: bool | Sequence[str] = False,
+    trust_options: dict[str, Any] | None = None,
+    on_error: str = "raise",
+    progress: bool = False,
+) -> Section:
+    """Explain ``x`` with each method and gather the facts of one report section.
+
+    See :func:`report` for the parameters.
+    """
+    if on_error not in ("raise", "record"):
+        raise OptionError(f"on_error must be 'raise' or 'record', got {on_error!r}")
+    m = as_model(model)
+    xt = m.prepare(x)
+    scores = _predict(m, xt)
+    modality = infer_modality(xt)
+    names = list(methods) if methods is not None else default_methods(modality, m)
+    for n in names:
+        get_method(n)  # unknown names fail before any work
+    budget = {"seed": seed, **(budget or {})} if seed is not None else dict(budget or {})
+    runs = _run_all(names, m, xt, modality, target=target, options=dict(options or {}),
+                    budget=budget, explicit=methods is not None, on_error=on_error,
+                    progress=progress)
+    toks = [list(map(str, t)) for t in tokens] if tokens is not None else None
+    for r in runs:
+        if r.explanation is not None:
+            e = r.explanation
+            e.class_names = list(map(str, class_names)) if class_names is not None else e.class_names
+            e.feature_names = list(map(str, feature_names)) if feature_names is not None else e.feature_names
+            if toks is not None:
+                e.meta = {**e.meta, "tokens": toks}
+    first = next((r.explanation for r in runs if r.explanation is not None), None)
+    targets = first.targets if first is not None else (
+        None if scores.ndim == 1 else scores.argmax(1))
+    trust = trust_card(m, xt, runs, evaluate=evaluate, checks=checks, metrics=metrics,
+                       sanity=sanity, options=trust_options)
+    return Section(
+        model_name=model_name or type(getattr(m, "obj", model)).__name__,
+        description=description,
+        modality=modality,
+        inputs=xt.detach().cpu().numpy(),
+        scores=scores,
+        targets=None if targets is None else np.asarray(targets),
+        runs=runs,
+        trust=trust,
+        global_facts=global_facts(m, runs, data=data, feature_names=feature_names,
+                                  class_names=class_names),
+        fingerprint=first.fingerprint if first is not None else m.fingerprint(),
+        class_names=list(map(str, class_names)) if class_names is not None else None,
+        feature_names=list(map(str, feature_names)) if feature_names is not None else None,
+        labels=None if labels is None else np.asarray(labels).reshape(-1),
+        tokens=toks,
+        settings={"target": target if isinstance(target, (str, int)) or target is None else "per-row",
+                  "seed": seed, "budget": budget, "options": options or {}},
+    )
+
+
+def report(
+    model: Any,
+    x: Any,
+    methods: Sequence[str] | None = None,
+    *,
+    title: str = "unveil report",
+    max_samples: int = 8,
+    **kwargs: Any,
+) -> Report:
+    """Explain a batch with several methods and gather everything into one HTML report.
+
+    Parameters
+    ----------
+    model
+        A ``torch.nn.Module`` or any model :class:`unveil.Model` accepts.
+    x : array-like
+        The batch to explain: images (N, C, H, W), tables (N, F) or token ids (N, T).
+    methods : list of str, optional
+        Registry names; by default up to three methods that suit the inputs.
+    title : str
+        Heading of the page.
+    max_samples : int
+        Inputs shown in the page (all of ``x`` is explained).
+    target : int, sequence or "predicted"
+        The class explained (default: the predicted one).
+    options : dict, optional
+        Per-method options, e.g. ``{"integrated_gradients": {"n_steps": 32}}``.
+    budget : dict, optional
+        Options applied to every method that declares them (``n_steps``, ``n_samples``...).
+    seed : int or None
+        Passed to every method that takes a seed (default 0), for reproducible reports.
+    class_names, feature_names, tokens, labels
+        Names to show; ``tokens`` one list of strings per row; ``labels`` the true classes.
+    data : array-like, optional
+        Rows for the global section (a surrogate of the model, when available).
+    evaluate : bool
+        Fill the trust card from :mod:`unveil.metrics` when it is installed (False: only the
+        agreement between methods, which needs no extra model evaluation).
+    checks : list of str
+        Checks of :func:`unveil.metrics.trust_card` run for every method (default
+        ``("faithful",)``: deletion and insertion against a random order).
+    metrics : list of str, optional
+        Extra metrics for :func:`unveil.metrics.evaluate` (e.g. ``["sparseness"]``).
+    sanity : bool or list of str
+        Run the model-randomisation sanity check on the gradient methods (True) or on the
+        methods named.
+    trust_options : dict, optional
+        Options of :func:`unveil.metrics.trust_card` (``n_steps``, ``seed`` ...).
+    on_error : {"raise", "record"}
+        Whether a failing method stops the report or is shown in it as failed.
+    progress : bool
+        Show a progress bar over the methods.
+
+    Returns
+    -------
+    Report
+        ``.html`` holds the page, ``.save(path)`` writes it, ``.explanations`` the results.
+    """
+    return Report([build_section(model, x, methods, **kwargs)], title=title, max_samples=max_samples)

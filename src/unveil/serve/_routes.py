@@ -1,0 +1,256 @@
+"""The dashboard's page and JSON API routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, Response
+
+from .. import __version__
+from ..core.registry import get_method, list_methods
+from ..report import Report, build_section
+from ..report._builder import Section, skip_not_applicable
+from ..report._facts import class_name, prediction, sample_narrative
+from ..report._png import data_uri, upscale
+from ..report._render import (
+    _image_rgb,
+    display_kind,
+    feature_table,
+    image_tiles,
+    sequence_tile,
+    token_spans,
+)
+from ..report.html import bars_html
+from ..report.narrative import display_name
+from ._schemas import (
+    ExplainRequest,
+    ExplainResponse,
+    MapOut,
+    MethodOut,
+    MetricsOut,
+    ModelOut,
+    PredictionOut,
+    SampleOut,
+    SamplesOut,
+    SanityRequest,
+    SanityResponse,
+    UploadOut,
+)
+from ._state import ApiError, Entry, Store, parse_upload
+
+__all__ = ["api_router", "page_router"]
+
+RunId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$")]
+ModelName = Annotated[str, PathParam(max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+MethodPath = Annotated[str, PathParam(max_length=64, pattern=r"^[a-z0-9_]+$")]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed request"},
+    404: {"description": "Unknown model, sample, upload or run"},
+    413: {"description": "Body too large"},
+    422: {"description": "Invalid input"},
+}
+
+
+def page_router(templates_dir: Path) -> APIRouter:
+    """``GET /``: the dashboard page."""
+    from fastapi.templating import Jinja2Templates
+
+    templates = Jinja2Templates(directory=str(templates_dir))
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index(request: Request) -> Any:
+        return templates.TemplateResponse(request, "index.html", {"version": __version__})
+
+    return router
+
+
+def _thumb(entry: Entry, i: int) -> SampleOut:
+    assert entry.samples is not None
+    x = entry.samples[i].numpy()
+    label = None if entry.labels is None else class_name(int(entry.labels[i]), entry.class_names)
+    if entry.modality == "image" and x.ndim in (2, 3):
+        img = _image_rgb(x if x.ndim == 3 else x[None])
+        return SampleOut(index=i, label=label, thumbnail=data_uri(upscale(img, 64)))
+    flat = x.reshape(-1)
+    names = entry.feature_names or [f"x{j}" for j in range(flat.size)]
+    preview = ", ".join(f"{names[j]}={float(flat[j]):.3g}" for j in range(min(3, flat.size)))
+    return SampleOut(index=i, label=label, preview=preview + (" …" if flat.size > 3 else ""))
+
+
+def _map_out(run: Any) -> MapOut:
+    e = run.explanation
+    out = MapOut(method=run.method, title=display_name(run.method), status=run.status,
+                 note=run.error or run.skipped, seconds=run.seconds, n_evals=run.n_evals,
+                 kind=None if e is None else display_kind(e))
+    if e is None:
+        return out
+    if out.kind == "image":
+        out.image = image_tiles(e, 0)[1]
+    elif out.kind == "table":
+        out.html = bars_html(feature_table(e, 0, top_k=10))
+    elif out.kind == "text":
+        out.html = token_spans(e, 0)
+    else:
+        out.image = sequence_tile(e, 0)
+    return out
+
+
+def _metrics(section: Section) -> list[MetricsOut]:
+    t = section.trust
+    ag = t.agreement
+    out = []
+    for r in section.runs:
+        if r.explanation is None:
+            continue
+        a = None
+        if ag is not None and r.method in ag.methods:
+            j = ag.methods.index(r.method)
+            others = [float(ag.rank[j, k]) for k in range(len(ag.methods)) if k != j]
+            fin = [v for v in others if np.isfinite(v)]
+            a = float(np.mean(fin)) if fin else None
+        figs = {k: v for k, v in t.quality.get(r.method, {}).items() if np.isfinite(v)}
+        for check, v in t.verdicts.get(r.method, {}).items():
+            if v.get("answer") is not None:
+                figs[f"{check}?"] = float(bool(v["answer"]))
+            for k, x in v.get("figures", {}).items():
+                if isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x):
+                    figs[k] = float(x)
+        out.append(MetricsOut(method=r.method, figures=figs, agreement=a,
+                              verdicts={c: v.get("answer") for c, v in t.verdicts.get(r.method, {}).items()}))
+    return out
+
+
+def _response(section: Section, run_id: str) -> ExplainResponse:
+    p = prediction(section, 0)
+    ok = [r for r in section.runs if r.explanation is not None]
+    nar = sample_narrative(section, 0, ok)
+    first = ok[0].explanation if ok else None
+    input_image = None
+    if first is not None and display_kind(first) == "image":
+        input_image = image_tiles(first, 0)[0]
+    mean_ag = section.trust.agreement.mean_rank() if section.trust.agreement is not None else None
+    return ExplainResponse(
+        run=run_id,
+        prediction=PredictionOut(label=p.label, probability=p.prob, target=p.target,
+                                 true_label=p.true_label),
+        input_image=input_image, narrative=" ".join(nar.sentences), cautions=nar.cautions,
+        maps=[_map_out(r) for r in section.runs], metrics=_metrics(section),
+        agreement=mean_ag if mean_ag is not None and np.isfinite(mean_ag) else None,
+        metrics_note="; ".join(section.trust.notes) or None,
+    )
+
+
+def _methods_for(entry: Entry) -> list[MethodOut]:
+    out = []
+    for m in list_methods():
+        reason = None
+        if entry.modality is not None and entry.modality not in m.modalities:
+            reason = f"made for {'/'.join(m.modalities)} inputs"
+        elif (m.needs_gradients or m.needs_module) and entry.is_module is False:
+            reason = "needs a differentiable torch model"
+        out.append(MethodOut(name=m.name, title=display_name(m.name), family=m.family,
+                             summary=m.summary, applies=reason is None, reason=reason))
+    return out
+
+
+def api_router(store: Store) -> APIRouter:
+    """The JSON API under ``/api``."""
+    r = APIRouter(prefix="/api", responses=_ERRORS)
+
+    @r.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @r.get("/models", response_model=list[ModelOut])
+    def models() -> list[ModelOut]:
+        return [ModelOut(name=e.name, description=e.description, modality=e.modality,
+                         n_samples=e.n_samples(), class_names=e.class_names,
+                         feature_names=e.feature_names) for e in store.entries.values()]
+
+    @r.get("/models/{model}/methods", response_model=list[MethodOut])
+    def methods(model: ModelName) -> list[MethodOut]:
+        return _methods_for(store.entry(model))
+
+    @r.get("/models/{model}/samples", response_model=SamplesOut)
+    def samples(model: ModelName, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+                limit: Annotated[int, Query(ge=1, le=48)] = 24) -> SamplesOut:
+        e = store.entry(model)
+        n = e.n_samples()
+        return SamplesOut(total=n, items=[_thumb(e, i) for i in range(offset, min(n, offset + limit))])
+
+    @r.post("/models/{model}/uploads", response_model=UploadOut, status_code=201,
+            responses={415: {"description": "Unsupported file type"}},
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def upload(model: ModelName, request: Request) -> UploadOut:
+        e = store.entry(model)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > store.max_upload_bytes:
+                raise ApiError(413, "request body too large: the limit is "
+                                    f"{store.max_upload_bytes} bytes")
+        if not body:
+            raise ApiError(422, "the upload is empty")
+        up = parse_upload(bytes(body), e, store.max_rows)
+        return UploadOut(id=store.add_upload(up), model=e.name, kind=up.kind,
+                         rows=int(up.x.shape[0]), shape=list(up.x.shape))
+
+    @r.post("/explain", response_model=ExplainResponse)
+    def explain(req: ExplainRequest) -> ExplainResponse:
+        e = store.entry(req.model)
+        x, label, tokens = store.input(e, req.sample, req.upload, req.row)
+        for name in req.methods:
+            get_method(name)
+        if isinstance(req.target, int) and e.class_names and req.target >= len(e.class_names):
+            raise ApiError(422, f"target {req.target} is out of range: the model has "
+                                f"{len(e.class_names)} classes")
+        with store.lock:
+            section = build_section(
+                store.model(e), x, list(dict.fromkeys(req.methods)), target=req.target,
+                budget=store.budget, class_names=e.class_names, feature_names=e.feature_names,
+                tokens=tokens, labels=None if label is None else [label], model_name=e.name,
+                description=e.description, evaluate=req.evaluate, on_error="record")
+        skip_not_applicable(section.runs)
+        run_id = store.add_run(Report([section], title=f"unveil · {e.name}"))
+        return _response(section, run_id)
+
+    @r.post("/sanity", response_model=SanityResponse)
+    def sanity(req: SanityRequest) -> SanityResponse:
+        e = store.entry(req.model)
+        x, _, _ = store.input(e, req.sample, req.upload, req.row)
+        get_method(req.method)
+        try:
+            from ..metrics import sanity_check
+        except ImportError:
+            return SanityResponse(method=req.method, available=False,
+                                  note="the sanity check needs unveil.metrics, which is not installed")
+        with store.lock:
+            res = sanity_check(store.model(e), x, method=req.method)
+        return SanityResponse(method=req.method, available=True, passed=bool(res.passed),
+                              threshold=float(res.threshold), similarity=float(res.final),
+                              note=f"{res.measure} after randomising {len(res.layers)} layers")
+
+    @r.get("/runs/{run}/report", response_class=HTMLResponse)
+    def report(run: RunId) -> Response:
+        rep = store.run(run)
+        return HTMLResponse(rep.html, headers={
+            "Content-Disposition": 'attachment; filename="unveil-report.html"'})
+
+    @r.get("/runs/{run}/explanations/{method}", response_class=Response,
+           responses={200: {"content": {"application/octet-stream": {}}}})
+    def explanation(run: RunId, method: MethodPath) -> Response:
+        from .app import explanation_bytes
+
+        exps = store.run(run).explanations
+        if method not in exps:
+            raise ApiError(404, f"run {run} has no explanation from {method!r}")
+        return Response(explanation_bytes(exps[method]), media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{method}.npz"'})
+
+    return r

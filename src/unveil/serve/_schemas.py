@@ -1,0 +1,147 @@
+"""Request and response bodies of the dashboard's JSON API (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ExplainRequest", "ExplainResponse", "MapOut", "MethodOut", "MetricsOut", "ModelOut",
+           "PredictionOut", "SampleOut", "SamplesOut", "SanityRequest", "SanityResponse",
+           "UploadOut"]
+
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+MethodName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+UploadId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+Target = Union[Literal["predicted"], Annotated[int, Field(ge=0, le=100_000)]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelOut(BaseModel):
+    """A model the dashboard offers."""
+
+    name: str
+    description: str
+    modality: str | None
+    n_samples: int
+    class_names: list[str] | None
+    feature_names: list[str] | None
+
+
+class MethodOut(BaseModel):
+    """A registered method and whether it applies to the model."""
+
+    name: str
+    title: str
+    family: str
+    summary: str
+    applies: bool
+    reason: str | None
+
+
+class SampleOut(BaseModel):
+    """One input offered for explanation."""
+
+    index: int
+    label: str | None
+    thumbnail: Annotated[str | None, Field(description="data: URI of a PNG (images)")] = None
+    preview: Annotated[str | None, Field(description="short text (tables, text)")] = None
+
+
+class SamplesOut(BaseModel):
+    """A page of inputs."""
+
+    total: int
+    items: list[SampleOut]
+
+
+class UploadOut(BaseModel):
+    """An accepted upload: an id to explain it by, never a path."""
+
+    id: str
+    model: str
+    kind: str
+    rows: int
+    shape: list[int]
+
+
+class ExplainRequest(_Strict):
+    """Which model, which input (a sample index or an upload row) and which methods."""
+
+    model: Name
+    sample: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    upload: UploadId | None = None
+    row: Annotated[int, Field(ge=0, le=10_000)] = 0
+    methods: Annotated[list[MethodName], Field(min_length=1, max_length=8)]
+    target: Target = "predicted"
+    evaluate: bool = True
+
+
+class SanityRequest(_Strict):
+    """A sanity check of one method on one input."""
+
+    model: Name
+    sample: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    upload: UploadId | None = None
+    row: Annotated[int, Field(ge=0, le=10_000)] = 0
+    method: MethodName
+
+
+class PredictionOut(BaseModel):
+    """What the model said."""
+
+    label: str
+    probability: float | None
+    target: str
+    true_label: str | None
+
+
+class MapOut(BaseModel):
+    """One method's result for the input."""
+
+    method: str
+    title: str
+    status: str
+    note: str | None
+    seconds: float
+    n_evals: int
+    kind: str | None
+    image: Annotated[str | None, Field(description="data: URI of the map over the image")] = None
+    html: Annotated[str | None, Field(description="escaped HTML: bars or coloured tokens")] = None
+
+
+class MetricsOut(BaseModel):
+    """Figures of one method: quality metrics and agreement with the other methods."""
+
+    method: str
+    figures: dict[str, float]
+    agreement: float | None
+    verdicts: dict[str, bool | None] = Field(default_factory=dict)
+
+
+class ExplainResponse(BaseModel):
+    """Maps, metrics and narrative of one input; ``run`` names the downloads."""
+
+    run: str
+    prediction: PredictionOut
+    input_image: str | None
+    narrative: str
+    cautions: list[str]
+    maps: list[MapOut]
+    metrics: list[MetricsOut]
+    agreement: float | None
+    metrics_note: str | None
+
+
+class SanityResponse(BaseModel):
+    """Result of the model-randomisation sanity check (Adebayo et al., 2018)."""
+
+    method: str
+    available: bool
+    passed: bool | None = None
+    threshold: float | None = None
+    similarity: float | None = None
+    note: str | None = None

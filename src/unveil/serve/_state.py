@@ -1,0 +1,228 @@
+"""What the dashboard holds in memory: its models (loaded on first use), their sample inputs,
+uploads and finished runs. Uploads and runs are named by random ids, never by paths, and the
+oldest are dropped beyond a fixed count."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._frontend import LoadedModel, read_csv, read_image, read_npy
+from ..errors import InputError
+
+__all__ = ["ApiError", "Entry", "Store", "Upload", "parse_upload"]
+
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+class ApiError(Exception):
+    """An error the API reports with an HTTP status and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Entry:
+    """A model offered by the dashboard."""
+
+    name: str
+    description: str
+    modality: str | None
+    loader: Callable[[], Any]
+    sample_shape: tuple[int, ...] | None = None
+    class_names: list[str] | None = None
+    feature_names: list[str] | None = None
+    samples: torch.Tensor | None = None
+    labels: np.ndarray | None = None
+    is_module: bool | None = None
+    tokenizer: Any = None
+    _model: Any = None
+
+    def n_samples(self) -> int:
+        """How many sample inputs the dashboard offers for this model."""
+        return 0 if self.samples is None else int(self.samples.shape[0])
+
+
+@dataclass
+class Upload:
+    """An uploaded batch, tied to the model it was uploaded for."""
+
+    model: str
+    x: torch.Tensor
+    kind: str
+    tokens: list[list[str]] | None = None
+
+
+def _zoo_entries() -> list[Entry]:
+    from ..zoo import ZOO, load_dataset
+
+    out = []
+    for name, z in sorted(ZOO.items()):
+        data = load_dataset(name)
+        out.append(Entry(name, z.description, z.modality, z.factory,
+                         sample_shape=tuple(data.X_test.shape[1:]),
+                         class_names=list(data.class_names), feature_names=data.feature_names,
+                         samples=data.X_test, labels=data.y_test.numpy(), is_module=True))
+    return out
+
+
+def _extra_entry(name: str, obj: Any, samples: Any) -> Entry:
+    lm = obj if isinstance(obj, LoadedModel) else LoadedModel(obj, name=name)
+    x = None if samples is None else torch.as_tensor(np.asarray(samples))
+    shape = lm.sample_shape or (tuple(x.shape[1:]) if x is not None else None)
+    modality = lm.modality
+    if modality is None and x is not None:
+        from ..core.modality import infer_modality
+
+        modality = infer_modality(x)
+    return Entry(name, lm.description or f"model {lm.name}", modality, lambda: lm.model,
+                 sample_shape=shape, class_names=lm.class_names, feature_names=lm.feature_names,
+                 samples=x, is_module=isinstance(lm.model, torch.nn.Module), tokenizer=lm.tokenizer)
+
+
+@dataclass
+class Store:
+    """Models, uploads and runs of one app; ``lock`` serialises work on the models."""
+
+    entries: dict[str, Entry]
+    budget: dict[str, Any]
+    max_upload_bytes: int
+    max_rows: int = 64
+    max_uploads: int = 32
+    max_runs: int = 16
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    uploads: OrderedDict[str, Upload] = field(default_factory=OrderedDict)
+    runs: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+
+    @classmethod
+    def build(cls, models: dict[str, Any] | None, samples: dict[str, Any] | None, *, zoo: bool,
+              **kw: Any) -> Store:
+        """Entries for the zoo (if ``zoo``) and for each extra model."""
+        entries = {e.name: e for e in (_zoo_entries() if zoo else [])}
+        for name, obj in (models or {}).items():
+            entries[name] = _extra_entry(name, obj, (samples or {}).get(name))
+        return cls(entries, **kw)
+
+    def entry(self, name: str) -> Entry:
+        """The model ``name`` (404 if the dashboard does not offer it)."""
+        if name not in self.entries:
+            raise ApiError(404, f"no model named {name!r}; available: {', '.join(self.entries)}")
+        return self.entries[name]
+
+    def model(self, entry: Entry) -> Any:
+        """The model object, loaded (and for the zoo, possibly trained) on first use."""
+        with self.lock:
+            if entry._model is None:
+                entry._model = entry.loader()
+                entry.is_module = isinstance(entry._model, torch.nn.Module)
+        return entry._model
+
+    def input(self, entry: Entry, sample: int | None, upload: str | None, row: int
+              ) -> tuple[torch.Tensor, int | None, list[list[str]] | None]:
+        """One input row (batch of 1), its true label if known, and its tokens."""
+        if (sample is None) == (upload is None):
+            raise ApiError(422, "give exactly one of 'sample' (an index) or 'upload' (an id)")
+        if sample is not None:
+            n = entry.n_samples()
+            if entry.samples is None or sample >= n:
+                raise ApiError(404, f"model {entry.name!r} has {n} samples; index {sample} is out of range")
+            label = None if entry.labels is None else int(entry.labels[sample])
+            return entry.samples[sample:sample + 1], label, None
+        assert upload is not None
+        up = self.uploads.get(upload)
+        if up is None or up.model != entry.name:
+            raise ApiError(404, f"no upload {upload!r} for model {entry.name!r} (uploads expire)")
+        if row >= up.x.shape[0]:
+            raise ApiError(404, f"the upload has {up.x.shape[0]} rows; row {row} is out of range")
+        toks = None if up.tokens is None else [up.tokens[row]]
+        return up.x[row:row + 1], None, toks
+
+    def _add(self, store: OrderedDict[str, Any], item: Any, limit: int) -> str:
+        key = secrets.token_hex(8)
+        with self.lock:
+            store[key] = item
+            while len(store) > limit:
+                store.popitem(last=False)
+        return key
+
+    def add_upload(self, up: Upload) -> str:
+        """Keep an upload; returns its id."""
+        return self._add(self.uploads, up, self.max_uploads)
+
+    def add_run(self, report: Any) -> str:
+        """Keep a finished report for download; returns its id."""
+        return self._add(self.runs, report, self.max_runs)
+
+    def run(self, run_id: str) -> Any:
+        """A finished report (404 once expired)."""
+        rep = self.runs.get(run_id)
+        if rep is None:
+            raise ApiError(404, f"no run {run_id!r} (runs expire after {self.max_runs} newer ones)")
+        return rep
+
+
+def _sniff(data: bytes) -> str:
+    if data.startswith(_NPY_MAGIC):
+        return "npy"
+    if any(data.startswith(m) for m in _IMAGE_MAGIC):
+        return "image"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unknown"
+    return "text"
+
+
+def _fit_shape(a: np.ndarray, entry: Entry, what: str) -> np.ndarray:
+    shape = entry.sample_shape
+    if shape is not None and tuple(a.shape) == shape:
+        a = a[None]
+    if shape is not None and tuple(a.shape[1:]) != shape:
+        raise InputError(f"{what} has samples of shape {tuple(a.shape[1:])}; model "
+                         f"{entry.name!r} takes {shape}")
+    return a
+
+
+def parse_upload(data: bytes, entry: Entry, max_rows: int) -> Upload:
+    """Read an uploaded file by its content (PNG/JPEG/GIF/BMP image, ``.npy``, CSV or text)."""
+    kind = _sniff(data)
+    tokens = None
+    shape = entry.sample_shape
+    if kind == "image":
+        if entry.modality != "image":
+            raise ApiError(415, f"model {entry.name!r} takes {entry.modality} inputs, not images")
+        ch, size = (shape[0], (shape[1], shape[2])) if shape and len(shape) == 3 else (None, None)
+        a = read_image(data, "the upload", channels=ch, size=size)[None]
+    elif kind == "npy":
+        a = _fit_shape(read_npy(data, "the upload"), entry, "the .npy upload")
+        if entry.modality != "text":
+            a = a.astype(np.float32)
+    elif kind == "text" and entry.modality == "tabular":
+        a, _ = read_csv(data.decode("utf-8"), "the CSV upload")
+        a = _fit_shape(a, entry, "the CSV upload")
+    elif kind == "text" and entry.modality == "text" and entry.tokenizer is not None:
+        lines = [ln.strip() for ln in data.decode("utf-8").splitlines() if ln.strip()][:max_rows]
+        if not lines:
+            raise InputError("the text upload is empty")
+        enc = entry.tokenizer(lines, return_tensors="pt", padding=True, truncation=True)
+        a = enc["input_ids"].numpy()
+        tokens = [list(entry.tokenizer.convert_ids_to_tokens(r.tolist())) for r in enc["input_ids"]]
+    else:
+        raise ApiError(415, "unsupported upload: send a PNG, JPEG, GIF or BMP image, a .npy "
+                            "array, or CSV rows (tables)")
+    if a.shape[0] > max_rows:
+        raise ApiError(413, f"the upload has {a.shape[0]} rows; at most {max_rows} are accepted")
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise InputError("the upload contains NaN or infinite values")
+    return Upload(entry.name, torch.from_numpy(np.ascontiguousarray(a)), kind, tokens)
