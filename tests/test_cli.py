@@ -54,7 +54,8 @@ def _bc_rows(k: int = 3) -> tuple[np.ndarray, list[str]]:
 def test_methods_lists_the_registry(capsys) -> None:
     res = run("methods", "--json")
     names = {m["name"] for m in json.loads(res.stdout)}
-    assert names == {m.name for m in uv.methods()}
+    # this process may have registered more (a test importing a family); never fewer
+    assert {"saliency", "integrated_gradients"} <= names <= {m.name for m in uv.methods()}
     code, out, _ = _main(capsys, "methods", "--modality", "tabular")
     listed = {line.split()[0] for line in out.splitlines()[1:]}
     assert code == 0 and listed == {m.name for m in uv.methods("tabular")}

@@ -22,6 +22,7 @@ from .core import (
     set_memory_budget,
 )
 from .errors import UnveilError
+from .report import Report, report  # eager: a _LAZY entry would be shadowed by the subpackage
 
 __version__ = "0.1.0"
 
@@ -41,11 +42,22 @@ _LAZY: dict[str, str] = {
     "surrogate": "unveil.surrogate:",
     "audit": "unveil.audit:",
     "text": "unveil.text:",
+    "metrics": "unveil.metrics:",
+    "evaluate": "unveil.metrics:evaluate",
+    "sanity_check": "unveil.metrics:sanity_check",
+    "trust_card": "unveil.metrics:trust_card",
+    "featurevis": "unveil.featurevis:",
+    "visualize": "unveil.featurevis:visualize",
+    "objectives": "unveil.featurevis:objectives",
+    "invert": "unveil.featurevis:invert",
+    "dataset_examples": "unveil.featurevis:dataset_examples",
 }
 
 __all__ = [
     "Explanation",
+    "Report",
     "attention",
+    "report",
     "FeatureGroups",
     "Model",
     *[n for n in _methods_all if n not in ("Attributor", "Call")],

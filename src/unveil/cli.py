@@ -252,6 +252,16 @@ def evaluate_cmd(model_spec: str, weights: str | None, allow_pickle: bool, exp_p
         click.echo(f"wrote {path}")
 
 
+def _training_rows(loaded: LoadedModel, path: str | None) -> Any:
+    if (path is not None and path.startswith("zoo:")) or (path is None and loaded.zoo):
+        from .zoo import load_dataset
+
+        return load_dataset(path[4:] if path else str(loaded.zoo)).X_train
+    if path is None:
+        return None
+    return load_inputs([path], loaded).x
+
+
 @cli.command("report")
 @_model_options
 @_input_options
@@ -263,13 +273,16 @@ def evaluate_cmd(model_spec: str, weights: str | None, allow_pickle: bool, exp_p
 @click.option("--title", default="unveil report", show_default=True)
 @click.option("--sanity", is_flag=True, help="Run the sanity check of the gradient methods.")
 @click.option("--metric", "metric_names", multiple=True, help="Extra metric (repeatable).")
+@click.option("--data", "data_path", metavar="PATH",
+              help="Training rows (.csv/.npy, or zoo:NAME) for the surrogate and for methods "
+                   "that need a background set (default for zoo models: their training split).")
 @click.option("--no-evaluate", is_flag=True, help="Skip the faithfulness figures.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
                texts: tuple[str, ...], rows: str | None, size: str | None,
                method_names: tuple[str, ...], target: str | None, options: tuple[str, ...],
                out: str, title: str, sanity: bool, metric_names: tuple[str, ...],
-               no_evaluate: bool, as_json: bool) -> None:
+               data_path: str | None, no_evaluate: bool, as_json: bool) -> None:
     """Write one self-contained HTML report comparing several methods."""
     from .report import Report, build_section
 
@@ -279,8 +292,9 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
     for k, v in parse_option([o.replace(".", "__", 1) for o in options]).items():
         meth, sep, name = k.partition("__")
         (per_method.setdefault(meth, {}).__setitem__(name, v) if sep else budget.__setitem__(k, v))
+    train = _training_rows(loaded, data_path)
     section = build_section(
-        loaded.model, data.x, list(method_names) or None,
+        loaded.model, data.x, list(method_names) or None, data=train,
         target=parse_target(target, loaded.class_names), options=per_method, budget=budget,
         class_names=loaded.class_names, feature_names=data.feature_names, tokens=data.tokens,
         labels=data.labels, model_name=loaded.name, description=loaded.description,

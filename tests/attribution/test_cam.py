@@ -368,3 +368,29 @@ def test_save_and_load_keep_maps_and_layer(resnet, tmp_path):
     assert back.meta == e.meta
     np.testing.assert_array_equal(back.extras["cam_normalized"], e.extras["cam_normalized"])
     np.testing.assert_array_equal(back.values, e.values)
+
+
+def test_models_that_need_contiguous_inputs():
+    """A forward that flattens a spatial map with ``view`` rejects channels-last activations;
+    unveil then runs the model in its contiguous layout."""
+
+    class ViewNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3, padding=1)
+            self.fc = nn.Linear(3 * 6 * 6, 2)
+
+        def forward(self, x):
+            h = self.conv(x).relu()
+            return self.fc(h.view(h.size(0), -1))
+
+    model = ViewNet().eval()
+    x = torch.randn(3, 2, 6, 6)
+    with pytest.raises(RuntimeError, match="view"):
+        model(x.contiguous(memory_format=torch.channels_last))
+    for cls in (GradCAM, ScoreCAM, AblationCAM):
+        e = cls(model, layer="conv")(x)
+        assert np.isfinite(e.values).all() and e.values.shape == (3, 1, 6, 6)
+    from unveil.attribution.lrp import LRP
+
+    assert np.isfinite(LRP(model)(x).values).all()

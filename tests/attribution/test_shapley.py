@@ -204,6 +204,37 @@ def test_budget_counts_coalitions(game10):
     assert p.meta["coalitions_per_row"]["10"] <= 100
 
 
+def test_kernel_design_properties():
+    from unveil.attribution._coalitions import kernel_design
+
+    c = 12
+    for balanced in (False, True):
+        d = kernel_design(c, 512, np.random.default_rng(0), balanced=balanced)
+        assert len(d.z) == 510 and len(np.unique(np.packbits(d.z, axis=1), axis=0)) == 510  # distinct
+        size = d.z.sum(1)
+        # sizes 1, 2 (and 10, 11) enumerated, as shap does at this budget; 3..9 sampled
+        for s in (1, 2, 10, 11):
+            assert (size == s).sum() == math.comb(c, s)
+        assert set(size.tolist()) == set(range(1, 12))
+        # weights per size add up to the Shapley kernel's mass of the size
+        for s in range(1, c):
+            mass = (c - 1) / (s * (c - s))
+            assert d.weight[size == s].sum() == pytest.approx(mass)
+        # pairs are complements
+        for p in range(0, int(d.pair.max()) + 1, 37):
+            a, b = d.z[d.pair == p]
+            assert np.array_equal(a, ~b)
+    # balanced: in a sampled size players appear more evenly than in independent draws
+    def spread(balanced: bool) -> float:
+        out = []
+        for seed in range(6):
+            d = kernel_design(c, 512, np.random.default_rng(seed), balanced=balanced)
+            out.append(d.z[d.z.sum(1) == 4].sum(0).std())
+        return float(np.mean(out))
+
+    assert spread(True) < 0.7 * spread(False)
+
+
 # ----------------------------------------------------------------------------- modalities
 def test_images_patches_and_expand():
     torch.manual_seed(0)

@@ -168,3 +168,33 @@ def test_global_section_has_surrogate_rules() -> None:
     imp = dict(g.importance["saliency"])  # mean |attribution| over the explained rows
     e = rep.explanations["saliency"]
     assert imp["a"] == pytest.approx(float(np.abs(e.values[:, 0]).mean()))
+
+
+def test_retry_options_go_only_to_methods_that_ask(monkeypatch) -> None:
+    from unveil.attribution import Attributor
+    from unveil.core import registry
+    from unveil.errors import OptionError as OptErr
+
+    class NeedsBackground(Attributor):
+        """Input minus the background mean (refuses without a background)."""
+
+        name = "needs_background"
+
+        def _attribute(self, call, *, background=None):
+            if background is None:
+                raise OptErr("'needs_background' averages over a background set: pass background=")
+            return {"values": call.x - torch.as_tensor(background).mean(0)}
+
+    info = registry.MethodInfo("needs_background", NeedsBackground, "test", ("tabular",), False,
+                               False, False, "")
+    monkeypatch.setitem(registry._REGISTRY, "needs_background", info)
+    bg = torch.ones(5, 6)
+    x = torch.randn(2, 6)
+    sec = build_section(mlp().eval(), x, ["needs_background", "integrated_gradients"],
+                        retry_options={"background": bg}, evaluate=False)
+    runs = {r.method: r for r in sec.runs}
+    assert runs["needs_background"].status == "ok"
+    assert np.allclose(runs["needs_background"].explanation.values, (x - 1).numpy())
+    assert "background" not in runs["integrated_gradients"].options  # it did not ask
+    with pytest.raises(OptErr, match="pass background="):
+        build_section(mlp().eval(), x, ["needs_background"], evaluate=False)

@@ -239,3 +239,15 @@ def test_openapi_schema_is_published(client) -> None:
     for path in ("/api/models", "/api/explain", "/api/models/{model}/uploads",
                  "/api/runs/{run}/report", "/api/sanity"):
         assert path in schema["paths"], path
+
+
+def test_methods_that_need_a_background_get_training_rows(client) -> None:
+    names = {m.name for m in uv.methods("tabular")}
+    if "gradient_shap" not in names:
+        pytest.skip("gradient_shap is not registered")
+    res = client.post("/api/explain", json={"model": "breast_cancer_mlp", "sample": 0,
+                                            "methods": ["gradient_shap"], "evaluate": False}).json()
+    assert res["maps"][0]["status"] == "ok", res["maps"][0]["note"]
+    run = client.app.state.store.run(res["run"]).sections[0].runs[0]
+    bg = uv.zoo.load_dataset("breast_cancer_mlp").X_train[:32]
+    assert torch.equal(run.options["background"], bg)

@@ -26,6 +26,7 @@ from ..errors import InputError, LayerNotFoundError, ModelError
 
 __all__ = [
     "Capture",
+    "preferred_format",
     "Grid",
     "capture_layer",
     "default_layer",
@@ -217,6 +218,23 @@ def default_layer(module: nn.Module, x1: torch.Tensor) -> tuple[str, Grid]:
 
 def _is_norm(m: nn.Module) -> bool:
     return isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)) or "norm" in type(m).__name__.lower()
+
+
+def preferred_format(module: nn.Module, x: torch.Tensor) -> torch.memory_format:
+    """Channels-last for 2-D convolutional models on the CPU, where oneDNN runs convolutions
+    1.5-3x faster in that layout — if the model accepts it (``x.view(n, -1)`` on a spatial
+    map does not), which one row under ``no_grad`` tells. Else contiguous. Results agree up to
+    float rounding."""
+    if x.ndim != 4 or x.device.type != "cpu" or not any(
+        isinstance(m, nn.Conv2d) for m in module.modules()
+    ):
+        return torch.contiguous_format
+    try:
+        with torch.no_grad():
+            module(x[:1].contiguous(memory_format=torch.channels_last))
+    except Exception:
+        return torch.contiguous_format
+    return torch.channels_last
 
 
 def check_input(x: torch.Tensor, name: str) -> None:

@@ -38,6 +38,7 @@ def score_cam_weights(
     *,
     align_corners: bool,
     batch_size: BatchSize,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """Score-CAM channel weights (Wang et al., 2020), shape ``(N, C)``.
 
@@ -56,7 +57,7 @@ def score_cam_weights(
         lo = flat.min(dim=1).values.reshape(-1, *([1] * (m.ndim - 1)))
         hi = flat.max(dim=1).values.reshape(-1, *([1] * (m.ndim - 1)))
         m = (m - lo) / (hi - lo + 1e-8)
-        return model.scores(x[s] * m, _pick(targets, s))
+        return model.scores((x[s] * m).contiguous(memory_format=memory_format), _pick(targets, s))
 
     scores = map_chunked(
         run, n * c, batch_size=batch_size, model=model,
@@ -89,6 +90,7 @@ def ablation_weights(
     *,
     value: float | str,
     batch_size: BatchSize,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """Ablation-CAM channel weights (Desai & Ramaswamy, 2020), shape ``(N, C)``.
 
@@ -115,7 +117,7 @@ def ablation_weights(
             return swapped
 
         with forward_hooks([(layer, hook)]):
-            return model.scores(x[s], _pick(targets, s))
+            return model.scores(x[s].contiguous(memory_format=memory_format), _pick(targets, s))
 
     scores = map_chunked(
         run, n * c, batch_size=batch_size, model=model,

@@ -40,6 +40,12 @@ __all__ = [
 _ENUMERATE_LIMIT = 20000  # strata up to this many coalitions are listed, then subsampled
 
 
+def n_subsets(n: int, k: int) -> float:
+    """``C(n, k)`` exactly while it is below 1e15, else a float that is merely huge."""
+    log = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    return float(math.comb(n, k)) if log < 35 else math.exp(min(log, 690.0))
+
+
 def all_coalitions(c: int) -> np.ndarray:
     """(2**c, c) bool: row ``m`` holds the bits of ``m`` (player ``g`` is bit ``g``)."""
     m = np.arange(2**c, dtype=np.int64)
@@ -105,61 +111,82 @@ def _allocate(n: int, mass: np.ndarray, cap: np.ndarray) -> np.ndarray:
         alloc[sat] = cap[sat].astype(np.int64)
         rem -= int(cap[sat].sum())
         free &= ~sat
-    return np.minimum(alloc, cap.astype(np.int64))
+    out: np.ndarray = np.minimum(alloc, np.minimum(cap, 2.0**62).astype(np.int64))
+    return out
 
 
-def _distinct_subsets(pool: int, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` distinct uniformly random ``k``-subsets of ``range(pool)``, (n, pool) bool."""
-    total = math.comb(pool, k)
-    if total <= _ENUMERATE_LIMIT:
-        combos = np.array(list(itertools.combinations(range(pool), k)), dtype=np.int64).reshape(total, k)
-        pick = combos[rng.choice(total, size=n, replace=False)]
+def _distinct_subsets(pool: int, k: int, n: int, rng: np.random.Generator, balanced: bool = False) -> np.ndarray:
+    """``n`` distinct random ``k``-subsets of ``range(pool)``, (n, pool) bool.
+
+    Each subset is uniform over all ``k``-subsets. Small populations are listed and ``n``
+    chosen at random; otherwise subsets are drawn and duplicates dropped. With ``balanced``
+    (unless ``n`` is over half of all subsets) they are cut as disjoint blocks from random
+    permutations, so every element appears about equally often: a balanced design with a
+    lower variance for the stratified estimator.
+    """
+    total = n_subsets(pool, k)
+    if total <= _ENUMERATE_LIMIT and (2 * n > total or not balanced):
+        m = int(total)
+        combos = np.array(list(itertools.combinations(range(pool), k)), dtype=np.int64).reshape(m, k)
+        pick = combos[rng.choice(m, size=n, replace=False)]
         out = np.zeros((n, pool), dtype=bool)
         np.put_along_axis(out, pick, True, axis=1)
         return out
+    per = max(1, pool // max(k, 1)) if balanced else 1  # disjoint blocks per permutation
     rows = np.zeros((0, pool), dtype=bool)
     while rows.shape[0] < n:
-        m = n - rows.shape[0] + 8
-        idx = np.argpartition(rng.random((m, pool)), k - 1, axis=1)[:, :k] if k else np.zeros((m, 0), int)
-        new = np.zeros((m, pool), dtype=bool)
-        np.put_along_axis(new, idx, True, axis=1)
+        m = -(-(n - rows.shape[0]) // per) + 1
+        perms = np.argsort(rng.random((m, pool)), axis=1)[:, : per * k].reshape(m * per, k)
+        new = np.zeros((m * per, pool), dtype=bool)
+        np.put_along_axis(new, perms, True, axis=1)
         both = np.concatenate([rows, new])
         _, first = np.unique(np.packbits(both, axis=1), axis=0, return_index=True)
         rows = both[np.sort(first)]
     return rows[:n]
 
 
-def kernel_design(c: int, n_samples: int, rng: np.random.Generator, sampling: str = "kernel") -> KernelDesign:
-    """Paired coalitions for KernelSHAP with ``n_samples`` coalitions (empty and full included).
+def kernel_allocation(c: int, n_samples: int, sampling: str = "kernel") -> tuple[np.ndarray, np.ndarray]:
+    """Pairs drawn per size stratum ``{s, c-s}``, ``s = 1..c//2``, and pairs available.
 
-    Size pairs ``{s, c-s}`` form strata. Their share of the budget follows the Shapley kernel's
-    mass (``sampling="kernel"``) or is equal (``"leverage"``); a stratum whose share covers
-    it is enumerated, the others are sampled without replacement. A drawn coalition's weight is
-    the stratum's kernel mass divided by the number drawn, so the normal equations estimate
-    those over all coalitions without bias.
+    The budget's share of a stratum follows the Shapley kernel's mass (``sampling="kernel"``)
+    or is equal (``"leverage"``); a stratum whose share covers it is enumerated.
     """
     sizes = np.arange(1, c // 2 + 1)
-    middle = c % 2 == 0
-    cap = np.array([math.comb(c, int(s)) for s in sizes], dtype=np.float64)
-    kern = (c - 1) / (sizes * (c - sizes)).astype(np.float64)  # stratum mass of one size
+    cap = np.array([n_subsets(c, int(s)) for s in sizes], dtype=np.float64)
+    kern = (c - 1) / (sizes * (c - sizes)).astype(np.float64)
     mass = 2 * kern if sampling == "kernel" else np.full(len(sizes), 2.0)
-    if middle:
+    if c % 2 == 0:
         cap[-1] /= 2
         mass[-1] /= 2
-    alloc = _allocate((n_samples - 2) // 2, mass, cap)
+    return _allocate((n_samples - 2) // 2, mass, cap), cap
+
+
+def kernel_design(
+    c: int, n_samples: int, rng: np.random.Generator, sampling: str = "kernel", balanced: bool = False
+) -> KernelDesign:
+    """Paired coalitions for KernelSHAP with ``n_samples`` coalitions (empty and full included).
+
+    Strata are allocated by :func:`kernel_allocation`; strata not enumerated are sampled
+    without replacement, by simple random sampling or, with ``balanced``, as disjoint blocks
+    of random permutations (see :func:`_distinct_subsets`). A drawn coalition's weight is the
+    stratum's kernel mass divided by the number drawn, so the normal equations estimate those
+    over all coalitions without bias.
+    """
+    alloc, cap = kernel_allocation(c, n_samples, sampling)
     zs, ws, st, pr = [], [], [], []
     n_pairs = 0
-    for i, s in enumerate(sizes):
-        n = int(alloc[i])
+    for i, n in enumerate(alloc.tolist()):
+        s = i + 1
         if n == 0:
             continue
-        if middle and i == len(sizes) - 1:  # canonical halves: those holding player 0
-            rest = _distinct_subsets(c - 1, int(s) - 1, n, rng)
+        kern = (c - 1) / (s * (c - s))
+        if 2 * s == c:  # canonical halves: those holding player 0
+            rest = _distinct_subsets(c - 1, s - 1, n, rng, balanced)
             z = np.concatenate([np.ones((n, 1), dtype=bool), rest], axis=1)
-            w = kern[i] / 2 / n  # per coalition: mass over pairs * capacity / drawn / C(c, s)
+            w = kern / 2 / n  # per coalition: mass over pairs * capacity / drawn / C(c, s)
         else:
-            z = _distinct_subsets(c, int(s), n, rng)
-            w = kern[i] / n
+            z = _distinct_subsets(c, s, n, rng, balanced)
+            w = kern / n
         pid = np.arange(n_pairs, n_pairs + n)
         n_pairs += n
         zs += [z, ~z]
@@ -202,8 +229,8 @@ def solve_kernel(
     ainv = torch.cholesky_inverse(chol) if int(info) == 0 else torch.linalg.pinv(a)
     proj = ainv - torch.outer(ainv_1, ainv_1) / ainv_1.sum()
     r = y - phi @ z.T  # (R, K) residuals
-    unit = (r.unsqueeze(2) * zw.unsqueeze(0)) @ proj.T  # (R, K, c)
-    return phi, _stratified_se(design, torch.arange(z.shape[0], device=dev), unit)
+    g, stratum = _pair_sums(design, torch.arange(z.shape[0], device=dev), r.unsqueeze(2) * zw.unsqueeze(0))
+    return phi, _stratified_se(design, g @ proj.T, stratum)  # influence of a pair: proj @ g
 
 
 def _stratum_sums(
@@ -245,20 +272,19 @@ def _size_model(
     return alpha, slope, res, lev
 
 
-def choose_degree(design: KernelDesign) -> int | None:
-    """The size-model degree the budget supports: 2, 0, or ``None`` (too few samples: WLS).
+def choose_degree(c: int, n_samples: int, sampling: str = "kernel") -> int | None:
+    """The size-model degree a budget supports: 2, 0, or ``None`` (too few samples: WLS).
 
     Slopes quadratic in the size need about 4 sampled coalitions per parameter, a common slope
     about 2; below that the pooled Shapley-kernel regression is the safer estimator.
     """
-    c = design.z.shape[1]
-    size = design.z.sum(1)
-    counts = np.bincount(size, minlength=c + 1)
-    sampled = [s for s in range(1, c) if 0 < counts[s] < math.comb(c, s)]
-    n_fit = int(sum(counts[s] for s in sampled))
-    if not sampled or n_fit >= 4 * (len(sampled) + 2 * c):
+    alloc, cap = kernel_allocation(c, n_samples, sampling)
+    part = (alloc > 0) & (alloc < cap)  # sampled strata, each with one or two sizes
+    n_sizes = int(sum(1 if 2 * (i + 1) == c else 2 for i in np.flatnonzero(part)))
+    n_fit = int(2 * alloc[part].sum())
+    if not n_sizes or n_fit >= 4 * (n_sizes + 2 * c):
         return 2
-    if n_fit >= 2 * (len(sampled) + c):
+    if n_fit >= 2 * (n_sizes + c):
         return 0
     return None
 
@@ -282,7 +308,7 @@ def solve_stratified(
     c = z.shape[1]
     size = z.sum(1).round().long()
     counts = torch.bincount(size, minlength=c + 1).cpu().numpy()
-    n_all = np.array([float(math.comb(c, s)) for s in range(c + 1)])
+    n_all = np.array([n_subsets(c, s) for s in range(c + 1)])
     if any(counts[s] == 0 for s in range(1, c)):
         raise ValueError("every coalition size must be enumerated or sampled")  # pragma: no cover
     mean_in = torch.zeros(v.shape[0], c + 1, c, dtype=torch.float64, device=dev)
@@ -305,7 +331,7 @@ def solve_stratified(
         sel = torch.nonzero(torch.isin(size, ss)).flatten()
         m_in, m_out, unit = _model_means(z[sel], size[sel], sampled, v[:, sel], degree)
         mean_in[:, ss], mean_out[:, ss] = m_in, m_out
-        se = _stratified_se(design, sel, unit)
+        se = _stratified_se(design, *_pair_sums(design, sel, unit))
     phi = (mean_in[:, 1:] - mean_out[:, :-1]).sum(1) / c
     return phi, se
 
@@ -335,21 +361,24 @@ def _model_means(
     return m_in, m_out, unit
 
 
-def _stratified_se(design: KernelDesign, sel: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
-    """Standard error from per-coalition contributions ``unit`` (R, n, c), pairs as units."""
-    dev = unit.device
-    pair = torch.as_tensor(design.pair, device=dev)[sel]
-    n_pairs = int(design.pair.max()) + 1
-    member = torch.zeros(n_pairs, pair.shape[0], dtype=unit.dtype, device=dev)
-    member[pair, torch.arange(pair.shape[0], device=dev)] = 1.0
-    per_pair = member @ unit  # (R, P, c): sums over each pair
-    pair_stratum = np.zeros(n_pairs, dtype=np.int64)
-    pair_stratum[design.pair] = design.stratum
-    var = torch.zeros(unit.shape[0], unit.shape[2], dtype=unit.dtype, device=dev)
+def _pair_sums(design: KernelDesign, sel: torch.Tensor, unit: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+    """Sums of per-coalition contributions ``unit`` (R, n, c) over each complementary pair
+    (both members are in ``sel``): (R, P, c), and the stratum of each pair (P,)."""
+    pair = design.pair[sel.cpu().numpy()]
+    order = np.argsort(pair, kind="stable")
+    per_pair = unit[:, torch.as_tensor(order, device=unit.device)].view(unit.shape[0], -1, 2, unit.shape[2]).sum(2)
+    stratum = design.stratum[sel.cpu().numpy()][order][::2]
+    return per_pair, stratum
+
+
+def _stratified_se(design: KernelDesign, per_pair: torch.Tensor, stratum: np.ndarray) -> torch.Tensor:
+    """Standard error from per-pair contributions (R, P, c): stratified, with the finite
+    population correction (enumerated strata add nothing)."""
+    var = torch.zeros(per_pair.shape[0], per_pair.shape[2], dtype=per_pair.dtype, device=per_pair.device)
     for i, (n, cap) in enumerate(zip(design.n_drawn, design.capacity)):
         if n == 0 or n >= cap:
             continue
-        f = per_pair.index_select(1, torch.as_tensor(np.flatnonzero(pair_stratum == i), device=dev))
+        f = per_pair[:, torch.as_tensor(np.flatnonzero(stratum == i), device=per_pair.device)]
         ss = ((f - f.mean(1, keepdim=True)) ** 2).sum(1) * n / (n - 1) if n > 1 else (f**2).sum(1)
         var += ss * (1 - n / cap)
     return var.sqrt()

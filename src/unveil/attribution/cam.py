@@ -43,6 +43,7 @@ from ._cam_layers import (
     default_layer,
     find_grid,
     normalize_maps,
+    preferred_format,
     to_maps,
     upsample,
 )
@@ -75,6 +76,7 @@ class _CAM(SinglePassAttributor):
             raise OptionError(f"layer must be a dotted layer name (str) or None, got {layer!r}")
         self.layer = layer
         self._default_layers: dict[tuple[Any, ...], str] = {}
+        self._formats: dict[tuple[Any, ...], torch.memory_format] = {}
 
     # -- the layer ------------------------------------------------------------------------
     def _layer_name(self, x: torch.Tensor) -> str:
@@ -91,6 +93,14 @@ class _CAM(SinglePassAttributor):
         if key not in self._default_layers:
             self._default_layers[key] = default_layer(module, x[:1])[0]
         return self._default_layers[key]
+
+    def _format(self, x: torch.Tensor) -> torch.memory_format:
+        """The memory format the model runs fastest in (see ``preferred_format``), cached."""
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        if key not in self._formats:
+            assert self.model.module is not None
+            self._formats[key] = preferred_format(self.model.module, x)
+        return self._formats[key]
 
     def _grid(self, name: str, out: torch.Tensor, x: torch.Tensor) -> Grid:
         grid = find_grid(tuple(out.shape), x.shape[0], tuple(x.shape))
@@ -109,13 +119,14 @@ class _CAM(SinglePassAttributor):
         name = self._layer_name(x)
         layer = model.layer(name)
         grad = self._uses_gradients
-        res = PassResult(facts={"layer": name})
+        fmt = self._format(x)
+        res = PassResult(facts={"layer": name, "format": fmt})
         parts: dict[str, list[torch.Tensor]] = {}
 
         def run(a: int, b: int) -> tuple[dict[str, torch.Tensor], Grid]:
             ctx = torch.enable_grad() if grad else torch.no_grad()
             with ctx, capture_layer(layer, name, grad=grad) as cap:
-                out = model.forward(x[a:b])
+                out = model.forward(x[a:b].contiguous(memory_format=fmt))
             assert cap.output is not None
             grid = self._grid(name, cap.output, x[a:b])
             with ctx:
@@ -310,7 +321,8 @@ class ScoreCAM(_PerturbCAM):
     def _raw(self, call: Call, result: PassResult) -> torch.Tensor:
         a = result.rows["maps"]
         w = score_cam_weights(call.model, call.x, a, call.targets,
-                              align_corners=self.align_corners, batch_size=self.batch_size)
+                              align_corners=self.align_corners, batch_size=self.batch_size,
+                              memory_format=result.facts["format"])
         return maps_.weighted_sum(w, a)
 
 
@@ -345,6 +357,7 @@ class AblationCAM(_PerturbCAM):
             call.model, call.model.layer(name), call.x, result.rows["layer_out"],
             result.facts["grid"], call.targets, call.outputs,
             value=self.ablation_value, batch_size=self.batch_size,
+            memory_format=result.facts["format"],
         )
         return maps_.weighted_sum(w, result.rows["maps"])
 

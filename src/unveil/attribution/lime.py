@@ -47,25 +47,32 @@ def weighted_ridge(
 
     ``x`` (R, S, P), ``y`` and ``w`` (R, S). Minimises ``sum w (y - x b - c)**2 + alpha |b|**2``
     (scikit-learn's ``Ridge(alpha)`` with ``sample_weight=w``: centred with weighted means,
-    intercept unpenalised). The standard errors are the sandwich (HC0) estimate of the
-    coefficients. Centring is applied to the Gram matrices, not to ``x``, so ``x`` is read
-    twice in all.
+    intercept unpenalised). The standard errors are the sandwich (HC0) estimate. Sums over
+    samples run in ``x``'s dtype (float32 is ample for LIME's 0/1 designs) with ``y`` centred
+    first, so nothing cancels; means, centring and the (P, P) solves are float64.
     """
+    f64, dt = torch.float64, x.dtype
+    y, w = y.to(f64), w.to(f64)
     sw = w.sum(1)
-    xm = (w.unsqueeze(1) @ x).squeeze(1) / sw.unsqueeze(1)  # weighted means (R, P)
+    xm = (w.to(dt).unsqueeze(1) @ x).squeeze(1).to(f64) / sw.unsqueeze(1)  # weighted means (R, P)
     ym = (w * y).sum(1) / sw
-    gram = (x * w.unsqueeze(2)).transpose(1, 2) @ x - sw.view(-1, 1, 1) * xm.unsqueeze(2) * xm.unsqueeze(1)
-    h = gram + alpha * torch.eye(x.shape[2], dtype=x.dtype, device=x.device)
-    rhs = ((w * y).unsqueeze(1) @ x).squeeze(1) - sw.unsqueeze(1) * xm * ym.unsqueeze(1)
+    yc = y - ym.unsqueeze(1)
+
+    def wsum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # sum_k a_k x_k x_k^T - centring
+        return ((x * a.to(dt).unsqueeze(2)).transpose(1, 2) @ x).to(f64) + b
+
+    outer = xm.unsqueeze(2) * xm.unsqueeze(1)
+    h = wsum(w, -sw.view(-1, 1, 1) * outer) + alpha * torch.eye(x.shape[2], dtype=f64, device=x.device)
+    rhs = ((w * yc).to(dt).unsqueeze(1) @ x).squeeze(1).to(f64)  # sum w yc (x - xm) = sum w yc x
     hinv = torch.linalg.inv(h)
     coef = (hinv @ rhs.unsqueeze(2)).squeeze(2)
     intercept = ym - (xm * coef).sum(1)
-    r = y - (x @ coef.unsqueeze(2)).squeeze(2) - intercept.unsqueeze(1)
-    score = 1 - (w * r**2).sum(1) / (w * (y - ym.unsqueeze(1)) ** 2).sum(1).clamp(min=1e-300)
+    r = yc - ((x @ coef.to(dt).unsqueeze(2)).squeeze(2).to(f64) - (xm * coef).sum(1, keepdim=True))
+    score = 1 - (w * r**2).sum(1) / (w * yc**2).sum(1).clamp(min=1e-300)
     u = (w * r) ** 2  # sum_k u_k (x_k - m)(x_k - m)^T, expanded
-    xu = (u.unsqueeze(1) @ x).squeeze(1)
-    meat = (x * u.unsqueeze(2)).transpose(1, 2) @ x - xm.unsqueeze(2) * xu.unsqueeze(1) \
-        - xu.unsqueeze(2) * xm.unsqueeze(1) + u.sum(1).view(-1, 1, 1) * xm.unsqueeze(2) * xm.unsqueeze(1)
+    xu = (u.to(dt).unsqueeze(1) @ x).squeeze(1).to(f64)
+    cross = xm.unsqueeze(2) * xu.unsqueeze(1)
+    meat = wsum(u, -cross - cross.transpose(1, 2) + u.sum(1).view(-1, 1, 1) * outer)
     se = (hinv @ meat @ hinv).diagonal(dim1=1, dim2=2).clamp(min=0).sqrt()
     return coef, intercept, score, se
 
@@ -111,23 +118,21 @@ def _sample_tables(
     indicators (N, S, F). Sample 0 of each row is the row itself."""
     n, f = x.shape
     dev = st["freq"].device
-    u = torch.from_numpy(rng.random((2, f, n * s), dtype=np.float32)).to(dev)
+    u = torch.from_numpy(rng.random((2, n * s, f), dtype=np.float32)).to(dev)
+    # inverse CDF of the bins; borders past the last bin with data are never crossed
     cum = st["freq"].cumsum(1).to(torch.float32)
-    last = ((st["freq"] > 0) * torch.arange(4, device=dev)).amax(1, keepdim=True)  # last bin with data
-    b = (u[0] >= cum[:, 0:1]).to(torch.int64)
-    for k in (1, 2):
-        b += u[0] >= cum[:, k:k + 1]  # inverse CDF of the bins
-    b = torch.minimum(b, last)
-    idx = b + 4 * torch.arange(f, device=dev).view(f, 1)
+    last = ((st["freq"] > 0) * torch.arange(4, device=dev)).amax(1, keepdim=True)
+    cum = torch.where(torch.arange(4, device=dev) < last, cum, torch.full_like(cum, 2.0)).T.contiguous()
+    base = 4 * torch.arange(f, device=dev)
+    idx = (u[0].unsqueeze(2) >= cum[:3].T).sum(2) + base  # flat (feature, bin) index
     plo, width, mean, sd = _bin_table(st).to(torch.float32)
     p = (plo.take(idx) + u[1] * width.take(idx)).clamp_(-1 + 1e-7, 1 - 1e-7)
-    vals = torch.erfinv(p).mul_(sd.take(idx)).add_(mean.take(idx))
-    xb = torch.searchsorted(st["borders"], x.to(torch.float64).T.contiguous())  # (F, N)
-    same = (b.view(f, n, s) == xb.unsqueeze(2)).permute(1, 2, 0)
-    out = vals.T.reshape(n, s, f)
-    out[:, 0] = x.to(out.dtype)
+    vals = torch.erfinv(p).mul_(sd.take(idx)).add_(mean.take(idx)).view(n, s, f)
+    xb = torch.searchsorted(st["borders"], x.to(torch.float64).T.contiguous()).T + base  # (N, F)
+    same = idx.view(n, s, f) == xb.unsqueeze(1)
+    vals[:, 0] = x.to(vals.dtype)
     same[:, 0] = True
-    return out.reshape(n * s, f).to(x.dtype), same
+    return vals.view(n * s, f).to(x.dtype), same
 
 
 @register("lime", family="perturbation", stochastic=True)
@@ -202,7 +207,7 @@ class Lime(Attributor):
         d2 = f - same.sum(2).to(torch.float64)
         width = self.kernel_width or 0.75 * math.sqrt(f)
         w = torch.exp(-d2 / width**2).sqrt()
-        return self._fit(call, same.to(torch.float64), y, w, columns(f), seed, {"sampler": "quartiles"})
+        return self._fit(call, same.to(torch.float32), y, w, columns(f), seed, {"sampler": "quartiles"})
 
     def _masking(
         self, call: Call, groups: Any, baseline: BaselineSpec, background: Any, mask_id: int | None,

@@ -288,9 +288,9 @@ class KernelShap(_Shapley):
                 f"n_samples={self.n_samples} is too small for {c} groups: KernelSHAP needs at "
                 f"least {c + 2} coalitions per row (a few times more for useful accuracy)"
             )
-        design = kernel_design(c, self.n_samples, rng, self.sampling)
+        degree = choose_degree(c, self.n_samples, self.sampling) if self.estimator == "stratified" else None
+        design = kernel_design(c, self.n_samples, rng, self.sampling, balanced=degree is not None)
         v = game.coalitions(rows, _embed(design.z, act, game.masker.n_groups))
-        degree = choose_degree(design) if self.estimator == "stratified" else None
         if degree is None:
             phi, se = solve_kernel(design, v - v0.unsqueeze(1), vfull - v0)
         else:

@@ -258,7 +258,9 @@ class Reexplainer:
         call_names = _call_names(info.cls)
         given = dict(options or {})
         unknown = sorted(set(given) - init_names - call_names)
-        if unknown:
+        if unknown and _takes_any(info.cls):
+            call_names |= set(unknown)  # its call reads **kwargs: let the method judge them
+        elif unknown:
             raise OptionError(
                 f"{method!r} takes no option(s) {unknown}; its options are "
                 f"{sorted((init_names | call_names) - {'model'})}"
@@ -324,6 +326,12 @@ def _init_names(cls: type) -> set[str]:
 
 def _call_names(cls: type) -> set[str]:
     return _keyword_names(cls._attribute) - {"call"}  # type: ignore[attr-defined]  # an Attributor
+
+
+def _takes_any(cls: type) -> bool:
+    """Whether the method's call accepts arbitrary keyword options (``**kwargs``)."""
+    params = inspect.signature(cls._attribute).parameters.values()  # type: ignore[attr-defined]
+    return any(p.kind == p.VAR_KEYWORD for p in params)
 
 
 def _keyword_names(fn: Any) -> set[str]:

@@ -28,7 +28,7 @@ log = logging.getLogger("unveil.report")
 
 _PREFERRED = {
     "image": ("integrated_gradients", "grad_cam", "occlusion", "saliency"),
-    "tabular": ("integrated_gradients", "kernel_shap", "lime", "saliency"),
+    "tabular": ("integrated_gradients", "kernel_shap", "saliency", "lime"),
     "text": ("integrated_gradients", "attention_rollout", "occlusion", "saliency"),
     "sequence": ("integrated_gradients", "occlusion", "saliency"),
 }
@@ -236,10 +236,40 @@ def _predict(model: Model, x: torch.Tensor) -> np.ndarray:
     return np.asarray(out.detach().cpu().numpy(), dtype=np.float64)
 
 
+def _asked_for(exc: Exception, retry: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+    """The retry options a refusal names (``name=`` in its message) that were not given."""
+    if not isinstance(exc, UnveilError):
+        return {}
+    return {k: v for k, v in retry.items() if f"{k}=" in str(exc) and k not in opts}
+
+
+def _run_one(info: MethodInfo, model: Model, x: torch.Tensor, target: TargetSpec,
+             opts: dict[str, Any], retry: dict[str, Any], on_error: str) -> MethodRun:
+    t0 = time.perf_counter()
+    try:
+        try:
+            exp = run_method(info, model, x, target, opts)
+        except UnveilError as exc:
+            extra = _asked_for(exc, retry, opts)
+            if not extra:
+                raise
+            opts = {**opts, **extra}
+            exp = run_method(info, model, x, target, opts)
+    except Exception as exc:  # recorded (or re-raised): one method must not end the report
+        if on_error == "raise":
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        kind = "" if isinstance(exc, UnveilError) else f"{type(exc).__name__}: "
+        log.info("method %s failed: %s%s", info.name, kind, msg)
+        return MethodRun(info.name, error=f"{kind}{msg}", seconds=time.perf_counter() - t0,
+                         options=opts, error_type=type(exc).__name__)
+    return MethodRun(info.name, exp, seconds=time.perf_counter() - t0, options=opts)
+
+
 def _run_all(
     names: Sequence[str], model: Model, x: torch.Tensor, modality: str, *, target: TargetSpec,
-    options: dict[str, dict[str, Any]], budget: dict[str, Any], explicit: bool, on_error: str,
-    progress: bool,
+    options: dict[str, dict[str, Any]], budget: dict[str, Any], retry: dict[str, Any],
+    explicit: bool, on_error: str, progress: bool,
 ) -> list[MethodRun]:
     from tqdm.auto import tqdm
 
@@ -253,19 +283,7 @@ def _run_all(
             runs.append(MethodRun(name, skipped=reason))
             continue
         opts = {**accepted_options(info.cls, budget), **options.get(name, {})}
-        t0 = time.perf_counter()
-        try:
-            exp = run_method(info, model, x, target, opts)
-        except Exception as exc:  # recorded (or re-raised) below: one method must not end the report
-            if on_error == "raise":
-                raise
-            msg = str(exc).splitlines()[0] if str(exc) else ""
-            kind = "" if isinstance(exc, UnveilError) else f"{type(exc).__name__}: "
-            log.info("method %s failed: %s%s", name, kind, msg)
-            runs.append(MethodRun(name, error=f"{kind}{msg}", seconds=time.perf_counter() - t0,
-                                  options=opts, error_type=type(exc).__name__))
-            continue
-        runs.append(MethodRun(name, exp, seconds=time.perf_counter() - t0, options=opts))
+        runs.append(_run_one(info, model, x, target, opts, retry, on_error))
     return runs
 
 
@@ -290,6 +308,7 @@ def build_section(
     metrics: Sequence[str] | None = None,
     sanity: bool | Sequence[str] = False,
     trust_options: dict[str, Any] | None = None,
+    retry_options: dict[str, Any] | None = None,
     on_error: str = "raise",
     progress: bool = False,
 ) -> Section:
@@ -307,9 +326,12 @@ def build_section(
     for n in names:
         get_method(n)  # unknown names fail before any work
     budget = {"seed": seed, **(budget or {})} if seed is not None else dict(budget or {})
+    retry = dict(retry_options or {})
+    if data is not None and "background" not in retry:
+        retry["background"] = m.prepare(data)[:64]  # for the methods that ask for one
     runs = _run_all(names, m, xt, modality, target=target, options=dict(options or {}),
-                    budget=budget, explicit=methods is not None, on_error=on_error,
-                    progress=progress)
+                    budget=budget, retry=retry, explicit=methods is not None,
+                    on_error=on_error, progress=progress)
     toks = [list(map(str, t)) for t in tokens] if tokens is not None else None
     for r in runs:
         if r.explanation is not None:
@@ -378,7 +400,8 @@ def report(
     class_names, feature_names, tokens, labels
         Names to show; ``tokens`` one list of strings per row; ``labels`` the true classes.
     data : array-like, optional
-        Rows for the global section (a surrogate of the model, when available).
+        Rows of the data the model works on: for the global section (a surrogate of the model,
+        when available), and up to 64 of them as ``background=`` for the methods that ask.
     evaluate : bool
         Fill the trust card from :mod:`unveil.metrics` when it is installed (False: only the
         agreement between methods, which needs no extra model evaluation).
@@ -392,6 +415,10 @@ def report(
         methods named.
     trust_options : dict, optional
         Options of :func:`unveil.metrics.trust_card` (``n_steps``, ``seed`` ...).
+    retry_options : dict, optional
+        Options for a second attempt of a method whose refusal names one of them (its message
+        says ``name=``), e.g. ``{"background": X_train[:16]}`` for the methods that need one;
+        other methods run without them.
     on_error : {"raise", "record"}
         Whether a failing method stops the report or is shown in it as failed.
     progress : bool

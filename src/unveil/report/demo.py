@@ -22,8 +22,8 @@ from ._builder import MethodRun, Report, accepted_options, build_section, skip_n
 __all__ = ["DEMO_BUDGET", "DemoResult", "run_demo"]
 
 #: Options given to every method that declares them (kept small: the demo must be quick; a
-#: fixed batch size skips the auto-batching probe). Methods that refuse to run without a
-#: ``background=`` get 16 training rows.
+#: fixed batch size skips the auto-batching probe). A method that refuses to run without a
+#: ``background=`` runs again with 16 training rows.
 DEMO_BUDGET: dict[str, Any] = {"n_steps": 16, "n_samples": 64, "seed": 0, "batch_size": 64}
 #: How many test inputs of each zoo model are explained.
 DEMO_SAMPLES = {"image": 3, "tabular": 4}
@@ -64,28 +64,8 @@ def _chunks(n: int, k: int) -> list[list[int]]:
     return [c.tolist() for c in np.array_split(np.arange(n), k)]
 
 
-def _needs_background(name: str, model: Any, x: Any, budget: dict[str, Any]) -> bool:
-    """Whether a method that takes ``background=`` refuses to run without one (tried on one row)."""
-    from ..core.registry import get_method
-    from ..errors import UnveilError
-    from ._builder import run_method
-
-    info = get_method(name)
-    if "background" not in accepted_options(info.cls, {"background": None}):
-        return False
-    try:
-        run_method(info, model, x[:1], "predicted", accepted_options(info.cls, budget))
-    except UnveilError as exc:
-        return "background=" in str(exc)
-    except Exception:  # any other failure shows up in the real run
-        return False
-    return False
-
-
-def _demo_options(methods: Sequence[str], groups: FeatureGroups | None, model: Any, x: Any,
-                  background: Any, budget: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per-method options: exhaustive methods (those with ``max_groups``) get coarse groups;
-    methods that need a background set get training rows (others run at their defaults)."""
+def _demo_options(methods: Sequence[str], groups: FeatureGroups | None) -> dict[str, dict[str, Any]]:
+    """Per-method options: exhaustive methods (those with ``max_groups``) get coarse groups."""
     from ..core.registry import get_method
 
     out: dict[str, dict[str, Any]] = {}
@@ -94,8 +74,6 @@ def _demo_options(methods: Sequence[str], groups: FeatureGroups | None, model: A
         if groups is not None and accepted_options(cls, {"max_groups": 0, "groups": 0}) == {
                 "max_groups": 0, "groups": 0}:
             out[name] = {"groups": groups}
-        if _needs_background(name, model, x, budget):
-            out.setdefault(name, {})["background"] = background
     return out
 
 
@@ -156,10 +134,9 @@ def run_demo(
         k = n_samples or DEMO_SAMPLES.get(entry.modality, 3)
         say(f"explaining {k} test inputs of zoo:{name} with {len(all_methods)} methods")
         groups = coarse_groups(entry.modality, tuple(data.X_test.shape[1:]), data.feature_names)
-        bud = dict(budget or DEMO_BUDGET)
-        opts = _demo_options(all_methods, groups, model, data.X_test[:k], data.X_train[:16], bud)
         section = build_section(
-            model, data.X_test[:k], all_methods, options=opts, budget=bud,
+            model, data.X_test[:k], all_methods, options=_demo_options(all_methods, groups),
+            budget=dict(budget or DEMO_BUDGET), retry_options={"background": data.X_train[:16]},
             class_names=data.class_names, feature_names=data.feature_names,
             labels=data.y_test[:k], data=data.X_train[:256], model_name=f"zoo:{name}",
             description=entry.description, evaluate=evaluate, sanity=DEMO_SANITY if evaluate else False,

@@ -167,11 +167,14 @@ def _answer(v: dict[str, Any] | None, detail: str) -> str:
 
 def _faithful_detail(v: dict[str, Any] | None) -> str:
     f = (v or {}).get("figures", {})
-    keys = ("deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc")
-    if not all(k in f for k in keys):
-        return ""
-    return (f"deletion {_fmt(f[keys[0]])} vs {_fmt(f[keys[1]])} random; "
-            f"insertion {_fmt(f[keys[2]])} vs {_fmt(f[keys[3]])} random")
+    parts = []
+    if "insertion_minus_deletion" in f and "random_order" in f:
+        parts.append(f"insertion − deletion {_fmt(f['insertion_minus_deletion'])} vs "
+                     f"{_fmt(f['random_order'])} random")
+    for name in ("deletion", "insertion"):
+        if f"{name}_auc" in f and f"random_{name}_auc" in f:
+            parts.append(f"{name} {_fmt(f[name + '_auc'])} vs {_fmt(f['random_' + name + '_auc'])} random")
+    return "; ".join(parts)
 
 
 def _sanity_detail(v: dict[str, Any] | None) -> str:

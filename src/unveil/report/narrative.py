@@ -160,10 +160,10 @@ def _faithful_sentences(facts: list[MethodFacts]) -> list[str]:
     if not good:
         return []
     lead = good[0]
-    line = (f"Removing the features {display_name(lead.method)} ranks "
-            "first lowers the score faster than removing them in random order")
+    line = (f"The ranking of {display_name(lead.method)} beats a random order when the top "
+            "features are deleted or inserted")
     if lead.deletion is not None:
-        line += f" (deletion AUC {lead.deletion[0]:.3g} against {lead.deletion[1]:.3g})"
+        line += f" (deletion AUC {lead.deletion[0]:.3g} against {lead.deletion[1]:.3g} at random)"
     if len(judged) > 1:
         line += f"; {len(good)} of {len(judged)} methods pass this test"
     return [line + "."]

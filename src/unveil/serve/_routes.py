@@ -114,9 +114,7 @@ def _metrics(section: Section) -> list[MetricsOut]:
             fin = [v for v in others if np.isfinite(v)]
             a = float(np.mean(fin)) if fin else None
         figs = {k: v for k, v in t.quality.get(r.method, {}).items() if np.isfinite(v)}
-        for check, v in t.verdicts.get(r.method, {}).items():
-            if v.get("answer") is not None:
-                figs[f"{check}?"] = float(bool(v["answer"]))
+        for v in t.verdicts.get(r.method, {}).values():
             for k, x in v.get("figures", {}).items():
                 if isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x):
                     figs[k] = float(x)
@@ -215,7 +213,8 @@ def api_router(store: Store) -> APIRouter:
                 store.model(e), x, list(dict.fromkeys(req.methods)), target=req.target,
                 budget=store.budget, class_names=e.class_names, feature_names=e.feature_names,
                 tokens=tokens, labels=None if label is None else [label], model_name=e.name,
-                description=e.description, evaluate=req.evaluate, on_error="record")
+                description=e.description, evaluate=req.evaluate, on_error="record",
+                retry_options={} if e.background is None else {"background": e.background})
         skip_not_applicable(section.runs)
         run_id = store.add_run(Report([section], title=f"unveil · {e.name}"))
         return _response(section, run_id)

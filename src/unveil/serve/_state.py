@@ -47,6 +47,7 @@ class Entry:
     labels: np.ndarray | None = None
     is_module: bool | None = None
     tokenizer: Any = None
+    background: torch.Tensor | None = None  # rows for the methods that ask for background=
     _model: Any = None
 
     def n_samples(self) -> int:
@@ -73,7 +74,8 @@ def _zoo_entries() -> list[Entry]:
         out.append(Entry(name, z.description, z.modality, z.factory,
                          sample_shape=tuple(data.X_test.shape[1:]),
                          class_names=list(data.class_names), feature_names=data.feature_names,
-                         samples=data.X_test, labels=data.y_test.numpy(), is_module=True))
+                         samples=data.X_test, labels=data.y_test.numpy(), is_module=True,
+                         background=data.X_train[:32]))
     return out
 
 
@@ -88,7 +90,8 @@ def _extra_entry(name: str, obj: Any, samples: Any) -> Entry:
         modality = infer_modality(x)
     return Entry(name, lm.description or f"model {lm.name}", modality, lambda: lm.model,
                  sample_shape=shape, class_names=lm.class_names, feature_names=lm.feature_names,
-                 samples=x, is_module=isinstance(lm.model, torch.nn.Module), tokenizer=lm.tokenizer)
+                 samples=x, is_module=isinstance(lm.model, torch.nn.Module), tokenizer=lm.tokenizer,
+                 background=None if x is None else x[:32])
 
 
 @dataclass

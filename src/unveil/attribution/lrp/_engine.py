@@ -20,6 +20,7 @@ from torch import nn
 from ...core.hooks import forward_pre_hooks
 from ...core.model import Model
 from ...errors import ModelError
+from .._cam_layers import preferred_format
 from ._functional import FunctionalRules
 from ._functions import apply_norm, apply_pass, apply_rule, linear_op
 from .canonizers import Canonizer, MergeBatchNorm
@@ -136,16 +137,6 @@ def _copy(module: nn.Module) -> nn.Module:
     return dup
 
 
-def memory_format(module: nn.Module, example: torch.Tensor) -> torch.memory_format:
-    """Channels-last for 2-D convolutional models on the CPU (oneDNN runs it 1.5-3x faster
-    there), else contiguous."""
-    if example.ndim == 4 and example.device.type == "cpu" and any(
-        isinstance(m, nn.Conv2d) for m in module.modules()
-    ):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def prepare(module: nn.Module, example: torch.Tensor, composite: Composite) -> Prepared:
     """The relevance-ready copy of ``module`` for inputs like ``example`` (one row)."""
     _, reference = _execution_order(module, example)
@@ -163,7 +154,7 @@ def prepare(module: nn.Module, example: torch.Tensor, composite: Composite) -> P
         dup = _copy(module)
         changes = [c for can in cans for c in can.apply(dup, example)]
         order, _ = _execution_order(dup, example)
-    fmt = memory_format(dup, example)
+    fmt = preferred_format(dup, example)
     if fmt is torch.channels_last:
         dup = dup.to(memory_format=fmt)  # type: ignore[call-overload]  # accepted at run time
     prepared = Prepared(dup, cans, changes=changes, pool_stabilizer=composite.stabilizer,

@@ -126,8 +126,9 @@ class LRP(SinglePassAttributor):
             self.model.n_evals += b - a
             return res[0]
 
+        # the copy is what runs: its layers size the memory budget of a chunk
         outputs = run_chunked(run, x.shape[0], consume=consume, batch_size=self.batch_size,
-                              model=self.model, grad=True, key=("lrp", tuple(x.shape[1:])))
+                              model=dup, grad=True, key=("lrp", tuple(x.shape[1:])))
         assert outputs is not None
         rows = {k: torch.cat(v) for k, v in parts.items()}
         return outputs, PassResult(rows=rows, facts={"prepared": prep})

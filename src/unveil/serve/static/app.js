@@ -87,13 +87,20 @@ async function loadMethods() {
   const list = await api(`/api/models/${encodeURIComponent(state.model.name)}/methods`);
   const box = $("methods");
   const preferred = ["integrated_gradients", "saliency"];
-  box.replaceChildren(...list.map((m) => {
+  const items = [];
+  let family = null;
+  for (const m of list) {
+    if (m.family !== family) {
+      family = m.family;
+      items.push(el("div", { class: "family", text: family }));
+    }
     const input = el("input", { type: "checkbox", value: m.name, "data-testid": `method-${m.name}` });
     input.disabled = !m.applies;
     input.checked = m.applies && preferred.includes(m.name);
-    return el("label", { class: m.applies ? "" : "na", title: m.reason || m.summary }, input,
-              ` ${m.title}`, m.applies ? "" : el("span", { class: "muted", text: ` (${m.reason})` }));
-  }));
+    items.push(el("label", { class: m.applies ? "" : "na", title: m.reason || m.summary }, input,
+                  ` ${m.title}`, m.applies ? "" : el("span", { class: "muted", text: ` (${m.reason})` })));
+  }
+  box.replaceChildren(...items);
   const sel = $("sanity-method");
   sel.replaceChildren(...list.filter((m) => m.applies)
     .map((m) => el("option", { value: m.name, text: m.title })));
@@ -144,14 +151,24 @@ function renderMaps(res) {
 
 function fmt(v) { return v === null || v === undefined ? "–" : Number(v).toPrecision(3); }
 
+const HIDDEN = /^(random_|samples_beating|insertion_minus|threshold|radius)/;
+
+function verdictCell(answer) {
+  if (answer === undefined || answer === null) return el("td", { text: "–" });
+  return el("td", { class: answer ? "ok" : "bad", text: answer ? "yes" : "no" });
+}
+
 function renderMetrics(res) {
-  const names = [...new Set(res.metrics.flatMap((m) => Object.keys(m.figures)))].sort();
+  const checks = [...new Set(res.metrics.flatMap((m) => Object.keys(m.verdicts)))].sort();
+  const names = [...new Set(res.metrics.flatMap((m) => Object.keys(m.figures)))]
+    .filter((n) => !HIDDEN.test(n)).sort();
   const timing = Object.fromEntries(res.maps.map((m) => [m.method, m]));
-  const head = el("tr", {}, ...["method", "time (s)", "model evaluations", ...names, "agreement"]
-    .map((h) => el("th", { text: h })));
+  const head = el("tr", {}, ...["method", "time (s)", "model evaluations", ...checks.map((c) => `${c}?`),
+                                ...names, "agreement"].map((h) => el("th", { text: h })));
   const rows = res.metrics.map((m) => el("tr", { "data-testid": "metric-row" },
     el("td", { text: timing[m.method].title }), el("td", { text: timing[m.method].seconds.toFixed(2) }),
     el("td", { text: String(timing[m.method].n_evals) }),
+    ...checks.map((c) => verdictCell(m.verdicts[c])),
     ...names.map((n) => el("td", { text: fmt(m.figures[n]) })), el("td", { text: fmt(m.agreement) })));
   const parts = [el("h3", { text: "Metrics" }), el("table", { class: "grid" }, head, ...rows)];
   if (res.agreement !== null) {
