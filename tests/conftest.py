@@ -14,6 +14,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `_util`
 
+# `make test` runs two xdist workers on two cores: one intra-op thread each avoids oversubscription.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _deterministic() -> Iterator[None]:

@@ -35,3 +35,16 @@ def test_dask_equals_local(tmp_path, cluster) -> None:
         via_client = explain_dataset(net, x, out=tmp_path / "client", engine="dask", scheduler=client, **opts).values()
     torch.testing.assert_close(torch.from_numpy(via_client), torch.from_numpy(local))
     assert np.abs(local).max() > 0
+
+
+def test_repeated_runs_on_one_client_share_no_model_key(tmp_path, cluster) -> None:
+    """Back-to-back runs with the same model on one Client: the second must not depend on data
+    the first run is releasing (content-hashed scatter keys once made this fail with 'lost
+    dependencies')."""
+    x = torch.randn(40, 6)
+    net = mlp().eval()
+    opts = dict(method="saliency", shard_size=4, progress=False, engine="dask")
+    with distributed.Client(cluster) as client:
+        runs = [explain_dataset(net, x, out=tmp_path / f"r{i}", scheduler=client, **opts).values() for i in range(12)]
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r, runs[0])

@@ -37,7 +37,9 @@ def run_on_dask(model: Any, shards: Iterator[Shard], method: str, target: Any, o
 
         from .dataset import _shard_target
 
-        model_f = client.scatter((uuid.uuid4().hex, cloudpickle.dumps(model)), broadcast=True)
+        # One future for the (token, bytes) pair. A bare tuple would be scattered element-wise,
+        # and hash=True would reuse the key of an earlier run's bytes that may be mid-release.
+        [model_f] = client.scatter([(uuid.uuid4().hex, cloudpickle.dumps(model))], broadcast=True, hash=False)
         limit = 2 * max(1, sum(client.nthreads().values()))
         pending: dict[Any, Shard] = {}
         ac = distributed.as_completed()  # type: ignore[attr-defined]

@@ -100,7 +100,9 @@ def _input_range(x: torch.Tensor, rule: Rule) -> tuple[bool, bool]:
     kinds = {t.input for g in rule.groups for t in g.terms}
     if x.numel() == 0 or not kinds & {positive_input, negative_input}:
         return False, False
-    lo, hi = torch.aminmax(x)
+    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        x = x.permute(0, 2, 3, 1)  # contiguous in this order: the reduction needs no copy
+    lo, hi = torch.aminmax(x.reshape(-1))
     return bool(lo >= 0), bool(hi <= 0)
 
 
