@@ -141,9 +141,9 @@ def test_rise_peaks_at_the_used_pixel_and_is_seeded():
     e = RISE(_Pixel().eval(), n_samples=1500, grid=4)(x, target=None, seed=3)
     peak = np.unravel_index(np.argmax(e.values[0, 0]), (16, 16))
     assert abs(peak[0] - 10) <= 2 and abs(peak[1] - 5) <= 2
-    again = RISE(_Pixel(), n_samples=1500, grid=4, batch_size=13)(x, target=None, seed=3)
+    again = RISE(_Pixel().eval(), n_samples=1500, grid=4, batch_size=13)(x, target=None, seed=3)
     np.testing.assert_allclose(e.values, again.values, atol=1e-6)
-    other = RISE(_Pixel(), n_samples=1500, grid=4)(x, target=None, seed=4)
+    other = RISE(_Pixel().eval(), n_samples=1500, grid=4)(x, target=None, seed=4)
     assert not np.allclose(e.values, other.values)
     assert e.n_evals == 1 + 1500
 

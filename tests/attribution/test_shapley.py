@@ -333,7 +333,7 @@ def test_bad_inputs(game):
     with pytest.raises(OptionError, match="max_groups must be"):
         ExactShapley(net, max_groups=40)
     ids = torch.randint(0, 5, (2, 4))
-    model = nn.Sequential(nn.Embedding(5, 3), nn.Flatten(), nn.Linear(12, 2))
+    model = nn.Sequential(nn.Embedding(5, 3), nn.Flatten(), nn.Linear(12, 2)).eval()
     with pytest.raises(OptionError, match="background= averages over reference rows"):
         KernelShap(model)(ids, target=0, background=ids)
     with pytest.raises(OptionError, match="makes no sense for token ids"):

@@ -60,8 +60,8 @@ def test_evaluate_localisation_and_errors() -> None:
 def test_trust_card_on_digits() -> None:
     model, xs, _ = digits()
     exp = uv.explain(model, xs[:20], method="saliency")
-    card = trust_card(model, exp, max_samples=8, n_draws=4)
-    assert card.n_samples == 8 and list(card.verdicts) == ["faithful", "robust", "sanity", "agree"]
+    card = trust_card(model, exp, max_samples=6, n_draws=4, sanity_samples=4)
+    assert card.n_samples == 6 and list(card.verdicts) == ["faithful", "robust", "sanity", "agree"]
     f = card.verdicts["faithful"]
     gap = f.figures["insertion_auc"] - f.figures["deletion_auc"]
     chance = f.figures["random_insertion_auc"] - f.figures["random_deletion_auc"]
@@ -106,3 +106,22 @@ def test_importing_metrics_stays_light() -> None:
     code = ("import sys, unveil.metrics; heavy = [m for m in ('skimage', 'matplotlib', "
             "'quantus', 'transformers') if m in sys.modules]; assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_evaluate_sanity_and_random_logit() -> None:
+    from _util import TinyCNN
+
+    torch.manual_seed(0)
+    net = TinyCNN().eval()
+    x = torch.rand(5, 1, 16, 16)
+    exp = uv.explain(net, x, method="saliency")
+    res = evaluate(net, exp, ["sanity", "random_logit"], seed=3,
+                   sanity={"threshold": 0.3, "measures": ["spearman_abs"], "max_samples": 4})
+    san = res["sanity"]
+    direct = uv.metrics.sanity_check(net, x[:4], method="saliency", threshold=0.3, seed=3,
+                                     measures=["spearman_abs"], target=torch.as_tensor(exp.targets[:4]))
+    assert san.value == pytest.approx(direct.final)
+    assert san.params["passed"] is direct.passed and san.params["threshold"] == 0.3
+    assert san.per_sample.shape == (4,)
+    assert exp.quality["sanity"]["details"]["layers"] == direct.layers
+    assert 0 <= res["random_logit"].value <= 1

@@ -124,7 +124,9 @@ def _sample_tables(
     last = ((st["freq"] > 0) * torch.arange(4, device=dev)).amax(1, keepdim=True)
     cum = torch.where(torch.arange(4, device=dev) < last, cum, torch.full_like(cum, 2.0)).T.contiguous()
     base = 4 * torch.arange(f, device=dev)
-    idx = (u[0].unsqueeze(2) >= cum[:3].T).sum(2) + base  # flat (feature, bin) index
+    idx = base.expand(n * s, f).clone()  # flat (feature, bin) index
+    for k in range(3):
+        idx += u[0] >= cum[k]
     plo, width, mean, sd = _bin_table(st).to(torch.float32)
     p = (plo.take(idx) + u[1] * width.take(idx)).clamp_(-1 + 1e-7, 1 - 1e-7)
     vals = torch.erfinv(p).mul_(sd.take(idx)).add_(mean.take(idx)).view(n, s, f)

@@ -33,14 +33,12 @@ from ..errors import OptionError
 from ._base import Attributor, Call
 from ._coalitions import (
     all_coalitions,
-    choose_degree,
     exact_from_table,
     kernel_design,
     permutation_design,
     permutation_estimate,
-    solve_kernel,
-    solve_stratified,
 )
+from ._kernel_estimators import choose_degree, solve_kernel, solve_stratified
 from ._value_functions import Game, make_game, resolve_groups
 
 __all__ = ["ExactShapley", "KernelShap", "PermutationShapley", "resolve_seed"]

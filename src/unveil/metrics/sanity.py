@@ -320,17 +320,24 @@ def random_logit(
                         params={"measure": measure, "seed": seed})
 
 
-def sanity_metric(model: Any, exp: Explanation, *, max_samples: int | None = 16,
-                  explain_options: Mapping[str, Any] | None = None, **options: Any) -> MetricResult:
+def sanity_metric(
+    model: Any, exp: Explanation, *, max_samples: int | None = 16,
+    mode: Literal["cascading", "independent", "both"] = "cascading",
+    layers: Sequence[str] | None = None, measures: Sequence[str] | None = None,
+    measure: str = "spearman_abs", threshold: float = 0.5, random_logit: bool = True, seed: int = 0,
+    explain_options: Mapping[str, Any] | None = None,
+) -> MetricResult:
     """:func:`sanity_check` of ``exp``'s method, with its stored options, on (up to
     ``max_samples`` of) its inputs and targets, as a :class:`MetricResult`: ``value`` is the
     verdict's similarity after full randomisation (lower is better), ``details`` the result."""
     sub = exp if max_samples is None or len(exp) <= max_samples else exp[:max_samples]
     target: Any = "predicted" if sub.targets is None else torch.as_tensor(sub.targets)
     opts = {**stored_options(sub), **dict(explain_options or {})}
-    res = sanity_check(model, sub.inputs, method=sub.method, target=target, explain_options=opts,
-                       **options)
+    res = sanity_check(model, sub.inputs, method=sub.method, target=target, mode=mode, layers=layers,
+                       measures=measures, measure=measure, threshold=threshold,
+                       random_logit=random_logit, seed=seed, explain_options=opts)
     last = res.per_sample[res.layers[-1]][res.measure] if res.mode != "independent" else \
         np.nanmean(np.stack([v[res.measure] for v in res.per_sample.values()]), axis=0)
     return MetricResult("sanity", res.final, np.asarray(last), False, details=res.to_dict(),
-                        params={"threshold": res.threshold, "measure": res.measure, "mode": res.mode})
+                        params={"threshold": res.threshold, "measure": res.measure, "mode": res.mode,
+                                "passed": res.passed})
