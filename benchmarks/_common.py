@@ -30,6 +30,15 @@ def use_torchvision_stub() -> None:
         sys.path.insert(0, str(STUBS))
 
 
+def drop_torchvision_stub() -> None:
+    """Undo :func:`use_torchvision_stub` before importing transformers, which takes any importable
+    ``torchvision`` for the real one and imports names the stand-in does not have."""
+    while str(STUBS) in sys.path:
+        sys.path.remove(str(STUBS))
+    for name in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
+        del sys.modules[name]
+
+
 # ---------------------------------------------------------------------------- workloads
 class _Block(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import Context, Row, median_time
+from ._common import Context, Row, drop_torchvision_stub, median_time
 
 TEXT = (
     "I went in expecting very little, but this film turned out to be a wonderful surprise: the "
@@ -85,6 +85,7 @@ def _interleaved(a: Callable[[], Any], b: Callable[[], Any], repeats: int) -> tu
 
 
 def run(ctx: Context) -> list[Row]:
+    drop_torchvision_stub()  # an earlier module (CAMs, feature visualization) may have added it
     import captum.attr
 
     import unveil as uv
