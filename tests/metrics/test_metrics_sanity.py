@@ -42,6 +42,22 @@ def test_gradient_similarity_drops_as_more_layers_are_randomised() -> None:
     assert again.similarity == res.similarity  # seeded
 
 
+def test_guided_backprop_fails_as_adebayo_et_al_found() -> None:
+    """Guided backprop stays close to the original while the upper layers are random, and only
+    changes once the first convolutions are (Adebayo et al., 2018, Fig. 2); the gradient does
+    not. Judged on the full randomisation alone, guided backprop would pass."""
+    model, xs, _ = digits()
+    gbp = sanity_check(model, xs[:16], method="guided_backprop", seed=0, random_logit=False)
+    grad = sanity_check(model, xs[:16], method="saliency", seed=0, random_logit=False)
+    assert gbp.layers == grad.layers and len(gbp.layers) == 4
+    half = gbp.layers[1]  # the top two of four layers randomised
+    assert gbp.upper == gbp.similarity[half]["spearman_abs"] and grad.upper == grad.similarity[half]["spearman_abs"]
+    assert gbp.upper > grad.upper + 0.2
+    assert gbp.final < gbp.threshold  # the old rule alone would have passed it
+    assert not gbp.passed and grad.passed
+    assert "FAILS" in str(gbp) and "the top 2" in str(gbp)
+
+
 def test_a_map_that_ignores_the_model_fails() -> None:
     model, xs, _ = digits()
 

@@ -7,8 +7,11 @@ of the model, top layer down, either cumulatively (*cascading*) or one at a time
 original by Spearman rank correlation of their magnitudes (``"spearman_abs"``) and of their signed
 values (``"spearman"``), SSIM and HOG similarity (images). The *random-logit* test (Sixt et al.,
 2020, "When Explanations Lie", ICML) compares the map of the explained class with the map of a
-random other class. The verdict: the method passes when the similarity after randomising every
-layer is below ``threshold``.
+random other class. The verdict: the method passes when the similarity is below ``threshold``
+once the upper half of the layers is randomised, and after randomising every layer. The first
+condition catches what Adebayo et al. saw for guided backprop: maps that stay the same while the
+layers that make the decision are random, and change only with the lowest layers, show what those
+layers detect (edges), not why the model decided.
 """
 
 from __future__ import annotations
@@ -65,10 +68,13 @@ class SanityResult:
     Attributes
     ----------
     passed : bool
-        ``final < threshold``: the maps of the fully randomised model are unlike the original.
-    threshold, measure, final
+        ``upper < threshold`` and ``final < threshold``: the maps change once the upper half of
+        the layers is random, and the maps of the fully randomised model are unlike the original.
+    threshold, measure, final, upper
         The verdict's rule: ``measure``'s mean similarity ``final`` after randomising every
-        layer (cascading; for ``mode="independent"`` the mean over layers) against ``threshold``.
+        layer (cascading; for ``mode="independent"`` the mean over layers) and ``upper`` after
+        randomising the top ``ceil(L / 2)`` of the ``L`` layers (cascading runs only; else NaN),
+        against ``threshold``.
     layers : list of str
         The randomised layers, top layer first.
     similarity : dict
@@ -90,6 +96,7 @@ class SanityResult:
     method: str
     mode: str
     layers: list[str]
+    upper: float = math.nan
     similarity: dict[str, dict[str, float]] = field(default_factory=dict)
     independent: dict[str, dict[str, float]] = field(default_factory=dict)
     per_sample: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -103,7 +110,9 @@ class SanityResult:
 
     def __str__(self) -> str:
         word = "passes" if self.passed else "FAILS"
-        lines = [f"sanity check of {self.method!r}: {word} ({self.measure} after randomising all "
+        half = "" if math.isnan(self.upper) else \
+            f"the top {math.ceil(len(self.layers) / 2)} = {self.upper:.3f}, "
+        lines = [f"sanity check of {self.method!r}: {word} ({self.measure} after randomising {half}all "
                  f"{len(self.layers)} layers = {self.final:.3f}, threshold {self.threshold})"]
         for name, sims in (self.similarity or self.independent).items():
             lines.append(f"  {name:<24} " + "  ".join(f"{k}={v:.3f}" for k, v in sims.items()))
@@ -195,8 +204,9 @@ def sanity_check(
         Among ``"spearman_abs"``, ``"spearman"``, ``"ssim"``, ``"hog"`` (the last two for
         images); default all that apply.
     measure, threshold
-        The verdict: pass when ``measure`` after full randomisation is below ``threshold``
-        (default 0.5: less than half the rank agreement left).
+        The verdict: pass when ``measure`` is below ``threshold`` (default 0.5: less than half
+        the rank agreement left) after randomising the upper half of the layers and after
+        randomising all of them (see :class:`SanityResult`).
     seed : int
         Seeds the re-initialisation (layer ``i`` uses ``seed + i``) and the random class.
     explain_fn : callable, optional
@@ -246,7 +256,9 @@ def sanity_check(
         nanmean(np.array([t[measure] for t in res.independent.values()]))
     if "random_logit" in sims:
         res.random_logit = {k: nanmean(v) for k, v in sims["random_logit"][0].items()}
-    res.passed = bool(res.final < threshold)
+    if res.similarity:
+        res.upper = res.similarity[order[math.ceil(len(order) / 2) - 1]][measure]
+    res.passed = bool(res.final < threshold and not res.upper >= threshold)  # NaN upper: no test
     return res
 
 
@@ -340,4 +352,4 @@ def sanity_metric(
         np.nanmean(np.stack([v[res.measure] for v in res.per_sample.values()]), axis=0)
     return MetricResult("sanity", res.final, np.asarray(last), False, details=res.to_dict(),
                         params={"threshold": res.threshold, "measure": res.measure, "mode": res.mode,
-                                "passed": res.passed})
+                                "passed": res.passed, "upper": res.upper})

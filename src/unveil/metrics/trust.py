@@ -6,8 +6,9 @@ behind it and the rule that turned them into yes or no.
   the target score faster, or inserting it raises the score faster, than chance.
 - *Robust?* The map changes by less than ``robust_threshold`` of its norm under small input noise
   (max-sensitivity, Yeh et al., 2019).
-- *Passes sanity?* The map of a model with every layer randomised is unlike the original
-  (cascading randomisation, Adebayo et al., 2018).
+- *Passes sanity?* The map changes once the upper half of the layers is randomised, and the
+  map of a model with every layer randomised is unlike the original (cascading randomisation,
+  Adebayo et al., 2018).
 - *Methods agree?* Other methods rank the features similarly (Spearman rank correlation).
 
 The thresholds are conventions, not laws; every figure is shown so a reader can judge.
@@ -129,13 +130,15 @@ def _sanity(model: Any, exp: Explanation, opts: Mapping[str, Any]) -> Verdict:
     r = sanity_metric(model, exp, max_samples=opts.get("sanity_samples", 8), threshold=thr,
                       seed=opts.get("seed", 0), explain_options=opts.get("explain_options"))
     d = r.details
-    figs: dict[str, Any] = {f"{d['measure']}_after_randomisation": r.value, "threshold": thr}
+    figs: dict[str, Any] = {f"{d['measure']}_after_randomisation": r.value,
+                            f"{d['measure']}_upper_half_randomised": d.get("upper"), "threshold": thr}
     figs["per_layer"] = {k: v[d["measure"]] for k, v in d["similarity"].items()}
     if d.get("random_logit"):
         figs["random_logit"] = d["random_logit"].get(d["measure"])
-    return Verdict(_QUESTIONS["sanity"], bool(r.value < thr),
-                   f"{d['measure']} between the maps of the model and of a copy with every layer "
-                   f"randomised (cascading, top down) below {thr}", figs)
+    return Verdict(_QUESTIONS["sanity"], bool(r.params["passed"]),
+                   f"{d['measure']} between the maps of the model and of a copy with its upper "
+                   f"half of layers randomised, and with every layer randomised (cascading, top "
+                   f"down), both below {thr}", figs)
 
 
 def _agree(model: Any, exp: Explanation, opts: Mapping[str, Any]) -> Verdict:

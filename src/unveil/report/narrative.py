@@ -236,7 +236,8 @@ def trust_summary(facts: list[MethodFacts], agree: Agreement | None) -> Narrativ
         if f.sanity_passed is False:
             cautions.append(
                 f"{display_name(f.method)} failed the sanity check: its map hardly changes when "
-                "the model's weights are randomised, so it may show the input more than the model."
+                "the weights of the layers that make the decision are randomised, so it may show "
+                "the input (or what the first layers detect) more than the model's reasoning."
             )
     s2, c2 = _agreement_sentences(agree)
     return Narrative(sentences + s2, cautions + c2)
