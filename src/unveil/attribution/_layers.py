@@ -100,6 +100,10 @@ def _unit_selector(spec: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     return select
 
 
+class _PointsCaptured(Exception):
+    """Ends a forward pass once the layer's output is recorded (nothing after it is needed)."""
+
+
 class Space:
     """The points a gradient method differentiates at, one per row, with their model calls.
 
@@ -168,14 +172,18 @@ class Space:
 
     # -- one forward pass ----------------------------------------------------------------
     def forward(
-        self, inputs: torch.Tensor, pts: torch.Tensor | None, *, grad: bool, context: Context = None
+        self, inputs: torch.Tensor, pts: torch.Tensor | None, *, grad: bool, context: Context = None,
+        points_only: bool = False,
     ) -> Pass:
         """Run the model on ``inputs``; in a layer space the layer's output becomes ``pts``.
 
         With ``pts=None`` the natural points are used (and returned). With ``grad`` the points
-        are a leaf that requires grad, so ``torch.autograd.grad(objective, p.z)`` works.
+        are a leaf that requires grad, so ``torch.autograd.grad(objective, p.z)`` works. With
+        ``points_only`` (a layer space, no unit) the pass stops at the layer: ``p.z`` is all it
+        returns, and the rest of the network is not run.
         """
-        state: dict[str, Any] = {"z": None, "unit": None, "calls": 0}
+        stop = points_only and self.module is not None and self.unit_module is None and not grad
+        state: dict[str, Any] = {"z": None, "unit": None, "calls": 0, "stop": stop}
         hooks: list[tuple[nn.Module, Callable[..., Any]]] = []
         if self.module is not None:
             hooks.append((self.module, self._replace_hook(state, pts, grad)))
@@ -187,9 +195,13 @@ class Space:
         if self.unit_module is not None:
             hooks.append((self.unit_module, self._unit_hook(state)))
         ctx = context() if context is not None else contextlib.nullcontext()
+        out: Any = None
         with forward_hooks(hooks), ctx, torch.set_grad_enabled(grad):
-            # a copy of the points: the model may modify its input in place
-            out = self.model.forward(inputs if self.module is not None else state["z"].clone())
+            try:
+                # a copy of the points: the model may modify its input in place
+                out = self.model.forward(inputs if self.module is not None else state["z"].clone())
+            except _PointsCaptured:
+                pass
         if state["z"] is None or (self.unit_module is not None and state["unit"] is None):
             raise ModelError(
                 f"layer {self.layer or self.unit_name!r} did not run in the model's forward pass; "
@@ -217,6 +229,8 @@ class Space:
             # the model may modify what it gets in place: it never gets the recorded points
             if not grad and pts is None:
                 state["z"] = t.detach().clone()
+                if state["stop"]:
+                    raise _PointsCaptured
                 return None
             z = (t if pts is None else pts).detach()
             state["z"] = z.requires_grad_() if grad else z
@@ -277,6 +291,11 @@ class Space:
             return p.z, self.objective(p, self.targets(r))
 
     def _ensure(self) -> None:
+        if self._points is None and self._outputs is not None:
+            # the objective is known (the model's score at the input): only the layer's
+            # output is missing, and the passes can stop at the layer
+            self._points = self.map_inputs(self.source(torch.arange(self.rows.shape[0], device=self.rows.device)))
+            return
         zs: list[torch.Tensor] = []
         objs: list[torch.Tensor] = []
 
@@ -308,7 +327,8 @@ class Space:
     def outputs(self, known: torch.Tensor | None = None) -> torch.Tensor:
         """The objective at the explained points (R,); ``known`` when the caller has it."""
         if self._outputs is None:
-            if known is not None and self.unit_module is None and self.layer is None:
+            # a layer space computes the same score as the plain model: reuse the caller's
+            if known is not None and self.unit_module is None:
                 self._outputs = known
             else:
                 self._ensure()
@@ -324,7 +344,7 @@ class Space:
 
         def run(a: int, b: int) -> torch.Tensor:
             with torch.inference_mode():
-                return self.forward(other[a:b], None, grad=False).z
+                return self.forward(other[a:b], None, grad=False, points_only=True).z
         out = run_chunked(
             run, other.shape[0], batch_size=self.batch_size, model=self.model,
             key=self.key("forward", other.shape[0]),
