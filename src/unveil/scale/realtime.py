@@ -10,6 +10,7 @@ standard error).
 
 from __future__ import annotations
 
+import collections
 import inspect
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from ..errors import OptionError
 __all__ = ["Explainer"]
 
 _KNOBS = ("n_steps", "n_samples")
+_MET_SHARE = 0.95  # the share of calls the budget mode aims to keep within the budget
 
 
 class Explainer:
@@ -68,6 +70,7 @@ class Explainer:
         self._methods: dict[int, Any] = {}
         self._fixed = 0.0  # seconds per call that do not scale with the knob
         self._per_unit: float | None = None  # seconds per knob unit
+        self._recent: collections.deque[float] = collections.deque(maxlen=32)  # per-unit costs seen
         self.units: int | None = None
 
     def _method(self, units: int | None) -> Any:
@@ -98,9 +101,15 @@ class Explainer:
         return self.units
 
     def _choose(self) -> int:
+        """The largest knob that fits the budget at the 95th percentile of the recent per-unit
+        costs (jitter and a slower machine both show there), or, for the first 8 calls, at the
+        running estimate with 10% headroom."""
         assert self.budget_ms is not None and self._per_unit is not None
-        room = self.budget_ms / 1e3 * 0.9 - self._fixed  # keep 10% headroom for jitter
-        return int(np.clip(np.floor(room / self._per_unit), self.min_units, self.max_units))
+        if len(self._recent) >= 8:
+            room, per_unit = self.budget_ms / 1e3 - self._fixed, float(np.quantile(self._recent, _MET_SHARE))
+        else:
+            room, per_unit = self.budget_ms / 1e3 * 0.9 - self._fixed, self._per_unit
+        return int(np.clip(np.floor(room / per_unit), self.min_units, self.max_units))
 
     def __call__(self, x: Any, *, target: Any = "predicted", **kw: Any) -> Explanation:
         if self.budget_ms is None:
@@ -110,9 +119,10 @@ class Explainer:
         assert self.units is not None
         units = self.units
         exp, seconds = self._timed(x, units, target=target, **kw)
-        # running estimate of the per-unit cost, then the knob for the next call
-        observed = max(seconds - self._fixed, 1e-9) / units
+        # running estimate of the per-unit cost and its recent spread, then the next knob
         assert self._per_unit is not None
+        observed = max(seconds - self._fixed, 1e-9) / units
+        self._recent.append(observed)
         self._per_unit = 0.7 * self._per_unit + 0.3 * observed
         self.units = self._choose()
         exp.meta["budget"] = {
