@@ -368,3 +368,14 @@ def test_registered():
     for name in ("exact_shapley", "kernel_shap", "permutation_shapley"):
         assert name in info and not info[name].needs_gradients
     assert info["kernel_shap"].stochastic and not info["exact_shapley"].stochastic
+
+
+def test_exact_warns_on_large_jobs_only() -> None:
+    f = lambda a: a.sum(1, keepdims=True)  # noqa: E731  a numpy model: only the cost matters
+    x = np.random.default_rng(0).random((1, 19)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"2\*\*19 coalitions per row, 524,288 model rows.*kernel_shap"):
+        big = ExactShapley(f)(x, target=0, baseline="zeros")
+    np.testing.assert_allclose(big.values, x, rtol=1e-5)  # additive model: phi_i = x_i
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ExactShapley(f)(x[:, :10], target=0, baseline="zeros")
