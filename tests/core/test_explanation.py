@@ -59,3 +59,13 @@ def test_indexing_keeps_batch_axis() -> None:
     assert np.array_equal(one.values[0], e.values[2]) and one.targets[0] == e.targets[2]
     sub = e[[0, 3]]
     assert len(sub) == 2 and np.array_equal(sub.inputs[1], e.inputs[3])
+
+
+def test_repr_is_one_short_line() -> None:
+    """A notebook user who prints an Explanation sees its summary, not every array."""
+    net = TinyCNN().eval()
+    exp = uv.explain(net, torch.rand(9, 1, 16, 16), method="integrated_gradients", target=1)
+    text = repr(exp)
+    assert "\n" not in text and len(text) < 200
+    assert text.startswith("Explanation(method='integrated_gradients', values=9x1x16x16, targets=[1, 1")
+    assert f"n_evals={exp.n_evals}" in text and "max|delta|=" in text

@@ -47,7 +47,7 @@ def _jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
-@dataclass
+@dataclass(repr=False)
 class Explanation:
     """Attributions for a batch, with their provenance.
 
@@ -103,6 +103,20 @@ class Explanation:
         self.extras = {k: np.asarray(_np(v)) for k, v in self.extras.items()}
 
     # -- basics ---------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        """One line: method, shapes, targets and cost (the arrays are in the attributes)."""
+        parts = [f"method={self.method!r}", f"values={_shape_text(self.values)}"]
+        if self.targets is not None:
+            t = np.asarray(self.targets).ravel()
+            parts.append(f"targets={t[:6].tolist()}{'...' if t.size > 6 else ''}")
+        if self.delta is not None:
+            parts.append(f"max|delta|={float(np.nanmax(np.abs(np.asarray(self.delta)))):.3g}")
+        if self.n_evals:
+            parts.append(f"n_evals={self.n_evals}")
+        if self.quality:
+            parts.append(f"quality={sorted(self.quality)}")
+        return f"Explanation({', '.join(parts)})"
+
     def __len__(self) -> int:
         return int(self.values.shape[0])
 
@@ -249,3 +263,8 @@ class Explanation:
 def load(path: str | Path) -> Explanation:
     """Load an :class:`Explanation` saved with :meth:`Explanation.save`."""
     return Explanation.load(path)
+
+
+def _shape_text(a: Any) -> str:
+    shape = getattr(a, "shape", None)
+    return "x".join(str(int(d)) for d in shape) if shape is not None else type(a).__name__
