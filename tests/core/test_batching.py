@@ -92,3 +92,32 @@ def test_out_of_memory_halves_the_chunk() -> None:
 def test_bad_batch_size() -> None:
     with pytest.raises(OptionError, match="positive int or 'auto'"):
         uv.Saliency(TinyCNN(), batch_size=0)
+
+
+def test_probe_spends_at_most_half_the_job_and_reprobes_larger_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first, one-off call pays at most 1.5x its work for the timed probe; the choice is
+    cached, and a job too small to probe far does not fix the chunk of a larger one."""
+    import types
+
+    seen = {"rows": 0}
+    clock = {"t": 0.0}
+    # a fixed cost per call plus a cost per row: larger chunks are always faster
+    monkeypatch.setattr(batching, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"]))
+
+    def run(a: int, b: int) -> torch.Tensor:
+        seen["rows"] += b - a
+        clock["t"] += 1e-3 + 1e-6 * (b - a)
+        return torch.zeros(b - a)
+
+    key = ("probe-budget-test", 1)
+    batching._cache.pop(key, None)
+    batching.auto_batch_size(run, 400, key=key)
+    first = seen["rows"]
+    assert 0 < first <= 400 // 2
+    batching.auto_batch_size(run, 400, key=key)
+    assert seen["rows"] == first  # cached
+    batching.auto_batch_size(run, 40_000, key=key)
+    assert seen["rows"] > first  # probes the larger sizes it could not afford before
+    again = seen["rows"]
+    assert batching.auto_batch_size(run, 400, key=key) <= 400 and seen["rows"] == again
+    batching._cache.pop(key, None)

@@ -36,7 +36,7 @@ BatchSize = Union[int, str]
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 _memory_budget = DEFAULT_MEMORY_BUDGET
 _CANDIDATES = (8, 16, 32, 64, 128, 256, 512)
-_cache: dict[tuple[Any, ...], int] = {}
+_cache: dict[tuple[Any, ...], tuple[int, int, int]] = {}  # key -> (chunk, probe reach, cap)
 
 
 def set_memory_budget(n_bytes: int) -> None:
@@ -88,31 +88,52 @@ def auto_batch_size(
     """Choose a chunk size for ``total`` rows evaluated by ``run(start, stop)``.
 
     The chunk is capped by the memory budget; among the candidate sizes that fit, the one with
-    the best rows per second in a short timed probe wins (the probe's rows are real work only
-    in the sense that they are computed; results are discarded). Choices are cached per ``key``.
+    the best rows per second in a short timed probe wins (the probe's rows are computed and
+    thrown away). The probe spends at most half as many rows as the job itself, so a first,
+    one-off call costs at most 1.5 times its work; choices are cached per ``key`` together with
+    how far the probe reached, and a later, larger job of the same kind probes further.
     """
     if key is not None and key in _cache:
-        return min(_cache[key], total)
+        best, reach, cap = _cache[key]
+        if _reach(min(cap, total), total) <= reach:
+            return min(best, total)
     cap = max(1, _memory_budget // _bytes_per_row(module, run, grad))
     limit = min(cap, total)
-    cands = [c for c in _CANDIDATES if c <= limit]
-    if limit <= _CANDIDATES[0] or total <= 64 or len(cands) <= 1:
-        # a few rows: one chunk (or the cap); probing would cost more than it saves
-        best = limit
+    reach = _reach(limit, total)
+    cands = [c for c in _CANDIDATES if c <= reach]
+    if limit <= _CANDIDATES[0] or total <= 64:
+        best = limit  # a few rows: one chunk (or the cap); probing would cost more than it saves
+    elif len(cands) <= 1:
+        best = min(limit, 64)  # too few rows to time two sizes: a moderate chunk
     else:
         best, best_rate = cands[0], 0.0
         for c in cands:
             run(0, c)  # warm-up: allocator and kernel selection
-            t0 = time.perf_counter()
-            run(0, c)
-            rate = c / max(time.perf_counter() - t0, 1e-9)
+            best_t = math.inf
+            for _ in range(2):  # the faster of two timings: one is often disturbed
+                t0 = time.perf_counter()
+                run(0, c)
+                best_t = min(best_t, time.perf_counter() - t0)
+            rate = c / max(best_t, 1e-9)
             if rate > best_rate * 1.03:  # a larger chunk must be clearly faster
                 best, best_rate = c, rate
             elif rate < best_rate * 0.8:
+                reach = max(_CANDIDATES)  # past the peak: larger jobs need no further probe
                 break
     if key is not None:
-        _cache[key] = best
+        _cache[key] = (best, reach, cap)
     return best
+
+
+def _reach(limit: int, total: int) -> int:
+    """The largest candidate chunk a probe of a ``total``-row job may time: three runs per
+    candidate, all within ``total // 2`` rows; ``limit`` if the job is too small to probe."""
+    spent, reach = 0, 0
+    for c in _CANDIDATES:
+        if c > limit or spent + 3 * c > total // 2:
+            break
+        spent, reach = spent + 3 * c, c
+    return reach or limit
 
 
 def resolve_batch_size(batch_size: BatchSize) -> BatchSize:
@@ -169,8 +190,8 @@ def run_chunked(
             if size == 1:
                 raise
             size = max(1, size // 2)
-            if key is not None:
-                _cache[key] = size
+            if key is not None and key in _cache:
+                _cache[key] = (size, max(_CANDIDATES), size)  # this size is the most that fits
             continue
         start = stop
     if not parts:
