@@ -94,9 +94,9 @@ def test_bad_batch_size() -> None:
         uv.Saliency(TinyCNN(), batch_size=0)
 
 
-def test_probe_spends_at_most_half_the_job_and_reprobes_larger_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A first, one-off call pays at most 1.5x its work for the timed probe; the choice is
-    cached, and a job too small to probe far does not fix the chunk of a larger one."""
+def test_probe_spends_at_most_the_job_and_completes_over_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first, one-off call pays at most twice its work (job + probe); later calls of the same
+    kind time the sizes not measured yet, within the same allowance, and then stop probing."""
     import types
 
     seen = {"rows": 0}
@@ -109,15 +109,19 @@ def test_probe_spends_at_most_half_the_job_and_reprobes_larger_jobs(monkeypatch:
         clock["t"] += 1e-3 + 1e-6 * (b - a)
         return torch.zeros(b - a)
 
+    def probe_rows(total: int) -> tuple[int, int]:
+        before = seen["rows"]
+        size = batching.auto_batch_size(run, total, key=key)
+        return seen["rows"] - before, size
+
     key = ("probe-budget-test", 1)
     batching._cache.pop(key, None)
-    batching.auto_batch_size(run, 400, key=key)
-    first = seen["rows"]
-    assert 0 < first <= 400 // 2
-    batching.auto_batch_size(run, 400, key=key)
-    assert seen["rows"] == first  # cached
-    batching.auto_batch_size(run, 40_000, key=key)
-    assert seen["rows"] > first  # probes the larger sizes it could not afford before
-    again = seen["rows"]
-    assert batching.auto_batch_size(run, 400, key=key) <= 400 and seen["rows"] == again
+    spent, size = probe_rows(400)
+    assert 0 < spent <= 400 and size == 64  # 8..64 timed; 128 would pass the allowance
+    spent, size = probe_rows(400)
+    assert 0 < spent <= 400 and size == 128  # the next size, in the next call
+    assert probe_rows(400)[0] == 0  # 256 does not fit a 400-row call's allowance
+    spent, size = probe_rows(40_000)
+    assert spent > 0 and size == 512
+    assert probe_rows(40_000) == (0, 512)  # every size measured: no more probing
     batching._cache.pop(key, None)

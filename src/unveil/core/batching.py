@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import torch
@@ -36,7 +37,7 @@ BatchSize = Union[int, str]
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 _memory_budget = DEFAULT_MEMORY_BUDGET
 _CANDIDATES = (8, 16, 32, 64, 128, 256, 512)
-_cache: dict[tuple[Any, ...], tuple[int, int, int]] = {}  # key -> (chunk, probe reach, cap)
+_cache: dict[tuple[Any, ...], _Probe] = {}
 
 
 def set_memory_budget(n_bytes: int) -> None:
@@ -77,6 +78,15 @@ def _bytes_per_row(module: nn.Module | None, run_one: Callable[[int, int], Any],
     return max(1, total * (3 if grad else 1))
 
 
+@dataclass
+class _Probe:
+    """What is known about one workload: its memory cap and the measured rows per second."""
+
+    cap: int
+    rates: dict[int, float] = field(default_factory=dict)
+    done: bool = False  # every useful size is measured, or throughput already fell
+
+
 def auto_batch_size(
     run: Callable[[int, int], Any],
     total: int,
@@ -88,52 +98,44 @@ def auto_batch_size(
     """Choose a chunk size for ``total`` rows evaluated by ``run(start, stop)``.
 
     The chunk is capped by the memory budget; among the candidate sizes that fit, the one with
-    the best rows per second in a short timed probe wins (the probe's rows are computed and
-    thrown away). The probe spends at most half as many rows as the job itself, so a first,
-    one-off call costs at most 1.5 times its work; choices are cached per ``key`` together with
-    how far the probe reached, and a later, larger job of the same kind probes further.
+    the best rows per second in a timed probe wins (the probe's rows are computed and thrown
+    away; each size is timed twice after a warm-up). One call spends at most as many probe rows
+    as its job has, so a first, one-off call costs at most twice its work; the measurements are
+    kept per ``key`` and later calls of the same kind time the sizes not measured yet, until
+    throughput falls or every size that fits is known.
     """
-    if key is not None and key in _cache:
-        best, reach, cap = _cache[key]
-        if _reach(min(cap, total), total) <= reach:
-            return min(best, total)
-    cap = max(1, _memory_budget // _bytes_per_row(module, run, grad))
-    limit = min(cap, total)
-    reach = _reach(limit, total)
-    cands = [c for c in _CANDIDATES if c <= reach]
+    probe = _cache.get(key) if key is not None else None
+    if probe is None:
+        probe = _Probe(cap=max(1, _memory_budget // _bytes_per_row(module, run, grad)))
+        if key is not None:
+            _cache[key] = probe
+    limit = min(probe.cap, total)
     if limit <= _CANDIDATES[0] or total <= 64:
-        best = limit  # a few rows: one chunk (or the cap); probing would cost more than it saves
-    elif len(cands) <= 1:
-        best = min(limit, 64)  # too few rows to time two sizes: a moderate chunk
-    else:
-        best, best_rate = cands[0], 0.0
-        for c in cands:
-            run(0, c)  # warm-up: allocator and kernel selection
-            best_t = math.inf
-            for _ in range(2):  # the faster of two timings: one is often disturbed
-                t0 = time.perf_counter()
-                run(0, c)
-                best_t = min(best_t, time.perf_counter() - t0)
-            rate = c / max(best_t, 1e-9)
-            if rate > best_rate * 1.03:  # a larger chunk must be clearly faster
-                best, best_rate = c, rate
-            elif rate < best_rate * 0.8:
-                reach = max(_CANDIDATES)  # past the peak: larger jobs need no further probe
-                break
-    if key is not None:
-        _cache[key] = (best, reach, cap)
-    return best
-
-
-def _reach(limit: int, total: int) -> int:
-    """The largest candidate chunk a probe of a ``total``-row job may time: three runs per
-    candidate, all within ``total // 2`` rows; ``limit`` if the job is too small to probe."""
-    spent, reach = 0, 0
-    for c in _CANDIDATES:
-        if c > limit or spent + 3 * c > total // 2:
+        return limit  # a few rows: one chunk (or the cap); probing would cost more than it saves
+    cands = [c for c in _CANDIDATES if c <= limit]
+    budget = total
+    for c in cands:
+        if probe.done or 3 * c > budget:
             break
-        spent, reach = spent + 3 * c, c
-    return reach or limit
+        if c in probe.rates:
+            continue
+        budget -= 3 * c
+        run(0, c)  # warm-up: allocator and kernel selection
+        best_t = math.inf
+        for _ in range(2):  # the faster of two timings: one is often disturbed
+            t0 = time.perf_counter()
+            run(0, c)
+            best_t = min(best_t, time.perf_counter() - t0)
+        probe.rates[c] = c / max(best_t, 1e-9)
+        if probe.rates[c] < 0.8 * max(probe.rates.values()):
+            probe.done = True  # past the peak
+    if all(c in probe.rates for c in _CANDIDATES if c <= probe.cap):
+        probe.done = True
+    known = {c: r for c, r in probe.rates.items() if c <= limit}
+    if not known:
+        return min(limit, 64)  # too few rows to time even one size
+    top = max(known.values())
+    return min(c for c, r in known.items() if r * 1.03 >= top)  # a larger chunk must be clearly faster
 
 
 def resolve_batch_size(batch_size: BatchSize) -> BatchSize:
@@ -191,7 +193,7 @@ def run_chunked(
                 raise
             size = max(1, size // 2)
             if key is not None and key in _cache:
-                _cache[key] = (size, max(_CANDIDATES), size)  # this size is the most that fits
+                _cache[key] = _Probe(cap=size, done=True)  # this size is the most that fits
             continue
         start = stop
     if not parts:
