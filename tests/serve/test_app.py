@@ -52,6 +52,10 @@ def test_models_methods_samples(client) -> None:
     assert set(methods) == {m.name for m in uv.methods()}
     for m in uv.methods():
         assert methods[m.name]["applies"] == ("tabular" in m.modalities)
+    cnn = {m["name"]: m for m in client.get("/api/models/digits_cnn/methods").json()}
+    for m in uv.methods():  # an image model without attention layers: no attention methods
+        assert cnn[m.name]["applies"] == ("image" in m.modalities and m.family != "attention"), m.name
+    assert cnn["attention_rollout"]["reason"] == "the model has no attention layers"
     page = client.get("/api/models/digits_cnn/samples", params={"offset": 2, "limit": 3}).json()
     assert [s["index"] for s in page["items"]] == [2, 3, 4]
     assert page["items"][0]["thumbnail"].startswith("data:image/png;base64,")
@@ -251,3 +255,18 @@ def test_methods_that_need_a_background_get_training_rows(client) -> None:
     run = client.app.state.store.run(res["run"]).sections[0].runs[0]
     bg = uv.zoo.load_dataset("breast_cancer_mlp").X_train[:32]
     assert torch.equal(run.options["background"], bg)
+
+
+def test_attention_methods_apply_only_to_models_with_attention() -> None:
+    from torch import nn
+
+    from unveil.serve._routes import _has_attention
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    assert _has_attention(Tiny()) is True
+    assert _has_attention(nn.Sequential(nn.Linear(4, 2))) is False
+    assert _has_attention(lambda a: a) is None  # not a torch module: left to the modality check

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
@@ -143,7 +144,20 @@ def _response(section: Section, run_id: str) -> ExplainResponse:
     )
 
 
-def _methods_for(entry: Entry) -> list[MethodOut]:
+def _has_attention(model: Any) -> bool | None:
+    """Whether a torch model has attention modules unveil can read (None: not a module)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    from ..attention._capture import find_sites
+    from ..errors import ModelError
+
+    try:
+        return bool(find_sites(model))
+    except ModelError:
+        return False
+
+
+def _methods_for(entry: Entry, has_attention: bool | None = None) -> list[MethodOut]:
     out = []
     for m in list_methods():
         reason = None
@@ -151,6 +165,8 @@ def _methods_for(entry: Entry) -> list[MethodOut]:
             reason = f"made for {'/'.join(m.modalities)} inputs"
         elif (m.needs_gradients or m.needs_module) and entry.is_module is False:
             reason = "needs a differentiable torch model"
+        elif m.family == "attention" and has_attention is False:
+            reason = "the model has no attention layers"
         out.append(MethodOut(name=m.name, title=display_name(m.name), family=m.family,
                              summary=m.summary, applies=reason is None, reason=reason))
     return out
@@ -172,7 +188,8 @@ def api_router(store: Store) -> APIRouter:
 
     @r.get("/models/{model}/methods", response_model=list[MethodOut])
     def methods(model: ModelName) -> list[MethodOut]:
-        return _methods_for(store.entry(model))
+        e = store.entry(model)
+        return _methods_for(e, _has_attention(store.model(e)))
 
     @r.get("/models/{model}/samples", response_model=SamplesOut)
     def samples(model: ModelName, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
