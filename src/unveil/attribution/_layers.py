@@ -21,15 +21,18 @@ import copy
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch import nn
 
 from ..core.batching import BatchSize, run_chunked
-from ..core.hooks import forward_hooks
+from ..core.hooks import StopForward, forward_hooks
 from ..core.model import Model
 from ..errors import BaselineError, InputError, ModelError, NotDifferentiableError, OptionError
+
+if TYPE_CHECKING:
+    from ._base import Call
 
 __all__ = ["Context", "NeuronSpec", "Pass", "Space", "find_embedding"]
 
@@ -100,10 +103,6 @@ def _unit_selector(spec: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     return select
 
 
-class _PointsCaptured(Exception):
-    """Ends a forward pass once the layer's output is recorded (nothing after it is needed)."""
-
-
 class Space:
     """The points a gradient method differentiates at, one per row, with their model calls.
 
@@ -146,6 +145,19 @@ class Space:
         self.rows = torch.arange(inputs.shape[0], device=inputs.device)
         self._points: torch.Tensor | None = inputs if layer is None else None
         self._outputs: torch.Tensor | None = None
+
+    @classmethod
+    def of_call(
+        cls, call: Call, *, method: str, batch_size: BatchSize, layer: str | None = None,
+        neuron: NeuronSpec = None,
+    ) -> Space:
+        """The space a gradient method explains ``call`` in: checks that the model gives
+        gradients, and sets ``call.outputs`` to the objective at the explained points."""
+        call.model.require_gradients(method)
+        space = cls(call.model, call.x, call.targets, layer=layer, neuron=neuron, method=method,
+                    batch_size=batch_size)
+        call.outputs = space.outputs(call.outputs)
+        return space
 
     # -- derived spaces and rows --------------------------------------------------------
     def moved(self, rows: torch.Tensor, points: torch.Tensor) -> Space:
@@ -200,7 +212,7 @@ class Space:
             try:
                 # a copy of the points: the model may modify its input in place
                 out = self.model.forward(inputs if self.module is not None else state["z"].clone())
-            except _PointsCaptured:
+            except StopForward:
                 pass
         if state["z"] is None or (self.unit_module is not None and state["unit"] is None):
             raise ModelError(
@@ -230,7 +242,7 @@ class Space:
             if not grad and pts is None:
                 state["z"] = t.detach().clone()
                 if state["stop"]:
-                    raise _PointsCaptured
+                    raise StopForward
                 return None
             z = (t if pts is None else pts).detach()
             state["z"] = z.requires_grad_() if grad else z

@@ -84,11 +84,11 @@ class Masker:
         self.n_groups = groups.n_groups
         self.labels: torch.Tensor | None = None
         self.masks: torch.Tensor | None = None
-        self.channels = 1  # > 1: labels are equal across axis 1, so masks cover one channel
         if groups.labels is not None:
             lab = groups.labels
             if lab.ndim >= 3 and lab.shape[1] > 1 and bool((lab == lab[:, :1]).all()):
-                self.channels = int(lab.shape[1])  # image groups span every colour channel
+                # image groups span every colour channel: masks cover one channel, and
+                # Game._inputs broadcasts them over the others
                 lab = lab[:, 0]
             self.labels = lab.flatten(1).to(device)  # (1|N, D / channels)
             self.shared = self.labels.shape[0] == 1

@@ -264,9 +264,8 @@ class DeepLift(Attributor):
     ) -> dict[str, Any]:
         call.model.require_gradients(self.name)
         require_python_model(call.model.module, self.name)
-        space = Space(call.model, call.x, call.targets, layer=layer, neuron=neuron,
-                      method=self.name, batch_size=self.batch_size)
-        call.outputs = space.outputs(call.outputs)
+        space = Space.of_call(call, method=self.name, batch_size=self.batch_size, layer=layer,
+                              neuron=neuron)
         res = self._attribute_space(space, baseline=baseline, background=background, seed=seed)
         res["seed"] = seed
         return space.finish(res)

@@ -101,10 +101,8 @@ class GradientShap(Attributor):
         neuron: NeuronSpec = None,
         baseline: BaselineSpec = None,
     ) -> dict[str, Any]:
-        call.model.require_gradients(self.name)
-        space = Space(call.model, call.x, call.targets, layer=layer, neuron=neuron,
-                      method=self.name, batch_size=self.batch_size)
-        call.outputs = space.outputs(call.outputs)
+        space = Space.of_call(call, method=self.name, batch_size=self.batch_size, layer=layer,
+                              neuron=neuron)
         res = self._attribute_space(space, background=background, seed=resolve_seed(seed),
                                     baseline=baseline)
         return space.finish(res)

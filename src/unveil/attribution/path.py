@@ -113,10 +113,8 @@ class IntegratedGradients(Attributor):
         neuron: NeuronSpec = None,
         seed: int | None = None,
     ) -> dict[str, Any]:
-        call.model.require_gradients(self.name)
-        space = Space(call.model, call.x, call.targets, layer=layer, neuron=neuron,
-                      method=self.name, batch_size=self.batch_size)
-        call.outputs = space.outputs(call.outputs)
+        space = Space.of_call(call, method=self.name, batch_size=self.batch_size, layer=layer,
+                              neuron=neuron)
         res = self._attribute_space(space, baseline=baseline, background=background, seed=seed)
         res["seed"] = seed
         return space.finish(res)

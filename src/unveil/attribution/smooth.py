@@ -105,12 +105,10 @@ class _NoiseTunnel(Attributor):
         neuron: NeuronSpec = None,
         **inner_kwargs: Any,
     ) -> dict[str, Any]:
-        call.model.require_gradients(self.name)
         inner = self._make_inner()
         seed = resolve_seed(seed)
-        space = Space(call.model, call.x, call.targets, layer=layer, neuron=neuron,
-                      method=self.name, batch_size=self.batch_size)
-        call.outputs = space.outputs(call.outputs)
+        space = Space.of_call(call, method=self.name, batch_size=self.batch_size, layer=layer,
+                              neuron=neuron)
         pts, s = space.points, self.n_samples
         sigma = noise_scale(pts, self.noise_level, self.stdev)
         eps = normal_draws((pts.shape[0] * s, *pts.shape[1:]), seed, dtype=pts.dtype,

@@ -15,9 +15,13 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from ..errors import ModelError
+
 __all__ = [
+    "StopForward",
     "capture_outputs",
     "eval_mode",
+    "first_tensor",
     "forward_hooks",
     "frozen_parameters",
     "get_submodule",
@@ -112,14 +116,21 @@ def forward_pre_hooks(
             h.remove()
 
 
-def _first_tensor(out: Any) -> torch.Tensor:
+class StopForward(Exception):
+    """Raised from a forward hook to end a pass once everything needed is recorded; the
+    caller catches it around the model call (the rest of the network is not run)."""
+
+
+def first_tensor(out: Any) -> torch.Tensor:
+    """The tensor in a layer's output: the output itself, the first item of a tuple or list,
+    or a Hugging Face output's ``last_hidden_state``."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
     if hasattr(out, "last_hidden_state"):
         return out.last_hidden_state  # type: ignore[no-any-return]  # HF model outputs
-    raise TypeError(f"layer output of type {type(out).__name__} holds no tensor")
+    raise ModelError(f"a hooked layer returned {type(out).__name__}, which holds no tensor")
 
 
 @contextlib.contextmanager
@@ -135,7 +146,7 @@ def capture_outputs(
 
     def make(name: str) -> Callable[..., None]:
         def hook(_m: nn.Module, _i: Any, out: Any) -> None:
-            t = _first_tensor(out)
+            t = first_tensor(out)
             store[name].append(t.detach() if detach else t)
 
         return hook

@@ -16,8 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.hooks import forward_hooks, get_submodule
-from ._taps import _StopForward, _tensor_of
+from ..core.hooks import StopForward, first_tensor, forward_hooks, get_submodule
 
 __all__ = ["receptive_boxes"]
 
@@ -82,14 +81,14 @@ def receptive_boxes(
     store: list[torch.Tensor] = []
 
     def hook(_m: nn.Module, _i: Any, out: Any) -> None:
-        store.append(_tensor_of(out))
-        raise _StopForward  # nothing after the layer is needed
+        store.append(first_tensor(out))
+        raise StopForward  # nothing after the layer is needed
 
     x = torch.ones((k, *sample.shape[1:]), dtype=sample.dtype, device=sample.device, requires_grad=True)
     with torch.enable_grad(), forward_hooks([(get_submodule(probe, layer), hook)]):
         try:
             probe(x)
-        except _StopForward:
+        except StopForward:
             pass
         a = store[0]
         idx = (torch.arange(k, device=a.device), slice(None), *positions.to(a.device).t())

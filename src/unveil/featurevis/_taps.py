@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.hooks import forward_hooks
+from ..core.hooks import StopForward, first_tensor, forward_hooks
 from ..core.model import Model
 from ..errors import ModelError
 
@@ -28,20 +28,6 @@ OUTPUT = "output"
 INPUT = "input"
 
 Acts = dict[str, torch.Tensor]
-
-
-class _StopForward(Exception):
-    """Raised from a hook once every requested layer has produced its output."""
-
-
-def _tensor_of(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    if hasattr(out, "last_hidden_state"):
-        return out.last_hidden_state  # type: ignore[no-any-return]  # HF model outputs
-    raise ModelError(f"a hooked layer returned {type(out).__name__}, which holds no tensor")
 
 
 @contextlib.contextmanager
@@ -61,9 +47,9 @@ def taps(
     def make(name: str) -> Callable[..., None]:
         def hook(_m: nn.Module, _i: Any, out: Any) -> None:
             if name not in store:
-                store[name] = _tensor_of(out)
+                store[name] = first_tensor(out)
             if stop and len(store) == len(modules):
-                raise _StopForward
+                raise StopForward
 
         return hook
 
@@ -73,7 +59,7 @@ def taps(
             store.clear()
             try:
                 out: torch.Tensor | None = model.forward(x)
-            except _StopForward:
+            except StopForward:
                 model.n_evals += int(x.shape[0])
                 out = None
             missing = [n for n in modules if n not in store]
