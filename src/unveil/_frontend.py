@@ -19,8 +19,8 @@ from torch import nn
 
 from .errors import InputError, ModelError, OptionError, TargetError
 
-__all__ = ["Inputs", "LoadedModel", "load_inputs", "load_model", "parse_option", "parse_rows",
-           "parse_target", "read_csv", "read_image", "read_npy", "zoo_names"]
+__all__ = ["Inputs", "LoadedModel", "Table", "load_inputs", "load_model", "load_table", "parse_option",
+           "parse_rows", "parse_target", "read_csv", "read_image", "read_npy", "zoo_names"]
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".joblib", ".bin", ".ckpt")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -333,6 +333,53 @@ def load_inputs(sources: Sequence[str], loaded: LoadedModel, *, texts: Sequence[
         tokens = [tokens[i] for i in idx] if tokens is not None else None
     return Inputs(torch.from_numpy(np.ascontiguousarray(x)), feature_names=names or loaded.feature_names,
                   labels=lab, tokens=tokens, sources=list(sources))
+
+
+@dataclass
+class Table:
+    """Rows of a table for the global tools (surrogates, audits), with names and true labels."""
+
+    X: np.ndarray
+    feature_names: list[str] | None
+    labels: np.ndarray | None
+
+
+def load_table(sources: Sequence[str], loaded: LoadedModel, *, rows: str | None = None,
+               label_column: str | None = None) -> Table:
+    """Rows for :func:`unveil.distill` or :func:`unveil.bias_audit`.
+
+    Without ``sources``, a zoo model brings every row of its data set (train and test, with
+    labels). ``label_column`` (a header name or a column index) takes the true labels out of a
+    CSV file's columns.
+    """
+    if not sources and loaded.zoo:
+        from .zoo import load_dataset
+
+        data = load_dataset(loaded.zoo)
+        X = np.concatenate([data.X_train.numpy(), data.X_test.numpy()])
+        y = np.concatenate([data.y_train.numpy(), data.y_test.numpy()])
+        if rows:
+            idx = parse_rows(rows, X.shape[0])
+            X, y = X[idx], y[idx]
+        return Table(X, data.feature_names or loaded.feature_names, y)
+    if not sources:
+        raise InputError("no rows given; pass --input rows.csv (or .npy, or zoo:NAME)")
+    inp = load_inputs(sources, loaded, rows=rows)
+    X, names, y = inp.x.numpy(), inp.feature_names, inp.labels
+    if X.ndim != 2:
+        raise InputError(f"these tools work on tables (rows, columns); the inputs have shape {tuple(X.shape)}")
+    if label_column is not None:
+        if names is not None and label_column in names:
+            j = names.index(label_column)
+        elif label_column.lstrip("-").isdigit() and -X.shape[1] <= int(label_column) < X.shape[1]:
+            j = int(label_column) % X.shape[1]
+        else:
+            known = f"the header names are {names}" if names else "the file has no header"
+            raise InputError(f"no label column {label_column!r}; {known} (or give a column index)")
+        y = X[:, j].astype(np.int64) if np.all(X[:, j] == np.round(X[:, j])) else X[:, j].copy()
+        X = np.delete(X, j, axis=1)
+        names = None if names is None else [n for k, n in enumerate(names) if k != j]
+    return Table(np.ascontiguousarray(X), names, y)
 
 
 def parse_rows(spec: str, n: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""The ``unveil`` command: ``explain | evaluate | report | serve | methods | demo``.
+"""The ``unveil`` command: ``explain | evaluate | report | distill | audit | serve | methods | demo``.
 
 A thin layer: it parses arguments, loads models and inputs (:mod:`unveil._frontend`), calls the
 library and prints. User errors print one line on stderr and exit with status 1 (2 for usage
@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
-from ._frontend import LoadedModel, load_inputs, load_model, parse_option, parse_target
-from .errors import MissingExtraError, UnveilError
+from ._frontend import LoadedModel, load_inputs, load_model, load_table, parse_option, parse_target
+from .errors import MissingExtraError, OptionError, UnveilError
 
 __all__ = ["cli", "main"]
 
@@ -309,6 +309,124 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
              "note": r.error or r.skipped} for r in section.runs]})
         return
     click.echo(f"wrote {path}")
+
+
+def _table_options(f: F) -> F:
+    f = click.option("--label-column", metavar="NAME|INDEX",
+                     help="A column of the rows holding the true labels (taken out of the inputs).")(f)
+    f = click.option("--rows", metavar="A:B|I,J", help="Select rows.")(f)
+    return click.option("--input", "-i", "inputs", multiple=True, metavar="PATH",
+                        help="Rows: .csv, .npy or zoo:NAME (repeatable; default for zoo models: "
+                             "all rows of their data set).")(f)
+
+
+def _write_json(out: str | None, obj: Any) -> Path | None:
+    if out is None:
+        return None
+    from .core.explanation import _jsonable
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(obj), indent=2), encoding="utf-8")
+    return path
+
+
+@cli.command("distill")
+@_model_options
+@_table_options
+@click.option("--kind", type=click.Choice(["tree", "rules", "linear"]), default="tree", show_default=True,
+              help="A decision tree, a rule list, or a sparse linear model.")
+@click.option("--max-depth", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="Depth of the tree (tree, rules).")
+@click.option("--max-features", type=click.IntRange(1), help="Largest number of columns (linear).")
+@click.option("--threshold", type=float, help="For a model with one score per row: class = score > T.")
+@click.option("--curve", is_flag=True, help="Also print held-out fidelity for growing sizes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", help="Write the surrogate's rules or weights and figures (.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def distill_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
+                rows: str | None, label_column: str | None, kind: str, max_depth: int,
+                max_features: int | None, threshold: float | None, curve: bool, seed: int,
+                out: str | None, as_json: bool) -> None:
+    """Fit a small tree, rule list or linear model that mimics the model, with its fidelity."""
+    from .surrogate import distill, fidelity_curve
+
+    _check_out(out, (".json",))
+    loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
+    table = load_table(inputs, loaded, rows=rows, label_column=label_column)
+    kw: dict[str, Any] = {"y": table.labels, "feature_names": table.feature_names,
+                          "class_names": loaded.class_names, "threshold": threshold, "seed": seed}
+    sur = distill(loaded.model, table.X, kind=kind, max_depth=max_depth,  # type: ignore[arg-type]
+                  max_features=max_features, **kw)
+    result: dict[str, Any] = sur.to_dict()
+    if curve:
+        result["curve"] = fidelity_curve(loaded.model, table.X, kind=kind, **kw).to_dict()  # type: ignore[arg-type]
+    path = _write_json(out, result)
+    if as_json:
+        _echo_json({**result, "out": str(path) if path else None})
+        return
+    click.echo(sur.describe())
+    if curve:
+        c = result["curve"]
+        click.echo(f"\n{c['parameter']:>12} {c['complexity_unit']:>18} {'fidelity':>9}"
+                   + (f" {'accuracy':>9}" if c["accuracy"] else ""))
+        for k, v in enumerate(c["values"]):
+            acc = f" {c['accuracy'][k]:>9.3f}" if c["accuracy"] else ""
+            click.echo(f"{v:>12} {c['complexity'][k]:>18} {c['fidelity'][k]:>9.3f}{acc}")
+    if path is not None:
+        click.echo(f"wrote {path}")
+
+
+@cli.command("audit")
+@_model_options
+@_table_options
+@click.option("--sensitive", required=True, metavar="NAME|INDEX",
+              help="The sensitive column (a header name or a column index).")
+@click.option("--positive", default="1", show_default=True,
+              help="The favourable class (an output index or a class name).")
+@click.option("--threshold", type=float, help="For a model with one score per row: class = score > T.")
+@click.option("--attribution", type=click.Choice(["shapley", "permutation"]), default="shapley",
+              show_default=True, help="How each column's share of the decision is measured.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fail-on", type=click.Choice(["fail", "review"]),
+              help="Exit with status 3 when the verdict is this or worse (for pipelines).")
+@click.option("--out", help="Write every figure, flag and threshold (.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pickle: bool,
+              inputs: tuple[str, ...], rows: str | None, label_column: str | None, sensitive: str,
+              positive: str, threshold: float | None, attribution: str, seed: int,
+              fail_on: str | None, out: str | None, as_json: bool) -> None:
+    """Audit a classifier for reliance on a sensitive column and its proxies."""
+    from .audit import bias_audit
+
+    _check_out(out, (".json",))
+    loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
+    table = load_table(inputs, loaded, rows=rows, label_column=label_column)
+    names = table.feature_names
+    col: Any = sensitive
+    if (names is None or sensitive not in names) and sensitive.lstrip("-").isdigit():
+        col = int(sensitive)
+    pos: Any = positive
+    if positive.lstrip("-").isdigit():
+        pos = int(positive)
+    elif loaded.class_names and positive in loaded.class_names:
+        pos = loaded.class_names.index(positive)
+    elif not hasattr(loaded.model, "classes_"):  # a scikit-learn classifier maps its own labels
+        raise OptionError(f"--positive {positive!r} is neither an output index nor a class name "
+                          f"(class names: {', '.join(loaded.class_names or []) or 'none known'})")
+    res = bias_audit(loaded.model, table.X, sensitive=col, y=table.labels, feature_names=names,
+                     positive=pos, threshold=threshold, attribution=attribution, seed=seed)
+    path = _write_json(out, res.to_dict())
+    if as_json:
+        _echo_json({**res.to_dict(), "out": str(path) if path else None})
+    else:
+        click.echo(res.summary())
+        if path is not None:
+            click.echo(f"wrote {path}")
+    order = {"pass": 0, "review": 1, "fail": 2}
+    if fail_on is not None and order[res.verdict] >= order[fail_on]:
+        ctx.exit(3)
 
 
 @cli.command("serve")

@@ -148,7 +148,7 @@ def test_errors(credit, monkeypatch):
         bias_audit(net, X, sensitive="sex", feature_names=names)
     with pytest.raises(InputError, match="one value per row"):
         bias_audit(net, X, sensitive=np.zeros(5))
-    with pytest.raises(InputError, match="one label per row"):
+    with pytest.raises(InputError, match="one value per row"):
         bias_audit(net, X, sensitive=G, y=y[:3])
     with pytest.raises(OptionError, match="attribution must be"):
         bias_audit(net, X, sensitive=G, attribution="lime")

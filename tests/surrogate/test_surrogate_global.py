@@ -12,7 +12,7 @@ from torch import nn
 
 import unveil.surrogate as us
 from _util import Raises, assert_unchanged, mlp, snapshot
-from unveil.errors import ModelError, OptionError
+from unveil.errors import InputError, ModelError, OptionError
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +121,10 @@ def test_errors(gbc):
         us.permutation_importance(net, X, engine="sklearn")
     with pytest.raises(OptionError, match="n_repeats"):
         us.permutation_importance(net, X, n_repeats=0)
-    with pytest.raises(OptionError, match="one value per row"):
+    with pytest.raises(InputError, match="one value per row"):
         us.permutation_importance(net, X, y[:10])
+    with pytest.raises(InputError, match="one value per row"):
+        us.permutation_importance(est, X, y[:10])
     with pytest.raises(OptionError, match="percentiles"):
         us.partial_dependence(net, X, 0, percentiles=(0.9, 0.1))
 

@@ -98,7 +98,7 @@ def test_errors_and_model_unchanged(cancer):
     with pytest.raises(OptionError, match="min_fidelity"):
         us.hybrid(net, data.X_train, min_fidelity=1.5)
     h = us.hybrid(net, data.X_train, max_depth=2)
-    with pytest.raises(InputError, match="one label per row"):
+    with pytest.raises(InputError, match="one value per row"):
         h.report(data.X_test, data.y_test[:5])
     net.train()
     before = snapshot(net)

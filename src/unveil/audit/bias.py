@@ -29,7 +29,7 @@ import numpy as np
 
 from ..core.batching import BatchSize
 from ..errors import InputError, OptionError
-from ..surrogate._blackbox import as_table, class_labels, query, resolve_feature, wrap
+from ..surrogate._blackbox import as_table, class_labels, query, resolve_feature, true_labels, wrap
 from ..surrogate.global_importance import (
     GlobalImportance,
     permutation_importance,
@@ -171,7 +171,7 @@ def _attribution(
 
 def bias_audit(
     model: Any, X: Any, *, sensitive: Any, y: Any = None, feature_names: Sequence[str] | None = None,
-    sensitive_name: str | None = None, positive: int = 1, threshold: float | None = None,
+    sensitive_name: str | None = None, positive: Any = 1, threshold: float | None = None,
     attribution: Any = "shapley", n_explain: int = 200, n_background: int = 32, n_samples: int = 256,
     thresholds: AuditThresholds | None = None, seed: int = 0, batch_size: BatchSize = "auto",
 ) -> BiasAudit:
@@ -183,8 +183,10 @@ def bias_audit(
     X : table (N, F) of the model's inputs (array, tensor or DataFrame)
     sensitive : the sensitive column (index or name), or one group value per row when the
         attribute is not an input (then no counterfactual flips and no direct share)
-    y : true labels (class indices), for TPR/FPR, accuracy and equalized odds
-    positive : the class that is the favourable decision (default 1)
+    y : true labels (class indices; a scikit-learn classifier's own labels), for TPR/FPR,
+        accuracy and equalized odds
+    positive : the class that is the favourable decision (default 1): an output index, or a
+        scikit-learn classifier's label
     threshold : for a model with one score per row, labels are ``score > threshold``
     attribution : ``"shapley"`` (KernelSHAP of the positive score over ``n_explain`` rows with
         ``n_background`` background rows; exact when ``2**F <= n_samples``), ``"permutation"``,
@@ -205,9 +207,12 @@ def bias_audit(
                          "groups (bin a continuous attribute first)")
     scores = query(m, Xa, batch_size=batch_size)
     labels = class_labels(scores, threshold, what="the audited model")
-    ya = None if y is None else np.asarray(y.cpu() if hasattr(y, "cpu") else y)
-    if ya is not None and ya.shape != (Xa.shape[0],):
-        raise InputError(f"y must hold one label per row ({Xa.shape[0]}), got shape {ya.shape}")
+    ya = None if y is None else true_labels(y, Xa.shape[0], m)
+    positive = int(true_labels([positive], 1, m, what="positive")[0])
+    n_classes = scores.shape[1] if scores.ndim == 2 else 2
+    if not 0 <= positive < n_classes:
+        raise OptionError(f"positive={positive} is not a class of a model with {n_classes} classes; "
+                          f"pass an index in 0..{n_classes - 1}")
     by_group, dp, eo = group_metrics(labels == positive, s, None if ya is None else ya == positive)
     target = positive if scores.ndim == 2 else None
     method, imp = _attribution(m, Xa, names, attribution, target, n_explain=n_explain, n_background=n_background,

@@ -71,6 +71,19 @@ def _is_estimator(obj: Any) -> bool:
     )
 
 
+def estimator_input(est: Any, arr: np.ndarray) -> Any:
+    """``arr`` as a scikit-learn estimator expects it: a DataFrame with its column names when it
+    was fitted on one (else scikit-learn warns on every call), the array otherwise."""
+    names = getattr(est, "feature_names_in_", None)
+    if names is None or arr.ndim != 2 or arr.shape[1] != len(names):
+        return arr
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - an estimator fitted on a DataFrame implies pandas
+        return arr
+    return pd.DataFrame(arr, columns=list(names), copy=False)
+
+
 class Model:
     """A uniform view of a model for explanation methods.
 
@@ -191,8 +204,11 @@ class Model:
         arr = x.detach().cpu().numpy()
         fn = self.obj
         if _is_estimator(fn):
-            fn = fn.predict_proba if hasattr(fn, "predict_proba") else fn.predict
-        out = np.asarray(fn(arr))
+            est = fn
+            fn = est.predict_proba if hasattr(est, "predict_proba") else est.predict
+            out = np.asarray(fn(estimator_input(est, arr)))
+        else:
+            out = np.asarray(fn(arr))
         if not np.issubdtype(out.dtype, np.number):
             raise ModelError(f"the model returned non-numeric output of dtype {out.dtype}")
         dtype = x.dtype if x.is_floating_point() else torch.float32

@@ -29,6 +29,7 @@ __all__ = [
     "query",
     "resolve_feature",
     "split_indices",
+    "true_labels",
 ]
 
 Task = Literal["auto", "classification", "regression"]
@@ -59,7 +60,44 @@ def as_table(X: Any, feature_names: Sequence[str] | None = None, *, name: str = 
     names = [f"x{j}" for j in range(arr.shape[1])] if feature_names is None else [str(n) for n in feature_names]
     if len(names) != arr.shape[1]:
         raise InputError(f"{len(names)} feature names for a table of {arr.shape[1]} columns; give one name per column")
-    return np.ascontiguousarray(arr), names
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # pandas copy-on-write hands out read-only views
+        arr = arr.copy()
+    return arr, names
+
+
+def estimator_classes(model: Model) -> np.ndarray | None:
+    """The ``classes_`` of a scikit-learn classifier (its ``predict_proba`` column order), else ``None``."""
+    classes = getattr(model.obj, "classes_", None)
+    if classes is None or not hasattr(model.obj, "predict_proba"):
+        return None
+    return np.asarray(classes)
+
+
+def true_labels(y: Any, n: int, model: Model, *, what: str = "y") -> np.ndarray:
+    """Labels ``y`` as class indices (int64) or values (float64), shape (n,).
+
+    A scikit-learn classifier's own labels (``"benign"``, ``-1``/``1`` ...) are mapped to the
+    index of its ``predict_proba`` column, the index the black box's answers use.
+    """
+    arr = np.asarray(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise InputError(f"{what} must hold one value per row ({n}), got shape {arr.shape}")
+    classes = estimator_classes(model)
+    if classes is not None:
+        pos = {c.item() if hasattr(c, "item") else c: k for k, c in enumerate(classes)}
+        keys = [v.item() if hasattr(v, "item") else v for v in arr]
+        unknown = sorted({str(k) for k in keys if k not in pos})
+        if unknown:
+            raise InputError(f"{what} holds labels {unknown[:5]} that the classifier does not know; its "
+                             f"classes are {[str(c) for c in classes]}")
+        return np.array([pos[k] for k in keys], dtype=np.int64)
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InputError(f"{what} must hold class indices (0..K-1, the model's output columns) or numbers, "
+                         f"got dtype {arr.dtype}; encode the labels in the model's column order")
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(arr == np.round(arr)):
+        return arr.astype(np.float64)
+    return arr.astype(np.int64)
 
 
 def resolve_feature(feature: int | str, names: Sequence[str]) -> int:

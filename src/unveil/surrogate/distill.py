@@ -22,7 +22,17 @@ import numpy as np
 from ..core.batching import BatchSize
 from ..core.model import Model
 from ..errors import InputError, OptionError
-from ._blackbox import Answers, Task, as_table, model_answers, query, split_indices, wrap
+from ._blackbox import (
+    Answers,
+    Task,
+    as_table,
+    estimator_classes,
+    model_answers,
+    query,
+    split_indices,
+    true_labels,
+    wrap,
+)
 from ._fit import LinearFit, check_positive_int, fit_linear, fit_tree
 from ._rules import RuleList, TreeRules, fmt_number, score_rules
 
@@ -49,18 +59,14 @@ class _Data:
     fit_rows: set[bytes] = field(default_factory=set, repr=False)
 
 
-def _labels_of(y: Any, n: int, what: str) -> np.ndarray:
-    arr = np.asarray(y.detach().cpu().numpy() if hasattr(y, "detach") else y)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise InputError(f"{what} must hold one value per row ({n}), got shape {arr.shape}")
-    return arr
-
-
-def _class_names(given: Sequence[str] | None, answers: Answers) -> list[str] | None:
+def _class_names(given: Sequence[str] | None, answers: Answers, model: Model) -> list[str] | None:
     if answers.task == "regression":
         return None
     k = answers.scores.shape[1] if answers.scores.ndim == 2 else max(2, int(answers.target.max()) + 1)
     if given is None:
+        classes = estimator_classes(model)
+        if classes is not None and len(classes) == k:
+            return [str(c) for c in classes]
         return [str(c) for c in range(k)]
     names = [str(c) for c in given]
     if len(names) < k:
@@ -77,7 +83,7 @@ def prepare(
     """Query the black box once and split rows into fit and held-out parts."""
     m = wrap(model)
     Xa, names = as_table(X, feature_names)
-    ya = None if y is None else _labels_of(y, Xa.shape[0], "y")
+    ya = None if y is None else true_labels(y, Xa.shape[0], m)
     ans = model_answers(query(m, Xa, batch_size=batch_size), task, threshold)
     if X_val is None:
         strat = ans.target if ans.task == "classification" else None
@@ -90,8 +96,8 @@ def prepare(
         X_fit, fit = Xa, ans
         X_v, _ = as_table(X_val, names, name="X_val")
         val = model_answers(query(m, X_v, batch_size=batch_size), ans.task, threshold)
-        yv = None if y_val is None else _labels_of(y_val, X_v.shape[0], "y_val")
-    return _Data(m, X_fit, X_v, fit, val, yv, names, _class_names(class_names, ans), threshold,
+        yv = None if y_val is None else true_labels(y_val, X_v.shape[0], m, what="y_val")
+    return _Data(m, X_fit, X_v, fit, val, yv, names, _class_names(class_names, ans, m), threshold,
                  batch_size, {r.tobytes() for r in X_fit})
 
 
@@ -198,7 +204,7 @@ class Surrogate:
         if X is None or y is None:
             raise OptionError("pass both X and y (or neither for the held-out figure)")
         Xa, _ = as_table(X, self.feature_names)
-        return self._score(self.predict(Xa), _labels_of(y, Xa.shape[0], "y"))
+        return self._score(self.predict(Xa), true_labels(y, Xa.shape[0], self.model))
 
     # -- reading ---------------------------------------------------------------------------
     def rules(self) -> RuleList:

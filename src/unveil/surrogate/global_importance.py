@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from ..core.batching import BatchSize
-from ..core.model import Model
-from ..errors import OptionError
+from ..core.model import Model, estimator_input
+from ..errors import InputError, OptionError
 from ._blackbox import (
     Task,
     as_table,
@@ -31,6 +31,7 @@ from ._blackbox import (
     model_answers,
     query,
     resolve_feature,
+    true_labels,
     wrap,
 )
 from ._fit import check_positive_int
@@ -121,9 +122,7 @@ def permutation_importance(
     if engine != "unveil" and _is_estimator(m.obj):
         return _sklearn_importance(m.obj, Xa, y, names, cols, reps, seed)
     base = model_answers(query(m, Xa, batch_size=batch_size), task, threshold)
-    ref = base.target if y is None else np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
-    if ref.shape != (Xa.shape[0],):
-        raise OptionError(f"y must hold one value per row ({Xa.shape[0]}), got shape {ref.shape}")
+    ref = base.target if y is None else true_labels(y, Xa.shape[0], m)
     out = _shuffled_outputs(m, Xa, cols, reps, np.random.default_rng(seed), batch_size)
     pred = class_labels(out, threshold) if base.task == "classification" else out
     scores = _score(pred.reshape(len(cols), reps, Xa.shape[0]), ref, base.task)
@@ -162,11 +161,14 @@ def _sklearn_importance(
     from sklearn.base import is_classifier
     from sklearn.inspection import permutation_importance as sk_pi
 
-    ref = est.predict(Xa) if y is None else np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+    Xe = estimator_input(est, Xa)
+    ref = est.predict(Xe) if y is None else np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+    if ref.shape != (Xa.shape[0],):
+        raise InputError(f"y must hold one value per row ({Xa.shape[0]}), got shape {ref.shape}")
     clf = is_classifier(est)
     scoring = "accuracy" if clf else "r2"
-    r = sk_pi(est, Xa, ref, scoring=scoring, n_repeats=reps, random_state=seed)
-    base = float(est.score(Xa, ref))
+    r = sk_pi(est, Xe, ref, scoring=scoring, n_repeats=reps, random_state=seed)
+    base = float(est.score(Xe, ref))
     label = ("accuracy" if y is not None else "agreement") if clf else "r2"
     return GlobalImportance("permutation", label, [names[c] for c in cols], r.importances_mean[cols],
                             r.importances_std[cols], base, r.importances[cols])

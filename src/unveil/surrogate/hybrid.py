@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, OptionError
-from ._blackbox import as_table, class_labels, query
+from ._blackbox import as_table, class_labels, query, true_labels
 from ._rules import RuleList
 from .distill import Kind, Surrogate, distill
 
@@ -126,9 +126,7 @@ class HybridModel:
         were chosen on the surrogate's held-out rows.
         """
         Xa, _ = as_table(X, self.surrogate.feature_names)
-        ya = np.asarray(y.cpu() if hasattr(y, "cpu") else y)
-        if ya.shape != (Xa.shape[0],):
-            raise InputError(f"y must hold one label per row ({Xa.shape[0]}), got shape {ya.shape}")
+        ya = true_labels(y, Xa.shape[0], self.surrogate.model)
         pred, cov = self.predict(Xa, return_source=True)
         net = self._network(Xa)
         idx = self.surrogate.rule_index(Xa)

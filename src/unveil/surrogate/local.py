@@ -133,6 +133,12 @@ def local_surrogate(
     if kind not in ("linear", "tree"):
         raise OptionError(f"kind must be 'linear' or 'tree', got {kind!r}")
     m = wrap(model)
+    if feature_names is None:  # the names of a DataFrame X, or of a pandas row x
+        cols = getattr(X, "columns", None)
+        row_index = getattr(x, "index", None)
+        if cols is None and getattr(x, "ndim", 0) == 1 and row_index is not None and not callable(row_index):
+            cols = row_index
+        feature_names = None if cols is None else [str(c) for c in cols]
     xa, names = as_table(np.atleast_2d(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x),
                          feature_names, name="x")
     if xa.shape[0] != 1:
