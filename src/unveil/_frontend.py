@@ -357,11 +357,11 @@ def load_table(sources: Sequence[str], loaded: LoadedModel, *, rows: str | None 
 
         data = load_dataset(loaded.zoo)
         X = np.concatenate([data.X_train.numpy(), data.X_test.numpy()])
-        y = np.concatenate([data.y_train.numpy(), data.y_test.numpy()])
+        zoo_y = np.concatenate([data.y_train.numpy(), data.y_test.numpy()])
         if rows:
             idx = parse_rows(rows, X.shape[0])
-            X, y = X[idx], y[idx]
-        return Table(X, data.feature_names or loaded.feature_names, y)
+            X, zoo_y = X[idx], zoo_y[idx]
+        return Table(X, data.feature_names or loaded.feature_names, zoo_y)
     if not sources:
         raise InputError("no rows given; pass --input rows.csv (or .npy, or zoo:NAME)")
     inp = load_inputs(sources, loaded, rows=rows)

@@ -341,21 +341,26 @@ def _write_json(out: str | None, obj: Any) -> Path | None:
 @click.option("--max-features", type=click.IntRange(1), help="Largest number of columns (linear).")
 @click.option("--threshold", type=float, help="For a model with one score per row: class = score > T.")
 @click.option("--curve", is_flag=True, help="Also print held-out fidelity for growing sizes.")
+@click.option("--augment", default="0", show_default=True, metavar="auto|N",
+              help="Synthetic rows near the data, labelled by the model, to fit on (never to measure).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", help="Write the surrogate's rules or weights and figures (.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def distill_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
                 rows: str | None, label_column: str | None, kind: str, max_depth: int,
-                max_features: int | None, threshold: float | None, curve: bool, seed: int,
-                out: str | None, as_json: bool) -> None:
+                max_features: int | None, threshold: float | None, curve: bool, augment: str,
+                seed: int, out: str | None, as_json: bool) -> None:
     """Fit a small tree, rule list or linear model that mimics the model, with its fidelity."""
     from .surrogate import distill, fidelity_curve
 
     _check_out(out, (".json",))
     loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
     table = load_table(inputs, loaded, rows=rows, label_column=label_column)
+    if augment != "auto" and not augment.isdigit():
+        raise click.BadParameter(f"expected auto or a number of rows, got {augment!r}", param_hint="--augment")
     kw: dict[str, Any] = {"y": table.labels, "feature_names": table.feature_names,
-                          "class_names": loaded.class_names, "threshold": threshold, "seed": seed}
+                          "class_names": loaded.class_names, "threshold": threshold, "seed": seed,
+                          "augment": augment if augment == "auto" else int(augment)}
     sur = distill(loaded.model, table.X, kind=kind, max_depth=max_depth,  # type: ignore[arg-type]
                   max_features=max_features, **kw)
     result: dict[str, Any] = sur.to_dict()

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..core.batching import BatchSize
 from ..core.model import Model
-from ..errors import InputError, OptionError
+from ..errors import OptionError
+from ._augment import synthetic_rows
 from ._blackbox import (
     Answers,
     Task,
@@ -57,6 +58,16 @@ class _Data:
     threshold: float | None
     batch_size: BatchSize
     fit_rows: set[bytes] = field(default_factory=set, repr=False)
+    X_extra: np.ndarray | None = None  # synthetic rows the black box labelled (fit only)
+    extra: Answers | None = None
+
+    def fit_table(self) -> tuple[np.ndarray, Answers]:
+        """The rows a surrogate is fitted on: the real fit rows, then the synthetic ones."""
+        if self.X_extra is None or self.extra is None:
+            return self.X_fit, self.fit
+        return (np.concatenate([self.X_fit, self.X_extra]),
+                Answers(self.fit.task, np.concatenate([self.fit.target, self.extra.target]),
+                        np.concatenate([self.fit.scores, self.extra.scores])))
 
 
 def _class_names(given: Sequence[str] | None, answers: Answers, model: Model) -> list[str] | None:
@@ -78,9 +89,9 @@ def prepare(
     model: Any, X: Any, *, X_val: Any = None, y: Any = None, y_val: Any = None,
     feature_names: Sequence[str] | None = None, class_names: Sequence[str] | None = None,
     task: Task = "auto", threshold: float | None = None, val_fraction: float = 0.25, seed: int = 0,
-    batch_size: BatchSize = "auto",
+    augment: int | Literal["auto"] = 0, spread: float = 0.3, batch_size: BatchSize = "auto",
 ) -> _Data:
-    """Query the black box once and split rows into fit and held-out parts."""
+    """Query the black box, split rows into fit and held-out parts, and label synthetic fit rows."""
     m = wrap(model)
     Xa, names = as_table(X, feature_names)
     ya = None if y is None else true_labels(y, Xa.shape[0], m)
@@ -97,8 +108,28 @@ def prepare(
         X_v, _ = as_table(X_val, names, name="X_val")
         val = model_answers(query(m, X_v, batch_size=batch_size), ans.task, threshold)
         yv = None if y_val is None else true_labels(y_val, X_v.shape[0], m, what="y_val")
+    n_extra = _n_synthetic(augment, X_fit.shape[0])
+    if not 0.0 < spread <= 1.0:
+        raise OptionError(f"spread must be in (0, 1] (standard deviations of noise), got {spread!r}")
+    X_extra = extra = None
+    if n_extra:
+        X_extra = synthetic_rows(X_fit, n_extra, spread=spread, seed=seed)
+        extra = model_answers(query(m, X_extra, batch_size=batch_size), fit.task, threshold)
     return _Data(m, X_fit, X_v, fit, val, yv, names, _class_names(class_names, ans, m), threshold,
-                 batch_size, {r.tobytes() for r in X_fit})
+                 batch_size, {r.tobytes() for r in X_fit}, X_extra, extra)
+
+
+AUTO_FIT_ROWS = 20_000
+
+
+def _n_synthetic(augment: int | str, n_fit: int) -> int:
+    """Synthetic rows to add: ``"auto"`` tops the fit rows up to 10 times their number, at most
+    20,000 rows in all; an int is taken as is (0: none)."""
+    if augment == "auto":
+        return max(0, min(10 * n_fit, AUTO_FIT_ROWS) - n_fit)
+    if isinstance(augment, bool) or not isinstance(augment, (int, np.integer)) or augment < 0:
+        raise OptionError(f"augment must be 'auto' or an int >= 0 (synthetic rows), got {augment!r}")
+    return int(augment)
 
 
 class Surrogate:
@@ -120,7 +151,9 @@ class Surrogate:
         Figures on the held-out rows: ``fidelity``, ``n_rows``, and with labels ``accuracy``
         (of the surrogate) and ``model_accuracy`` (of the black box).
     train_fidelity : float
-        Fidelity on the rows the surrogate was fitted on (optimistic; for comparison only).
+        Fidelity on the real rows the surrogate was fitted on (optimistic; for comparison only).
+    n_fit, n_synthetic : int
+        Real and synthetic rows the surrogate was fitted on.
     """
 
     def __init__(self, data: _Data, kind: Kind, estimator: Any, params: dict[str, Any], *,
@@ -137,6 +170,8 @@ class Surrogate:
             assert linear is not None
             self.complexity = linear.n_nonzero()
         self.complexity_unit = _UNITS[kind]
+        self.n_fit = int(data.X_fit.shape[0])
+        self.n_synthetic = 0 if data.X_extra is None else int(data.X_extra.shape[0])
         self.train_fidelity = self._score(self.predict(data.X_fit), data.fit.target)
         pred_val = self.predict(data.X_val)
         self.held_out: dict[str, Any] = {"fidelity": self._score(pred_val, data.val.target),
@@ -252,6 +287,7 @@ class Surrogate:
             "kind": self.kind, "task": self.task, "complexity": self.complexity,
             "complexity_unit": self.complexity_unit, "held_out": dict(self.held_out),
             "train_fidelity": self.train_fidelity, "params": dict(self.params),
+            "n_fit": self.n_fit, "n_synthetic": self.n_synthetic,
             "feature_names": list(self.feature_names), "class_names": self.class_names,
         }
         if self._rules is not None:
@@ -269,14 +305,15 @@ def fit_surrogate(data: _Data, kind: Kind, *, max_depth: int | None = 4, max_lea
                   min_samples_leaf: int = 5, alpha: float = 0.01, max_features: int | None = None,
                   seed: int = 0) -> Surrogate:
     """Fit one surrogate of ``kind`` on prepared data."""
+    X_fit, fit = data.fit_table()
     if kind in ("tree", "rules"):
-        est, tree = fit_tree(data.X_fit, data.fit, data.names, data.class_names, as_list=kind == "rules",
+        est, tree = fit_tree(X_fit, fit, data.names, data.class_names, as_list=kind == "rules",
                              max_depth=max_depth, max_leaves=max_leaves,
                              min_samples_leaf=min_samples_leaf, seed=seed)
         params = {"max_depth": max_depth, "max_leaves": max_leaves, "min_samples_leaf": min_samples_leaf}
         return Surrogate(data, kind, est, params, tree=tree)
     if kind == "linear":
-        lin = fit_linear(data.X_fit, data.fit, alpha=alpha, max_features=max_features, seed=seed)
+        lin = fit_linear(X_fit, fit, alpha=alpha, max_features=max_features, seed=seed)
         return Surrogate(data, kind, lin.estimator, {"alpha": lin.alpha, "max_features": max_features},
                          linear=lin)
     raise OptionError(f"kind must be 'tree', 'rules' or 'linear', got {kind!r}")
@@ -288,7 +325,7 @@ def distill(
     max_features: int | None = None, X_val: Any = None, y: Any = None, y_val: Any = None,
     feature_names: Sequence[str] | None = None, class_names: Sequence[str] | None = None,
     task: Task = "auto", threshold: float | None = None, val_fraction: float = 0.25, seed: int = 0,
-    batch_size: BatchSize = "auto",
+    augment: int | Literal["auto"] = 0, spread: float = 0.3, batch_size: BatchSize = "auto",
 ) -> Surrogate:
     """Fit an interpretable surrogate to the black box's answers on ``X``.
 
@@ -310,6 +347,15 @@ def distill(
         ``auto``: classification for (N, K) outputs (labels = argmax) or when ``threshold`` is
         given, else regression on the (N,) score.
     threshold : labels ``score > threshold`` for a model with one score per row.
+    augment, spread : synthetic rows the black box labels for fitting, never for measuring
+        (TREPAN-style): ``0`` (default) fits on the given rows alone; ``"auto"`` tops the fit
+        rows up to 10 times their number (20,000 rows at most); an int adds that many. Each is a
+        real row with Gaussian noise of ``spread`` column standard deviations, clipped to the
+        observed range; discrete columns (at most 16 integer values) take another row's value
+        with probability ``spread``. It pays when rows are few for the tree's size: 16-leaf
+        trees of an oblique boundary seen through 120 rows gain 4.8 points of fidelity, but on
+        the 426..2000-row tables we tried, trees of equal size gained under one point. At a
+        fixed depth it grows trees with more leaves.
 
     Returns
     -------
@@ -317,7 +363,8 @@ def distill(
     """
     data = prepare(model, X, X_val=X_val, y=y, y_val=y_val, feature_names=feature_names,
                    class_names=class_names, task=task, threshold=threshold,
-                   val_fraction=val_fraction, seed=seed, batch_size=batch_size)
+                   val_fraction=val_fraction, seed=seed, augment=augment, spread=spread,
+                   batch_size=batch_size)
     return fit_surrogate(data, kind, max_depth=max_depth, max_leaves=max_leaves,
                          min_samples_leaf=min_samples_leaf, alpha=alpha, max_features=max_features,
                          seed=seed)

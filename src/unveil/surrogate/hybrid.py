@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, OptionError
+from ..errors import OptionError
 from ._blackbox import as_table, class_labels, query, true_labels
 from ._rules import RuleList
 from .distill import Kind, Surrogate, distill
