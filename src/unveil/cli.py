@@ -395,7 +395,7 @@ def distill_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--fail-on", type=click.Choice(["fail", "review"]),
               help="Exit with status 3 when the verdict is this or worse (for pipelines).")
-@click.option("--out", help="Write every figure, flag and threshold (.json).")
+@click.option("--out", help="Write the audit: a page for reviewers (.html) or every figure (.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pickle: bool,
@@ -405,7 +405,7 @@ def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pi
     """Audit a classifier for reliance on a sensitive column and its proxies."""
     from .audit import bias_audit
 
-    _check_out(out, (".json",))
+    _check_out(out, (".json", ".html", ".htm"))
     loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
     table = load_table(inputs, loaded, rows=rows, label_column=label_column)
     names = table.feature_names
@@ -422,7 +422,7 @@ def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pi
                           f"(class names: {', '.join(loaded.class_names or []) or 'none known'})")
     res = bias_audit(loaded.model, table.X, sensitive=col, y=table.labels, feature_names=names,
                      positive=pos, threshold=threshold, attribution=attribution, seed=seed)
-    path = _write_json(out, res.to_dict())
+    path = res.save(out) if out else None
     if as_json:
         _echo_json({**res.to_dict(), "out": str(path) if path else None})
     else:

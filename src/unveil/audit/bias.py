@@ -21,8 +21,10 @@ between groups, ``"pass"`` otherwise.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -106,6 +108,27 @@ class BiasAudit:
         out = asdict(self)
         out["flagged_features"] = self.flagged_features
         return out
+
+    def to_html(self, *, title: str | None = None) -> str:
+        """One self-contained HTML page for reviewers: the verdict in plain words, then every
+        figure beside its threshold, the outcomes by group, attribution shares and proxies."""
+        from ._html import audit_html
+
+        return audit_html(self, title=title)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the audit as ``.html`` (:meth:`to_html`) or ``.json`` (:meth:`to_dict`)."""
+        p = Path(path)
+        if p.suffix.lower() not in (".html", ".htm", ".json"):
+            raise OptionError(f"an audit is saved as .html or .json, got {p.name!r}")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if p.suffix.lower() == ".json":
+            from ..core.explanation import _jsonable
+
+            p.write_text(json.dumps(_jsonable(self.to_dict()), indent=2), encoding="utf-8")
+        else:
+            p.write_text(self.to_html(), encoding="utf-8")
+        return p
 
     def summary(self) -> str:
         """A short text: verdict, flags, and the figures behind them."""
