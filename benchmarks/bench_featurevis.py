@@ -64,9 +64,9 @@ def run(ctx: Context) -> list[Row]:
     reps = ctx.repeats(3)
     model = copy.deepcopy(pristine)
     one, many = fv.objectives.channel(LAYER, CHANNEL), fv.objectives.channel(LAYER, range(batch))
-    t_one = _time(lambda s: fv.visualize(model, one, shape=(1, 3, size, size), steps=s), steps, reps)
+    t_one = _time(lambda s: fv.visualize(model, one, shape=(1, 3, size, size), n_steps=s), steps, reps)
     # the batch runs take minutes on a shared CPU: one timed run after the warm-up
-    t_many = _time(lambda s: fv.visualize(model, many, shape=(batch, 3, size, size), steps=s), steps, 1)
+    t_many = _time(lambda s: fv.visualize(model, many, shape=(batch, 3, size, size), n_steps=s), steps, 1)
     floor_row = None if ctx.quick else per_row_floor(pristine, sample, grad=True)
     ref: dict[str, float | None] = {"fixed": None, "default": None, "batch": None}
     note = ""
@@ -106,7 +106,7 @@ def _no_reference(pristine: torch.nn.Module, ctx: Context, floor_row: float) -> 
     model = copy.deepcopy(pristine)
     steps, size = 64, 64
     x = smooth_images(8, size, seed=3)
-    t_inv = _time(lambda s: fv.invert(model, x, layer=LAYER, steps=s), steps, ctx.repeats(3))
+    t_inv = _time(lambda s: fv.invert(model, x, layer=LAYER, n_steps=s), steps, ctx.repeats(3))
     data = smooth_images(512, size, seed=4)
     t_ex = median_time(lambda: fv.dataset_examples(model, data, layer=LAYER, unit=CHANNEL, k=9),
                        repeats=ctx.repeats(3))

@@ -70,7 +70,7 @@ def test_fourier_reaches_90_percent_of_pixels(colour_cnn, which):
         obj, n = O.channel("6", range(16)), 16
     else:
         obj, n = O.class_logit(range(10)), 10
-    runs = {p: visualize(net, obj, shape=(n, 3, 32, 32), steps=256, param=p, seed=0).values
+    runs = {p: visualize(net, obj, shape=(n, 3, 32, 32), n_steps=256, param=p, seed=0).values
             for p in ("pixel", "fourier")}
     with torch.no_grad():  # non-trivial: pixels get well beyond what the test set reaches
         acts = {}

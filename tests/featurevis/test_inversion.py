@@ -32,7 +32,7 @@ def _rep(model, layer, x):
 @pytest.mark.parametrize("layer", ["features.4", "features.7"])
 def test_error_falls_below_a_tenth_and_is_reported_honestly(digits, layer):
     model, x = digits
-    inv = invert(model, x, layer=layer, steps=150, seed=0)
+    inv = invert(model, x, layer=layer, n_steps=150, seed=0)
     assert float(inv.initial_error.min()) > 0.2  # the start is far from the target
     assert bool((inv.error < 0.1 * inv.initial_error).all()), inv.error / inv.initial_error
     # the reported error is the relative representation error of the returned images
@@ -46,25 +46,25 @@ def test_error_falls_below_a_tenth_and_is_reported_honestly(digits, layer):
 
 def test_reconstructions_of_an_early_layer_resemble_the_originals(digits):
     model, x = digits
-    inv = invert(model, x, layer="features.1", steps=150, seed=0)
+    inv = invert(model, x, layer="features.1", n_steps=150, seed=0)
     rec, orig = inv.images.reshape(len(x), -1), x.reshape(len(x), -1).numpy()
     corr = [np.corrcoef(r, o)[0, 1] for r, o in zip(rec, orig)]
     assert min(corr) > 0.8, corr
     # and more than the noise start resembled them
-    start = invert(model, x, layer="features.1", steps=1, lr=1e-9, seed=0).images.reshape(len(x), -1)
+    start = invert(model, x, layer="features.1", n_steps=1, lr=1e-9, seed=0).images.reshape(len(x), -1)
     assert max(np.corrcoef(s, o)[0, 1] for s, o in zip(start, orig)) < 0.5
 
 
 def test_priors_pull_in_their_direction(digits):
     model, x = digits
-    weak = invert(model, x[:2], layer="features.7", steps=60, tv=0.0, alpha_weight=0.0, seed=1)
-    strong = invert(model, x[:2], layer="features.7", steps=60, tv=50.0, alpha_weight=0.0, seed=1)
+    weak = invert(model, x[:2], layer="features.7", n_steps=60, tv=0.0, alpha_weight=0.0, seed=1)
+    strong = invert(model, x[:2], layer="features.7", n_steps=60, tv=50.0, alpha_weight=0.0, seed=1)
     tv = O.total_variation(2.0)
     t_weak = float(tv({"input": torch.as_tensor(weak.images)}).mean())
     t_strong = float(tv({"input": torch.as_tensor(strong.images)}).mean())
     assert t_strong < 0.5 * t_weak
     assert float(strong.error.mean()) > float(weak.error.mean())  # a real trade-off
-    same = invert(model, x[:2], layer="features.7", steps=60, tv=0.0, alpha_weight=0.0, seed=1)
+    same = invert(model, x[:2], layer="features.7", n_steps=60, tv=0.0, alpha_weight=0.0, seed=1)
     np.testing.assert_array_equal(same.images, weak.images)  # deterministic under seed
 
 
@@ -73,7 +73,7 @@ def test_tabular_inversion():
 
     model, data = breast_cancer_mlp(), load_dataset("breast_cancer_mlp")
     lo, hi = data.X_train.min(0).values, data.X_train.max(0).values
-    inv = invert(model, data.X_test[:4], layer="features.1", bounds=(lo, hi), steps=200, seed=0)
+    inv = invert(model, data.X_test[:4], layer="features.1", bounds=(lo, hi), n_steps=200, seed=0)
     assert bool((inv.error < 0.1 * inv.initial_error).all())
     x = torch.as_tensor(inv.images)
     assert bool((x >= lo).all()) and bool((x <= hi).all())
@@ -82,7 +82,7 @@ def test_tabular_inversion():
 def test_errors(digits):
     model, x = digits
     with pytest.raises(LayerNotFoundError, match="no layer 'features.99'"):
-        invert(model, x, layer="features.99", steps=1)
+        invert(model, x, layer="features.99", n_steps=1)
     with pytest.raises(OptionError, match="steps must be"):
         invert(model, x, layer="features.1", steps=-3)
     with pytest.raises(OptionError, match="init must be"):

@@ -41,9 +41,9 @@ Y = torch.tensor([0, 1, 2, 3, 0, 1])
 
 RUNS = {
     "visualize_channel": lambda m: visualize(m, O.channel("bn", [1, 2]) + O.diversity("conv"),
-                                             shape=(2, 3, 12, 12), steps=3, tv=0.1, l1=0.1, blur=0.1),
-    "visualize_logit": lambda m: visualize(m, O.class_logit(1), shape=(1, 3, 12, 12), steps=3, param="pixel"),
-    "invert": lambda m: invert(m, X[:2], layer="relu", steps=3),
+                                             shape=(2, 3, 12, 12), n_steps=3, tv=0.1, l1=0.1, blur=0.1),
+    "visualize_logit": lambda m: visualize(m, O.class_logit(1), shape=(1, 3, 12, 12), n_steps=3, param="pixel"),
+    "invert": lambda m: invert(m, X[:2], layer="relu", n_steps=3),
     "dataset_examples": lambda m: dataset_examples(m, X, layer="bn", unit=2, k=3, batch_size=4),
     "activation_stats": lambda m: activation_stats(m, X, batch_size=4),
     "class_means_predicted": lambda m: class_mean_activations(m, X, layer="relu"),

@@ -34,7 +34,7 @@ def test_optimised_inputs_beat_every_test_input_by_one_std(digits):
     model, data = digits
     chans = [0, 21, 42, 63]
     objective = O.channel("features.6", chans)
-    vis = visualize(model, objective, shape=(4, 1, 32, 32), steps=200, seed=0)
+    vis = visualize(model, objective, shape=(4, 1, 32, 32), n_steps=200, seed=0)
     test_acts, _ = _layer_acts(model, "features.6", data.X_test)
     own, _ = _layer_acts(model, "features.6", vis.images)
     test_means, own_means = test_acts.mean((2, 3)), own.mean((2, 3))
@@ -53,7 +53,7 @@ def test_class_logits_and_neurons_beat_the_test_set(digits):
     _, test_logits = _layer_acts(model, "features.6", data.X_test)
     # logits are bounded tightly by the [0, 1] box (class 6 only ~1.1 std above the test set
     # with the default transforms), so these are optimised without them
-    vis = visualize(model, O.class_logit(range(10)), shape=(10, 1, 32, 32), steps=200, seed=1,
+    vis = visualize(model, O.class_logit(range(10)), shape=(10, 1, 32, 32), n_steps=200, seed=1,
                     transforms=None)
     _, own = _layer_acts(model, "features.6", vis.images)
     for k in range(10):
@@ -61,7 +61,7 @@ def test_class_logits_and_neurons_beat_the_test_set(digits):
         assert float(own[k, k]) >= float(col.max() + col.std()), k
     test_acts, _ = _layer_acts(model, "features.6", data.X_test)
     idx = (9, 4, 4)
-    vis = visualize(model, O.neuron("features.6", idx), shape=(1, 1, 32, 32), steps=100, seed=0)
+    vis = visualize(model, O.neuron("features.6", idx), shape=(1, 1, 32, 32), n_steps=100, seed=0)
     own_acts, _ = _layer_acts(model, "features.6", vis.images)
     col = test_acts[(slice(None), *idx)]
     assert float(own_acts[(0, *idx)]) >= float(col.max() + col.std())
@@ -70,20 +70,20 @@ def test_class_logits_and_neurons_beat_the_test_set(digits):
 def test_deterministic_under_seed_and_early_stop_is_exact(digits):
     model, _ = digits
     obj = O.channel("features.3", [1, 2]) + 0.1 * O.diversity("features.3")
-    a = visualize(model, obj, shape=(2, 1, 32, 32), steps=12, seed=3)
-    b = visualize(model, obj, shape=(2, 1, 32, 32), steps=12, seed=3)
+    a = visualize(model, obj, shape=(2, 1, 32, 32), n_steps=12, seed=3)
+    b = visualize(model, obj, shape=(2, 1, 32, 32), n_steps=12, seed=3)
     np.testing.assert_array_equal(a.images, b.images)
     np.testing.assert_array_equal(a.trace, b.trace)
-    c = visualize(model, obj, shape=(2, 1, 32, 32), steps=12, seed=4)
+    c = visualize(model, obj, shape=(2, 1, 32, 32), n_steps=12, seed=4)
     assert not np.allclose(a.images, c.images)
-    full = visualize(model, obj, shape=(2, 1, 32, 32), steps=12, seed=3, stop_early=False)
+    full = visualize(model, obj, shape=(2, 1, 32, 32), n_steps=12, seed=3, stop_early=False)
     np.testing.assert_allclose(full.images, a.images, atol=1e-6)
     assert full.n_evals == a.n_evals == 2 * 12 + 2  # the steps and the final pass
 
 
 def test_regularizers_and_diversity_do_their_job(digits):
     model, _ = digits
-    base = dict(shape=(3, 1, 32, 32), steps=60, seed=0, param="pixel")
+    base = dict(shape=(3, 1, 32, 32), n_steps=60, seed=0, param="pixel")
     obj = O.channel("features.3", 4)
     plain = visualize(model, obj, **base)
     smooth = visualize(model, obj, tv=2.0, **base)
@@ -104,7 +104,7 @@ def test_prototype_inputs_stay_in_the_box():
     model, data = breast_cancer_mlp(), load_dataset("breast_cancer_mlp")
     lo, hi = data.X_train.min(0).values, data.X_train.max(0).values
     obj = O.class_logit([0, 1]) - O.class_logit([1, 0])  # each row's margin for its class
-    vis = visualize(model, obj, shape=(2, 30), steps=150, bounds=(lo, hi), seed=0)
+    vis = visualize(model, obj, shape=(2, 30), n_steps=150, bounds=(lo, hi), seed=0)
     x = torch.as_tensor(vis.images)
     assert bool((x >= lo).all()) and bool((x <= hi).all())
     with torch.no_grad():
@@ -120,7 +120,7 @@ def test_errors(digits):
     with pytest.raises(OptionError, match="leading batch axis"):
         visualize(model, obj, shape=(32,))
     with pytest.raises(OptionError, match="steps must be a whole number"):
-        visualize(model, obj, shape=(1, 1, 32, 32), steps=0)
+        visualize(model, obj, shape=(1, 1, 32, 32), n_steps=0)
     with pytest.raises(OptionError, match="lr must be a finite number > 0"):
         visualize(model, obj, shape=(1, 1, 32, 32), lr=-1.0)
     with pytest.raises(OptionError, match="tv must be a finite number >= 0"):
@@ -128,9 +128,9 @@ def test_errors(digits):
     with pytest.raises(OptionError, match="needs \\(N, 3, H, W\\)"):
         visualize(model, obj, shape=(1, 1, 32, 32), decorrelate=True)
     with pytest.raises(LayerNotFoundError, match="Closest names: features.3"):
-        visualize(model, O.channel("features.33", 0), shape=(1, 1, 32, 32), steps=1)
+        visualize(model, O.channel("features.33", 0), shape=(1, 1, 32, 32), n_steps=1)
     with pytest.raises(OptionError, match="gives 3 values, one per image, but the batch has 2"):
-        visualize(model, O.channel("features.3", [0, 1, 2]), shape=(2, 1, 32, 32), steps=1)
+        visualize(model, O.channel("features.3", [0, 1, 2]), shape=(2, 1, 32, 32), n_steps=1)
     with pytest.raises(OptionError, match="must be callables"):
         visualize(model, obj, shape=(1, 1, 32, 32), transforms=[T.jitter(1), "rotate"])
     with pytest.raises(OptionError, match="'layer:channel'"):
@@ -159,6 +159,6 @@ def test_plot_returns_axes(digits):
 
     matplotlib.use("Agg")
     model, _ = digits
-    vis = visualize(model, "features.3:2", shape=(2, 1, 32, 32), steps=2)
+    vis = visualize(model, "features.3:2", shape=(2, 1, 32, 32), n_steps=2)
     ax = vis.plot()
     assert ax.get_title().startswith("channel")

@@ -22,6 +22,11 @@ def positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def steps_alias(n_steps: Any, steps: Any) -> Any:
+    """``steps`` when given (an older name), else ``n_steps`` (the library's budget keyword)."""
+    return n_steps if steps is None else steps
+
+
 def positive_float(value: Any, name: str, *, allow_zero: bool = False) -> float:
     """``value`` as a finite float > 0 (or >= 0), or an :class:`OptionError`."""
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)

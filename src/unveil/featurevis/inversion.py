@@ -24,7 +24,7 @@ from ..core.model import as_model
 from ..errors import OptionError
 from . import objectives as O
 from ._taps import INPUT, taps
-from ._util import check_differentiable, positive_float, positive_int, resolve_bounds
+from ._util import check_differentiable, positive_float, positive_int, resolve_bounds, steps_alias
 from .transforms import Compose, Transform
 from .visualize import optimise
 
@@ -107,7 +107,8 @@ def invert(
     x: Any,
     *,
     layer: str,
-    steps: int = 300,
+    n_steps: int = 300,
+    steps: int | None = None,
     lr: float = 0.05,
     seed: int = 0,
     bounds: tuple[Any, Any] | None = None,
@@ -131,8 +132,8 @@ def invert(
         Inputs (N, ...) whose representation at ``layer`` is inverted, each independently.
     layer
         Dotted name of the layer, as in ``model.named_modules()``.
-    steps, lr, seed
-        Adam steps; ``lr`` is a fraction of the box width per step; ``seed`` fixes the noise
+    n_steps, lr, seed
+        Adam steps (``steps=`` is accepted as another name for ``n_steps``); ``lr`` is a fraction of the box width per step; ``seed`` fixes the noise
         initialisation and any random transforms.
     bounds
         ``(low, high)`` box for the reconstruction; default the range of ``x``.
@@ -153,7 +154,7 @@ def invert(
     """
     m = as_model(model)
     xt = m.prepare(x)
-    steps = positive_int(steps, "steps")
+    steps = positive_int(steps_alias(n_steps, steps), "n_steps")
     lr = positive_float(lr, "lr")
     for name, v in (("tv", tv), ("alpha_weight", alpha_weight)):
         positive_float(v, name, allow_zero=True)
@@ -204,7 +205,7 @@ def invert(
             with torch.no_grad():
                 final = rel_error(run(preprocess(xh) if preprocess is not None else xh))
     tr = torch.stack(errors).cpu().numpy()
-    params = dict(layer=layer, steps=steps, lr=lr, tv=tv, beta=beta, alpha=alpha,
+    params = dict(layer=layer, n_steps=steps, lr=lr, tv=tv, beta=beta, alpha=alpha,
                   alpha_weight=alpha_weight, init=init if isinstance(init, str) else "tensor",
                   transforms=repr(transform), bounds=(low.cpu().numpy(), high.cpu().numpy()))
     return Inversion(

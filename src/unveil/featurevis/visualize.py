@@ -22,7 +22,14 @@ from ..core.model import as_model
 from ..errors import NotDifferentiableError, OptionError
 from . import objectives as O
 from ._taps import INPUT, taps
-from ._util import check_differentiable, check_shape, positive_float, positive_int, resolve_bounds
+from ._util import (
+    check_differentiable,
+    check_shape,
+    positive_float,
+    positive_int,
+    resolve_bounds,
+    steps_alias,
+)
 from .param import Param, make_param
 from .transforms import Compose, Transform, standard_transforms
 
@@ -159,7 +166,8 @@ def visualize(
     objective: O.Objective | str,
     *,
     shape: Sequence[int] = (1, 3, 64, 64),
-    steps: int = 256,
+    n_steps: int = 256,
+    steps: int | None = None,
     seed: int = 0,
     param: Literal["auto", "fourier", "pixel"] = "auto",
     lr: float = 0.1,
@@ -186,8 +194,8 @@ def visualize(
         objectives at once, e.g. ``channel("layer3", range(32))`` with ``shape=(32, 3, 64, 64)``.
     shape
         The batch shape to optimise: (N, C, H, W) images or e.g. (N, F) table rows.
-    steps, lr, seed
-        Adam steps and learning rate (in the parameterization's units); ``seed`` fixes the
+    n_steps, lr, seed
+        Adam steps (``steps=`` is accepted as another name for ``n_steps``) and learning rate (in the parameterization's units); ``seed`` fixes the
         initialisation and the random transformations, so runs are reproducible.
     param
         ``"fourier"`` (decorrelated, 1/f-scaled spectrum; images only), ``"pixel"``, or
@@ -216,7 +224,7 @@ def visualize(
     m = as_model(model)
     obj = O.as_objective(objective)
     shp = check_shape(shape)
-    steps = positive_int(steps, "steps")
+    steps = positive_int(steps_alias(n_steps, steps), "n_steps")
     lr = positive_float(lr, "lr")
     for name, w in (("l1", l1), ("tv", tv), ("blur", blur)):
         positive_float(w, name, allow_zero=True)
@@ -242,7 +250,7 @@ def visualize(
                 acts = run(x)
                 acts[INPUT] = final
                 values = obj(acts)
-    params = dict(shape=shp, steps=steps, param=type(p).__name__, lr=lr, l1=l1, tv=tv, blur=blur,
+    params = dict(shape=shp, n_steps=steps, param=type(p).__name__, lr=lr, l1=l1, tv=tv, blur=blur,
                   decay_power=decay_power, decorrelate=p.decorrelate, transforms=repr(transform),
                   bounds=(low.cpu().numpy(), high.cpu().numpy()))
     tr = trace.detach().cpu().numpy()
