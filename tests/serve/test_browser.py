@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -96,6 +97,18 @@ def _digit_png() -> bytes:
     return buf.getvalue()
 
 
+def _cancer_csv() -> bytes:
+    """100 test rows of the breast-cancer model, with its first column made a 0/1 group."""
+    import unveil as uv
+
+    data = uv.zoo.load_dataset("breast_cancer_mlp")
+    X = data.X_test[:100].numpy().copy()
+    X[:, 0] = np.arange(100) % 2
+    buf = io.StringIO()
+    np.savetxt(buf, X, delimiter=",", header=",".join(data.feature_names or []), comments="")
+    return buf.getvalue().encode()
+
+
 def test_dashboard_in_chromium(server: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -137,6 +150,24 @@ def test_dashboard_in_chromium(server: str, tmp_path: Path) -> None:
             expect(page.get_by_test_id("error")).to_be_hidden()
             href = page.get_by_test_id("download-report").get_attribute("href")
             assert href and href.startswith("/api/runs/")
+
+            # a table model: distill it into rules, then audit an uploaded table
+            expect(page.get_by_test_id("distill-run")).to_be_hidden()  # the CNN is not a table model
+            page.select_option("[data-testid=model-select]", "breast_cancer_mlp")
+            page.get_by_test_id("distill-run").click()
+            expect(page.get_by_test_id("surrogate-fidelity")).to_contain_text(
+                "Agrees with the model on", timeout=120_000)
+            expect(page.get_by_test_id("surrogate-text")).to_contain_text("THEN")
+            expect(page.get_by_test_id("audit-run")).to_be_disabled()  # no column has 2..20 values
+            page.get_by_test_id("upload").set_input_files(
+                files=[{"name": "rows.csv", "mimeType": "text/csv", "buffer": _cancer_csv()}])
+            expect(page.get_by_test_id("audit-run")).to_be_enabled()
+            page.get_by_test_id("audit-run").click()
+            expect(page.get_by_test_id("audit-verdict")).to_have_text(
+                re.compile("^(PASS|REVIEW|FAIL)$"), timeout=120_000)
+            audit_href = page.get_by_test_id("download-audit").get_attribute("href")
+            assert audit_href and audit_href.startswith("/api/audits/")
+            expect(page.get_by_test_id("error")).to_be_hidden()
             assert errors == []
         finally:
             ctx.close()

@@ -212,7 +212,7 @@ def api_router(store: Store) -> APIRouter:
                                     f"{store.max_upload_bytes} bytes")
         if not body:
             raise ApiError(422, "the upload is empty")
-        up = parse_upload(bytes(body), e, store.max_rows)
+        up = parse_upload(bytes(body), e, store.max_rows, store.max_table_rows)
         return UploadOut(id=store.add_upload(up), model=e.name, kind=up.kind,
                          rows=int(up.x.shape[0]), shape=list(up.x.shape))
 

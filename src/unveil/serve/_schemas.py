@@ -6,7 +6,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ExplainRequest", "ExplainResponse", "MapOut", "MethodOut", "MetricsOut", "ModelOut",
+__all__ = ["AuditRequest", "AuditResponse", "ColumnOut", "DistillRequest", "DistillResponse",
+           "ExplainRequest", "ExplainResponse", "MapOut", "MethodOut", "MetricsOut", "ModelOut",
            "PredictionOut", "SampleOut", "SamplesOut", "SanityRequest", "SanityResponse",
            "UploadOut"]
 
@@ -145,3 +146,75 @@ class SanityResponse(BaseModel):
     threshold: float | None = None
     similarity: float | None = None
     note: str | None = None
+
+
+class DistillRequest(_Strict):
+    """A surrogate of a table model: fitted on the model's answers on the model's rows (or an
+    uploaded table), measured on a quarter of them held out."""
+
+    model: Name
+    upload: UploadId | None = None
+    kind: Literal["rules", "tree", "linear"] = "rules"
+    max_depth: Annotated[int, Field(ge=1, le=8)] = 3
+
+
+class RuleOut(BaseModel):
+    """One rule with its held-out figures."""
+
+    text: str
+    coverage: float
+    fidelity: float | None
+
+
+class CurvePoint(BaseModel):
+    """Held-out fidelity of a surrogate of one size."""
+
+    size: int
+    complexity: int
+    fidelity: float
+
+
+class DistillResponse(BaseModel):
+    """The surrogate, how faithful it is, and the model's global importance per column."""
+
+    kind: str
+    n_rows: int
+    held_out_rows: int
+    complexity: int
+    complexity_unit: str
+    fidelity: float
+    accuracy: float | None
+    model_accuracy: float | None
+    text: str
+    rules: list[RuleOut]
+    curve: list[CurvePoint]
+    importance: dict[str, float]
+
+
+class ColumnOut(BaseModel):
+    """A column that can serve as a sensitive attribute (2 to 20 distinct values)."""
+
+    name: str
+    n_values: int
+
+
+class AuditRequest(_Strict):
+    """A bias audit of a table classifier for one column."""
+
+    model: Name
+    upload: UploadId | None = None
+    sensitive: Annotated[str, Field(min_length=1, max_length=200)]
+    positive: Annotated[int, Field(ge=0, le=100_000)] = 1
+
+
+class AuditResponse(BaseModel):
+    """The verdict, plain sentences, flags and outcomes by group; ``page`` names the HTML page."""
+
+    verdict: str
+    sentences: list[str]
+    flags: list[str]
+    selection_rates: dict[str, float]
+    demographic_parity_difference: float
+    equalized_odds_difference: float | None
+    flip_rate: float | None
+    page: str

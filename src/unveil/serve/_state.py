@@ -48,6 +48,8 @@ class Entry:
     is_module: bool | None = None
     tokenizer: Any = None
     background: torch.Tensor | None = None  # rows for the methods that ask for background=
+    table: torch.Tensor | None = None  # rows for model-level views (surrogates, audits): tables only
+    table_labels: np.ndarray | None = None
     _model: Any = None
 
     def n_samples(self) -> int:
@@ -71,11 +73,14 @@ def _zoo_entries() -> list[Entry]:
     out = []
     for name, z in sorted(ZOO.items()):
         data = load_dataset(name)
+        tabular = z.modality == "tabular"
         out.append(Entry(name, z.description, z.modality, z.factory,
                          sample_shape=tuple(data.X_test.shape[1:]),
                          class_names=list(data.class_names), feature_names=data.feature_names,
                          samples=data.X_test, labels=data.y_test.numpy(), is_module=True,
-                         background=data.X_train[:32]))
+                         background=data.X_train[:32],
+                         table=torch.cat([data.X_train, data.X_test]) if tabular else None,
+                         table_labels=torch.cat([data.y_train, data.y_test]).numpy() if tabular else None))
     return out
 
 
@@ -91,7 +96,8 @@ def _extra_entry(name: str, obj: Any, samples: Any) -> Entry:
     return Entry(name, lm.description or f"model {lm.name}", modality, lambda: lm.model,
                  sample_shape=shape, class_names=lm.class_names, feature_names=lm.feature_names,
                  samples=x, is_module=isinstance(lm.model, torch.nn.Module), tokenizer=lm.tokenizer,
-                 background=None if x is None else x[:32])
+                 background=None if x is None else x[:32],
+                 table=x if modality == "tabular" and x is not None and x.ndim == 2 else None)
 
 
 @dataclass
@@ -102,11 +108,13 @@ class Store:
     budget: dict[str, Any]
     max_upload_bytes: int
     max_rows: int = 64
+    max_table_rows: int = 20_000
     max_uploads: int = 32
     max_runs: int = 16
     lock: threading.RLock = field(default_factory=threading.RLock)
     uploads: OrderedDict[str, Upload] = field(default_factory=OrderedDict)
     runs: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+    pages: OrderedDict[str, str] = field(default_factory=OrderedDict)  # audit pages (HTML)
 
     @classmethod
     def build(cls, models: dict[str, Any] | None, samples: dict[str, Any] | None, *, zoo: bool,
@@ -151,6 +159,26 @@ class Store:
         toks = None if up.tokens is None else [up.tokens[row]]
         return up.x[row:row + 1], None, toks
 
+    def table(self, entry: Entry, upload: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows (and true labels, when known) for the model-level views: an uploaded table, or
+        the rows the dashboard has for the model. Tables only; at least 20 rows."""
+        if entry.modality != "tabular":
+            raise ApiError(422, f"model {entry.name!r} takes {entry.modality} inputs; surrogates and "
+                                "audits work on tables")
+        if upload is not None:
+            up = self.uploads.get(upload)
+            if up is None or up.model != entry.name:
+                raise ApiError(404, f"no upload {upload!r} for model {entry.name!r} (uploads expire)")
+            x, y = up.x, None
+        elif entry.table is not None:
+            x, y = entry.table, entry.table_labels
+        else:
+            raise ApiError(422, f"the dashboard has no rows for model {entry.name!r}; upload a CSV table")
+        if x.ndim != 2 or x.shape[0] < 20:
+            raise ApiError(422, f"model-level views need a table of at least 20 rows, got shape "
+                                f"{tuple(x.shape)}; upload a larger CSV table")
+        return x.numpy().astype(np.float64), y
+
     def _add(self, store: OrderedDict[str, Any], item: Any, limit: int) -> str:
         key = secrets.token_hex(8)
         with self.lock:
@@ -166,6 +194,17 @@ class Store:
     def add_run(self, report: Any) -> str:
         """Keep a finished report for download; returns its id."""
         return self._add(self.runs, report, self.max_runs)
+
+    def add_page(self, html: str) -> str:
+        """Keep an HTML page (an audit) for download; returns its id."""
+        return self._add(self.pages, html, self.max_runs)
+
+    def page(self, page_id: str) -> str:
+        """A kept page (404 once expired)."""
+        html = self.pages.get(page_id)
+        if html is None:
+            raise ApiError(404, f"no page {page_id!r} (pages expire after {self.max_runs} newer ones)")
+        return html
 
     def run(self, run_id: str) -> Any:
         """A finished report (404 once expired)."""
@@ -197,8 +236,11 @@ def _fit_shape(a: np.ndarray, entry: Entry, what: str) -> np.ndarray:
     return a
 
 
-def parse_upload(data: bytes, entry: Entry, max_rows: int) -> Upload:
-    """Read an uploaded file by its content (PNG/JPEG/GIF/BMP image, ``.npy``, CSV or text)."""
+def parse_upload(data: bytes, entry: Entry, max_rows: int, max_table_rows: int | None = None) -> Upload:
+    """Read an uploaded file by its content (PNG/JPEG/GIF/BMP image, ``.npy``, CSV or text).
+
+    A CSV table may hold ``max_table_rows`` rows (for surrogates and audits), other uploads
+    ``max_rows``."""
     kind = _sniff(data)
     tokens = None
     shape = entry.sample_shape
@@ -224,8 +266,9 @@ def parse_upload(data: bytes, entry: Entry, max_rows: int) -> Upload:
     else:
         raise ApiError(415, "unsupported upload: send a PNG, JPEG, GIF or BMP image, a .npy "
                             "array, or CSV rows (tables)")
-    if a.shape[0] > max_rows:
-        raise ApiError(413, f"the upload has {a.shape[0]} rows; at most {max_rows} are accepted")
+    limit = max_table_rows if kind == "text" and entry.modality == "tabular" and max_table_rows else max_rows
+    if a.shape[0] > limit:
+        raise ApiError(413, f"the upload has {a.shape[0]} rows; at most {limit} are accepted")
     if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
         raise InputError("the upload contains NaN or infinite values")
     return Upload(entry.name, torch.from_numpy(np.ascontiguousarray(a)), kind, tokens)

@@ -125,6 +125,7 @@ def create_app(
     from fastapi.staticfiles import StaticFiles
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+    from ._global import global_router
     from ._routes import api_router, page_router
 
     store = Store.build(models, samples, zoo=zoo, budget=dict(budget or DEFAULT_BUDGET),
@@ -148,6 +149,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(page_router(HERE / "templates"))
     app.include_router(api_router(store))
+    app.include_router(global_router(store))
     return app
 
 

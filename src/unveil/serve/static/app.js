@@ -1,7 +1,7 @@
 // unveil dashboard: plain JavaScript, no framework, no external resource.
 "use strict";
 
-const state = { models: [], model: null, input: null, offset: 0, limit: 24, total: 0 };
+const state = { models: [], model: null, input: null, offset: 0, limit: 24, total: 0, table: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -53,7 +53,31 @@ async function selectModel(name) {
   const target = $("target");
   target.replaceChildren(el("option", { value: "predicted", text: "predicted class" }),
     ...(state.model.class_names || []).map((c, i) => el("option", { value: String(i), text: c })));
-  await Promise.all([loadSamples(), loadMethods()]);
+  state.table = null;
+  $("global").replaceChildren();
+  await Promise.all([loadSamples(), loadMethods(), loadWholeModel()]);
+}
+
+function tableQuery() { return state.table ? `?upload=${state.table.id}` : ""; }
+
+async function loadWholeModel() {
+  const tabular = state.model.modality === "tabular";
+  $("whole-controls").hidden = !tabular;
+  $("whole-note").hidden = tabular;
+  if (!tabular) return;
+  $("whole-rows").textContent = state.table ? `Rows: the uploaded table (${state.table.rows} rows).`
+    : "Rows: the rows the dashboard has for this model.";
+  const sel = $("audit-column");
+  try {
+    const cols = await api(`/api/models/${encodeURIComponent(state.model.name)}/columns${tableQuery()}`);
+    sel.replaceChildren(...cols.map((c) => el("option", { value: c.name, text: `${c.name} (${c.n_values} values)` })));
+    $("audit-run").disabled = !cols.length;
+    if (!cols.length) sel.replaceChildren(el("option", { value: "", text: "no column with 2–20 values" }));
+  } catch (err) {
+    sel.replaceChildren(el("option", { value: "", text: "no rows: upload a CSV table" }));
+    $("audit-run").disabled = true;
+    $("whole-rows").textContent = String(err.message || err);
+  }
 }
 
 async function loadSamples() {
@@ -115,6 +139,10 @@ async function upload(file) {
       method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: file });
     $("upload-status").textContent = `${file.name}: ${res.kind}, ${res.rows} row(s)`;
     chooseInput({ upload: res.id, row: 0 }, `${file.name} (row 0)`, null);
+    if (state.model.modality === "tabular" && res.rows >= 20) {
+      state.table = res;
+      await loadWholeModel();
+    }
   } catch (err) {
     $("upload-status").textContent = "";
     showError(err);
@@ -232,7 +260,62 @@ async function sanity() {
   }
 }
 
+function pct(v) { return v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)}%`; }
+
+async function postJson(path, body) {
+  return api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
+async function distill() {
+  showError(null);
+  const out = $("global");
+  out.replaceChildren(el("p", { class: "muted", text: "fitting surrogates …" }));
+  const body = { model: state.model.name, kind: $("distill-kind").value, max_depth: Number($("distill-depth").value) };
+  if (state.table) body.upload = state.table.id;
+  try {
+    const res = await postJson("/api/distill", body);
+    const acc = res.accuracy === null ? "" : `; accuracy ${pct(res.accuracy)} (the model: ${pct(res.model_accuracy)})`;
+    const curve = el("table", { class: "grid" }, el("tr", {}, ...["size", res.complexity_unit, "fidelity"].map((h) => el("th", { text: h }))),
+      ...res.curve.map((p) => el("tr", {}, el("td", { text: String(p.size) }), el("td", { text: String(p.complexity) }),
+                                 el("td", { text: pct(p.fidelity) }))));
+    const imp = el("table", { class: "grid" }, el("tr", {}, el("th", { text: "column" }), el("th", { text: "answers that change when the column is shuffled" })),
+      ...Object.entries(res.importance).map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: fmt(v) }))));
+    out.replaceChildren(
+      el("h3", { text: `Surrogate: ${res.complexity} ${res.complexity_unit}` }),
+      el("p", { "data-testid": "surrogate-fidelity", text: `Agrees with the model on ${pct(res.fidelity)} of ${res.held_out_rows} rows it was not fitted on${acc}.` }),
+      el("pre", { "data-testid": "surrogate-text", text: res.text }),
+      el("h3", { text: "Fidelity against size (held-out rows)" }), curve,
+      el("h3", { text: "Permutation importance of the model" }), imp);
+  } catch (err) {
+    out.replaceChildren();
+    showError(err);
+  }
+}
+
+async function audit() {
+  showError(null);
+  const out = $("global");
+  out.replaceChildren(el("p", { class: "muted", text: "auditing …" }));
+  const body = { model: state.model.name, sensitive: $("audit-column").value };
+  if (state.table) body.upload = state.table.id;
+  try {
+    const res = await postJson("/api/audit", body);
+    const cls = res.verdict === "pass" ? "ok" : "bad";
+    out.replaceChildren(
+      el("h3", {}, "Bias audit: ", el("span", { class: cls, "data-testid": "audit-verdict", text: res.verdict.toUpperCase() })),
+      ...res.sentences.map((s) => el("p", { text: s })),
+      el("ul", {}, ...res.flags.map((f) => el("li", { class: "muted", text: f }))),
+      el("a", { href: `/api/audits/${res.page}`, download: "unveil-audit.html", "data-testid": "download-audit",
+                text: "Download the audit page (HTML)" }));
+  } catch (err) {
+    out.replaceChildren();
+    showError(err);
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  $("distill-run").addEventListener("click", distill);
+  $("audit-run").addEventListener("click", audit);
   $("run").addEventListener("click", explain);
   $("sanity-run").addEventListener("click", sanity);
   $("upload").addEventListener("change", (e) => { if (e.target.files.length) upload(e.target.files[0]); });

@@ -1,0 +1,111 @@
+"""Model-level views of the dashboard, for table models: a surrogate that mimics the model (with
+its fidelity on held-out rows and a fidelity-versus-size curve), the model's permutation
+importance, and a bias audit for a column the user picks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse
+
+from ._routes import _ERRORS, ModelName
+from ._schemas import (
+    AuditRequest,
+    AuditResponse,
+    ColumnOut,
+    CurvePoint,
+    DistillRequest,
+    DistillResponse,
+    RuleOut,
+)
+from ._state import ApiError, Entry, Store
+
+__all__ = ["global_router"]
+
+PageId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$")]
+UploadQuery = Annotated[str | None, Query(pattern=r"^[0-9a-f]{16}$")]
+MAX_GROUPS = 20
+
+
+def _names(entry: Entry, n: int) -> list[str]:
+    names = entry.feature_names
+    return list(names) if names is not None and len(names) == n else [f"x{j}" for j in range(n)]
+
+
+def _candidate_columns(X: np.ndarray, names: list[str]) -> list[ColumnOut]:
+    out = []
+    for j, name in enumerate(names):
+        k = int(np.unique(X[:, j]).size)
+        if 2 <= k <= MAX_GROUPS:
+            out.append(ColumnOut(name=name, n_values=k))
+    return out
+
+
+def global_router(store: Store) -> APIRouter:
+    """Routes under ``/api`` for surrogates and audits."""
+    r = APIRouter(prefix="/api", responses=_ERRORS)
+
+    @r.get("/models/{model}/columns", response_model=list[ColumnOut])
+    def columns(model: ModelName, upload: UploadQuery = None) -> list[ColumnOut]:
+        e = store.entry(model)
+        X, _ = store.table(e, upload)
+        return _candidate_columns(X, _names(e, X.shape[1]))
+
+    @r.post("/distill", response_model=DistillResponse)
+    def distill(req: DistillRequest) -> DistillResponse:
+        from ..surrogate import distill as fit
+        from ..surrogate import fidelity_curve, permutation_importance
+
+        e = store.entry(req.model)
+        X, y = store.table(e, req.upload)
+        kw: dict[str, Any] = {"y": y, "feature_names": _names(e, X.shape[1]), "class_names": e.class_names}
+        with store.lock:
+            m = store.model(e)
+            sur = fit(m, X, kind=req.kind, max_depth=req.max_depth, **kw)
+            sizes = list(range(1, min(X.shape[1], 8) + 1)) if req.kind == "linear" else list(range(1, 7))
+            curve = fidelity_curve(m, X, kind=req.kind, values=sizes, **kw)
+            imp = permutation_importance(m, X, feature_names=kw["feature_names"], n_repeats=3)
+        rules = [] if req.kind == "linear" else [
+            RuleOut(text=str(rule), coverage=rule.coverage, fidelity=rule.fidelity) for rule in sur.rules()]
+        top = dict(imp.ranking()[:10])
+        return DistillResponse(
+            kind=sur.kind, n_rows=int(X.shape[0]), held_out_rows=int(sur.held_out["n_rows"]),
+            complexity=sur.complexity, complexity_unit=sur.complexity_unit, fidelity=sur.fidelity(),
+            accuracy=sur.held_out.get("accuracy"), model_accuracy=sur.held_out.get("model_accuracy"),
+            text=sur.describe(), rules=rules,
+            curve=[CurvePoint(size=v, complexity=c, fidelity=f)
+                   for v, c, f in zip(curve.values, curve.complexity, curve.fidelity)],
+            importance={k: float(v) for k, v in top.items()})
+
+    @r.post("/audit", response_model=AuditResponse)
+    def audit(req: AuditRequest) -> AuditResponse:
+        from ..audit import bias_audit
+        from ..audit._html import audit_sentences
+
+        e = store.entry(req.model)
+        X, y = store.table(e, req.upload)
+        names = _names(e, X.shape[1])
+        if req.sensitive not in names:
+            raise ApiError(422, f"no column named {req.sensitive!r}; the columns are {', '.join(names)}")
+        if e.class_names is not None and req.positive >= len(e.class_names):
+            raise ApiError(422, f"positive class {req.positive} is out of range: the model has "
+                                f"{len(e.class_names)} classes")
+        with store.lock:
+            res = bias_audit(store.model(e), X, sensitive=req.sensitive, y=y, feature_names=names,
+                             positive=req.positive)
+        page = store.add_page(res.to_html(title=f"Bias audit of {req.sensitive} · {e.name}"))
+        return AuditResponse(
+            verdict=res.verdict, sentences=audit_sentences(res), flags=[str(f) for f in res.flags],
+            selection_rates={g: m["selection_rate"] for g, m in res.group_metrics.items()},
+            demographic_parity_difference=res.demographic_parity_difference,
+            equalized_odds_difference=res.equalized_odds_difference, flip_rate=res.flip_rate, page=page)
+
+    @r.get("/audits/{page}", response_class=HTMLResponse)
+    def audit_page(page: PageId) -> HTMLResponse:
+        return HTMLResponse(store.page(page), headers={
+            "Content-Disposition": 'attachment; filename="unveil-audit.html"'})
+
+    return r
