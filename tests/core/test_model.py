@@ -72,6 +72,21 @@ def test_sklearn_estimator_and_numpy_function() -> None:
     assert fn.resolve_targets("predicted", out) is None
 
 
+def test_numpy_ufunc_function_is_called_with_arrays() -> None:
+    """``np.exp`` takes a tensor and returns one through ``__array_wrap__`` (deprecated, with a
+    warning on every call): the probe must still see a numpy function."""
+    import warnings
+
+    fn = Model(lambda a: 1.0 / (1.0 + np.exp(-a[:, 0])))
+    x = torch.randn(5, 3, dtype=torch.float64)
+    fn.forward(x)  # the probe, with the warnings as the user's process has them
+    assert fn.backend == "numpy" and not fn.differentiable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        out = fn.forward(x)
+    assert np.allclose(out.numpy(), 1.0 / (1.0 + np.exp(-x.numpy()[:, 0])))
+
+
 def test_torch_function_is_differentiable() -> None:
     w = torch.tensor([1.0, -2.0, 0.5])
     m = Model(lambda x: x @ w)

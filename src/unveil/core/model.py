@@ -9,6 +9,7 @@ of model evaluations. Methods never talk to the user's object directly.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Union
 
@@ -216,9 +217,14 @@ class Model:
 
     def _probe_backend(self, x: torch.Tensor) -> None:
         try:
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 out = self.obj(x[:1])
-            self._backend = "torch" if isinstance(_raw_output(out), torch.Tensor) and not isinstance(out, np.ndarray) else "numpy"
+            # numpy ufuncs accept a tensor and hand one back through __array_wrap__, with a
+            # deprecation warning on every call: such a function is a numpy function
+            via_numpy = any("__array_wrap__" in str(w.message) for w in caught)
+            is_tensor = isinstance(_raw_output(out), torch.Tensor) and not isinstance(out, np.ndarray)
+            self._backend = "torch" if is_tensor and not via_numpy else "numpy"
         except Exception:
             self._backend = "numpy"
 

@@ -107,7 +107,7 @@ def iter_shards(data: Any, size: int, *, skip: set[int] | frozenset[int] = froze
             arr = data.to_numpy(dtype=np.float32)
         except (TypeError, ValueError):
             raise InputError("the table has non-numeric columns; encode them as numbers first") from None
-        t = torch.from_numpy(arr)
+        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # pandas may hand out a read-only view
         return len(t), names, _from_indexable(lambda a, b: (t[a:b], None if y is None else y[a:b]), len(t), size, skip)
     if isinstance(data, (np.ndarray, torch.Tensor)):
         t = torch.as_tensor(data)
