@@ -106,3 +106,28 @@ def test_errors_and_model_unchanged(cancer):
     h.report(data.X_test, data.y_test)
     assert_unchanged(net, before)
     net.eval()
+
+
+def test_confidence_trusts_rules_by_their_wilson_lower_bound():
+    from statsmodels.stats.proportion import proportion_confint
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1200, 4))
+
+    def box(a):  # a boundary a depth-3 tree can only approximate: rules of mixed fidelity
+        s = a[:, 0] + 0.6 * a[:, 1] * a[:, 2]
+        return np.stack([-s, s], axis=1)
+
+    sur = us.distill(box, X, kind="tree", max_depth=3, min_samples_leaf=5)
+    plain = us.HybridModel(sur, min_fidelity=0.9, min_support=5)
+    strict = us.HybridModel(sur, min_fidelity=0.9, min_support=5, confidence=0.95)
+    for r, bound in zip(sur.rules(), strict.fidelity_bounds):
+        if r.fidelity is None:
+            assert bound is None
+            continue
+        k = round(r.fidelity * r.n_covered)
+        low, _ = proportion_confint(k, r.n_covered, alpha=0.10, method="wilson")  # one-sided 95%
+        assert bound == pytest.approx(low, abs=1e-12)
+    assert set(strict.trusted) < set(plain.trusted)  # some rule passes on its point estimate only
+    with pytest.raises(OptionError, match="confidence"):
+        us.HybridModel(sur, confidence=1.0)

@@ -11,7 +11,9 @@ on the rest.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,16 @@ class HybridReport:
                 f"{pct(self.surrogate_accuracy)} and network alone {pct(self.model_accuracy)}")
 
 
+def _trusted_fidelity(fidelity: float | None, n: int, confidence: float | None) -> float | None:
+    """The point estimate, or the lower end of the one-sided Wilson score interval."""
+    if fidelity is None or confidence is None or n == 0:
+        return fidelity
+    z = NormalDist().inv_cdf(confidence)
+    centre = fidelity + z * z / (2 * n)
+    spread = z * math.sqrt(fidelity * (1 - fidelity) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
 class HybridModel:
     """Answers with trusted surrogate rules where they apply, with the network elsewhere.
 
@@ -76,19 +88,27 @@ class HybridModel:
         Trust a rule whose held-out fidelity is at least this (default 0.95).
     min_support : int
         ... and that answered at least this many held-out rows (default 10).
+    confidence : float or None
+        If given (e.g. 0.95), the rule's fidelity must reach ``min_fidelity`` at the lower end of
+        its one-sided Wilson score interval at this confidence, not just as a point estimate:
+        10 agreements out of 10 held-out rows then prove no more than 0.79 at 95%.
     """
 
-    def __init__(self, surrogate: Surrogate, *, min_fidelity: float = 0.95, min_support: int = 10) -> None:
+    def __init__(self, surrogate: Surrogate, *, min_fidelity: float = 0.95, min_support: int = 10,
+                 confidence: float | None = None) -> None:
         if surrogate.kind == "linear" or surrogate.task != "classification":
             raise OptionError("a hybrid model needs a classification surrogate of kind 'tree' or 'rules'")
         if not 0.0 <= min_fidelity <= 1.0:
             raise OptionError(f"min_fidelity must be in [0, 1], got {min_fidelity!r}")
         if isinstance(min_support, bool) or not isinstance(min_support, int) or min_support < 1:
             raise OptionError(f"min_support must be an int >= 1, got {min_support!r}")
+        if confidence is not None and not 0.5 <= confidence < 1.0:
+            raise OptionError(f"confidence must be in [0.5, 1) or None, got {confidence!r}")
         self.surrogate = surrogate
-        self.min_fidelity, self.min_support = float(min_fidelity), min_support
-        self.trusted = [k for k, r in enumerate(surrogate.rules())
-                        if r.fidelity is not None and r.fidelity >= min_fidelity and r.n_covered >= min_support]
+        self.min_fidelity, self.min_support, self.confidence = float(min_fidelity), min_support, confidence
+        self.fidelity_bounds = [_trusted_fidelity(r.fidelity, r.n_covered, confidence) for r in surrogate.rules()]
+        self.trusted = [k for k, (r, f) in enumerate(zip(surrogate.rules(), self.fidelity_bounds))
+                        if f is not None and f >= min_fidelity and r.n_covered >= min_support]
         self.n_model_rows = 0  # rows sent to the network by predict()
 
     def trusted_rules(self) -> RuleList:
@@ -154,7 +174,7 @@ class HybridModel:
 
 def hybrid(
     model: Any, X: Any, *, kind: Kind = "rules", max_depth: int | None = 4, min_fidelity: float = 0.95,
-    min_support: int = 10, **options: Any,
+    min_support: int = 10, confidence: float | None = None, **options: Any,
 ) -> HybridModel:
     """Distill ``model`` on ``X`` into rules and wrap them in a :class:`HybridModel`.
 
@@ -162,4 +182,4 @@ def hybrid(
     ``threshold=``, ``seed=`` ...); rules are trusted by their fidelity on its held-out rows.
     """
     sur = distill(model, X, kind=kind, max_depth=max_depth, **options)
-    return HybridModel(sur, min_fidelity=min_fidelity, min_support=min_support)
+    return HybridModel(sur, min_fidelity=min_fidelity, min_support=min_support, confidence=confidence)
