@@ -354,10 +354,10 @@ def distill_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs
     from .surrogate import distill, fidelity_curve
 
     _check_out(out, (".json",))
-    loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
-    table = load_table(inputs, loaded, rows=rows, label_column=label_column)
     if augment != "auto" and not augment.isdigit():
         raise click.BadParameter(f"expected auto or a number of rows, got {augment!r}", param_hint="--augment")
+    loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
+    table = load_table(inputs, loaded, rows=rows, label_column=label_column)
     kw: dict[str, Any] = {"y": table.labels, "feature_names": table.feature_names,
                           "class_names": loaded.class_names, "threshold": threshold, "seed": seed,
                           "augment": augment if augment == "auto" else int(augment)}
