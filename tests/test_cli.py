@@ -235,6 +235,10 @@ def test_demo_runs_every_method(tmp_path: Path) -> None:
     assert all(ln.split()[2] in ("ok", "skipped") for ln in lines)
     ok = [ln.split() for ln in lines if ln.split()[2] == "ok"]
     assert ok and all(int(parts[4]) > 0 for parts in ok)  # every run counted model evaluations
+    # and the bias audit of a network trained on statsmodels' fair data
+    audit = tmp_path / "demo" / "audit.html"
+    assert f"audit: {audit.resolve()}" in res.stdout and "bias audit of 'religious'" in res.stdout
+    check_self_contained(audit.read_text(encoding="utf-8"))
 
 
 def test_evaluate_command(capsys, tmp_path: Path) -> None:

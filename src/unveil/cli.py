@@ -472,19 +472,25 @@ def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str |
 @click.option("--method", "method_names", multiple=True, help="Registry name (default: all).")
 @click.option("--samples", type=click.IntRange(1, 64), help="Test inputs per model.")
 @click.option("--no-evaluate", is_flag=True, help="Skip the trust-card metrics.")
+@click.option("--no-audit", is_flag=True, help="Skip the bias audit of the fair-data network.")
 @click.pass_context
 def demo_cmd(ctx: click.Context, out_dir: str, models: tuple[str, ...],
-             method_names: tuple[str, ...], samples: int | None, no_evaluate: bool) -> None:
-    """Explain the zoo models with every method that applies, and write a report."""
+             method_names: tuple[str, ...], samples: int | None, no_evaluate: bool,
+             no_audit: bool) -> None:
+    """Explain the zoo models with every method that applies, write a report, and audit a
+    network trained on real survey data for bias."""
     from .report.demo import run_demo
 
     res = run_demo(out_dir, models=list(models) or None, methods=list(method_names) or None,
-                   n_samples=samples, evaluate=not no_evaluate, echo=click.echo)
+                   n_samples=samples, evaluate=not no_evaluate, audit=not no_audit and not models,
+                   echo=click.echo)
     click.echo(f"\n{'model':<24} {'method':<24} {'status':<8} {'time (s)':>8} {'evals':>7}  note")
     for model, r in res.rows:
         note = r.error or r.skipped or ""
         click.echo(f"{model:<24} {r.method:<24} {r.status:<8} {r.seconds:>8.2f} {r.n_evals:>7}  {note}")
     click.echo(f"\nreport: {res.path.resolve()}")
+    if res.audit_note:
+        click.echo(f"{res.audit_note.strip()}" + (f"\naudit: {res.audit_path.resolve()}" if res.audit_path else ""))
     if res.errors:
         click.echo(f"{len(res.errors)} method run(s) failed: "
                    + ", ".join(f"{m}/{r.method}" for m, r in res.errors), err=True)

@@ -31,8 +31,10 @@ def test_small_demo_has_a_trust_card(tmp_path) -> None:
     pytest.importorskip("unveil.metrics")
     lines: list[str] = []
     res = run_demo(tmp_path / "d", models=["breast_cancer_mlp"],
-                   methods=["saliency", "integrated_gradients"], n_samples=2, echo=lines.append)
+                   methods=["saliency", "integrated_gradients"], n_samples=2, audit=False,
+                   echo=lines.append)
     assert res.path == tmp_path / "d" / "report.html" and res.errors == []
+    assert res.audit_path is None and not (tmp_path / "d" / "audit.html").exists()
     assert lines[0].startswith("loading zoo:breast_cancer_mlp")
     page = res.path.read_text(encoding="utf-8")
     check_self_contained(page)

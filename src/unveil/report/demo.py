@@ -84,6 +84,8 @@ class DemoResult:
     report: Report
     path: Path
     rows: list[tuple[str, MethodRun]]
+    audit_path: Path | None = None
+    audit_note: str | None = None  # the verdict line, or why no audit was written
 
     @property
     def errors(self) -> list[tuple[str, MethodRun]]:
@@ -99,9 +101,10 @@ def run_demo(
     budget: dict[str, Any] | None = None,
     n_samples: int | None = None,
     evaluate: bool = True,
+    audit: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> DemoResult:
-    """Run the demo and write ``out_dir/report.html``.
+    """Run the demo and write ``out_dir/report.html`` (and ``out_dir/audit.html``).
 
     Parameters
     ----------
@@ -117,6 +120,10 @@ def run_demo(
         Test inputs per model (default 3 images, 4 table rows).
     evaluate : bool
         Fill the trust card with :mod:`unveil.metrics` when it is installed.
+    audit : bool
+        Also train the small network of :func:`unveil.audit.examples.fair_example` on
+        statsmodels' ``fair`` data and write its bias audit (needs the ``audit`` and
+        ``examples`` extras; skipped with a note without them).
     echo : callable, optional
         Receives one line per step (the CLI prints them); silent by default.
     """
@@ -148,4 +155,20 @@ def run_demo(
     rep = Report(sections, title="unveil demo: the zoo models explained")
     path = rep.save(Path(out_dir) / "report.html")
     rows = [(s.model_name, r) for s in sections for r in s.runs]
-    return DemoResult(rep, path, rows)
+    audit_path, note = _fair_audit(Path(out_dir), say) if audit else (None, None)
+    return DemoResult(rep, path, rows, audit_path, note)
+
+
+def _fair_audit(out_dir: Path, say: Callable[[str], None]) -> tuple[Path | None, str]:
+    """The bias audit of a network trained on statsmodels' ``fair`` data, as ``audit.html``."""
+    from ..errors import MissingExtraError
+
+    say("training a network on statsmodels' fair data and auditing it for 'religious'")
+    try:
+        from ..audit.examples import fair_example
+
+        ex = fair_example()
+    except (ImportError, MissingExtraError) as exc:
+        return None, f"bias audit skipped: {str(exc).splitlines()[0]}"
+    path = ex.audit.save(out_dir / "audit.html")
+    return path, ex.summary().splitlines()[1]
