@@ -152,3 +152,18 @@ def test_regressor_from_scikit_learn_uses_r2():
     est = GradientBoostingRegressor(n_estimators=20, random_state=0).fit(X, X[:, 0] * 2)
     imp = us.permutation_importance(est, X, n_repeats=3)
     assert imp.score == "r2" and imp.ranking()[0][0] == "x0"
+
+
+def test_importance_plot_draws_the_ranking(gbc):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    est, X, y = gbc
+    gi = us.permutation_importance(est, X, y, n_repeats=5, seed=0)
+    ax = gi.plot(top=3)
+    bars = [p.get_width() for p in ax.patches]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    top3 = gi.ranking()[:3]
+    assert labels == [n for n, _ in top3][::-1]  # the most important at the top
+    np.testing.assert_allclose(bars, [v for _, v in top3][::-1])
+    assert "accuracy" in ax.get_xlabel()

@@ -80,6 +80,21 @@ class GlobalImportance:
                 "importances": self.importances.tolist(), "importances_std": self.importances_std.tolist(),
                 "baseline_score": self.baseline_score}
 
+    def plot(self, ax: Any = None, *, top: int = 15) -> Any:
+        """Horizontal bars of the ``top`` most important columns (error bars: the std);
+        returns the matplotlib Axes."""
+        import matplotlib.pyplot as plt
+
+        order = np.argsort(-self.importances, kind="stable")[:top][::-1]
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 0.3 * len(order) + 1))
+        ax.barh([self.feature_names[j] for j in order], self.importances[order],
+                xerr=self.importances_std[order], color="C0")
+        label = {"accuracy": "drop in accuracy", "agreement": "drop in agreement with the model",
+                 "r2": "drop in R²"}.get(self.score, self.score)
+        ax.set_xlabel(f"{label} ({self.method})" if self.method == "permutation" else label)
+        return ax
+
     def __str__(self) -> str:
         lines = [f"{self.method} importance ({self.score}):"]
         lines += [f"  {n}: {v:.4g}" for n, v in self.ranking()]
