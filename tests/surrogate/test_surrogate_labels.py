@@ -57,6 +57,14 @@ def test_hybrid_report_and_permutation_importance_take_labels(labelled):
     assert gi.ranking()[0][0] == "income"
 
 
+def test_local_surrogate_names_the_class_and_the_columns(labelled):
+    est, X, _ = labelled
+    loc = us.local_surrogate(est, X.iloc[3], X=X)
+    assert loc.feature_names == list(X.columns)
+    assert loc.target_name == est.predict(X.iloc[[3]])[0]  # "predicted": the estimator's own label
+    assert f"({loc.target_name})" in str(loc)
+
+
 def test_unknown_labels_and_positive_class(labelled):
     est, X, y = labelled
     with pytest.raises(InputError, match=r"labels \['maybe'\].*classes are \['no', 'yes'\]"):

@@ -20,7 +20,7 @@ import torch
 from ..core.batching import BatchSize
 from ..core.model import TargetSpec
 from ..errors import InputError, OptionError
-from ._blackbox import as_table, evaluate_rows, wrap
+from ._blackbox import as_table, estimator_classes, evaluate_rows, wrap
 from ._fit import check_positive_int
 from ._rules import RuleList, fmt_number, read_tree, score_rules
 
@@ -58,6 +58,7 @@ class LocalSurrogate:
     weights: dict[str, float] | None = None
     intercept: float | None = None
     rules: RuleList | None = None
+    target_name: str | None = None  # the class the target index stands for, when known
 
     def predict(self, X: Any) -> np.ndarray:
         """The surrogate's score for rows ``X`` (N, F)."""
@@ -74,7 +75,8 @@ class LocalSurrogate:
         return sorted(eff.items(), key=lambda kv: -abs(kv[1]))[:k]
 
     def __str__(self) -> str:
-        head = (f"local {self.kind} surrogate of output {self.target}: black box {fmt_number(self.model_score)}, "
+        what = f"output {self.target}" + (f" ({self.target_name})" if self.target_name else "")
+        head = (f"local {self.kind} surrogate of {what}: black box {fmt_number(self.model_score)}, "
                 f"surrogate {fmt_number(self.surrogate_score)}, local fidelity R² {self.fidelity:.3f}")
         if self.rules is not None:
             return head + "\n" + str(self.rules)
@@ -86,7 +88,7 @@ class LocalSurrogate:
         """JSON-safe summary."""
         return {
             "kind": self.kind, "instance": self.instance.tolist(), "feature_names": self.feature_names,
-            "target": self.target, "model_score": self.model_score,
+            "target": self.target, "target_name": self.target_name, "model_score": self.model_score,
             "surrogate_score": self.surrogate_score, "fidelity": self.fidelity,
             "n_samples": self.n_samples, "kernel_width": self.kernel_width,
             "weights": self.weights, "intercept": self.intercept,
@@ -170,6 +172,9 @@ def local_surrogate(
     val, fit = perm[:n_val], np.concatenate([[0], perm[n_val:]])
     res = _fit_local(kind, rows, score, w, fit, val, x0, sd, alpha, max_depth, seed)
     res.feature_names, res.target, res.kernel_width = names, t, width
+    classes = estimator_classes(m)
+    if t is not None and classes is not None and t < len(classes):
+        res.target_name = str(classes[t])
     _finish(res, rows, score, val)
     return res
 
