@@ -8,7 +8,7 @@ import importlib
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -342,6 +342,7 @@ class Table:
     X: np.ndarray
     feature_names: list[str] | None
     labels: np.ndarray | None
+    preprocess: Callable[[np.ndarray], Any] | None = None  # table units -> model inputs
 
 
 def load_table(sources: Sequence[str], loaded: LoadedModel, *, rows: str | None = None,
@@ -349,19 +350,21 @@ def load_table(sources: Sequence[str], loaded: LoadedModel, *, rows: str | None 
     """Rows for :func:`unveil.distill` or :func:`unveil.bias_audit`.
 
     Without ``sources``, a zoo model brings every row of its data set (train and test, with
-    labels). ``label_column`` (a header name or a column index) takes the true labels out of a
-    CSV file's columns.
+    labels) in the data set's own units, with the standardisation the model needs as
+    ``preprocess``. ``label_column`` (a header name or a column index) takes the true labels
+    out of a CSV file's columns.
     """
     if not sources and loaded.zoo:
         from .zoo import load_dataset
 
         data = load_dataset(loaded.zoo)
-        X = np.concatenate([data.X_train.numpy(), data.X_test.numpy()])
+        X = data.raw(np.concatenate([data.X_train.numpy(), data.X_test.numpy()]))
         zoo_y = np.concatenate([data.y_train.numpy(), data.y_test.numpy()])
         if rows:
             idx = parse_rows(rows, X.shape[0])
             X, zoo_y = X[idx], zoo_y[idx]
-        return Table(X, data.feature_names or loaded.feature_names, zoo_y)
+        pre = data.standardise if data.mean is not None else None
+        return Table(X, data.feature_names or loaded.feature_names, zoo_y, pre)
     if not sources:
         raise InputError("no rows given; pass --input rows.csv (or .npy, or zoo:NAME)")
     inp = load_inputs(sources, loaded, rows=rows)

@@ -360,7 +360,8 @@ def distill_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs
     table = load_table(inputs, loaded, rows=rows, label_column=label_column)
     kw: dict[str, Any] = {"y": table.labels, "feature_names": table.feature_names,
                           "class_names": loaded.class_names, "threshold": threshold, "seed": seed,
-                          "augment": augment if augment == "auto" else int(augment)}
+                          "augment": augment if augment == "auto" else int(augment),
+                          "preprocess": table.preprocess}
     sur = distill(loaded.model, table.X, kind=kind, max_depth=max_depth,  # type: ignore[arg-type]
                   max_features=max_features, **kw)
     result: dict[str, Any] = sur.to_dict()
@@ -420,7 +421,8 @@ def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pi
     elif not hasattr(loaded.model, "classes_"):  # a scikit-learn classifier maps its own labels
         raise OptionError(f"--positive {positive!r} is neither an output index nor a class name "
                           f"(class names: {', '.join(loaded.class_names or []) or 'none known'})")
-    res = bias_audit(loaded.model, table.X, sensitive=col, y=table.labels, feature_names=names,
+    X = table.X if table.preprocess is None else table.preprocess(table.X)  # in the model's units
+    res = bias_audit(loaded.model, X, sensitive=col, y=table.labels, feature_names=names,
                      positive=pos, threshold=threshold, attribution=attribution, seed=seed)
     path = res.save(out) if out else None
     if as_json:

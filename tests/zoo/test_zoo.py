@@ -485,3 +485,15 @@ def test_two_processes_at_once_train_once_and_agree(tmp_path: Path) -> None:
         digest.update(value.numpy().tobytes())
     assert digest.hexdigest() == outcomes[0][1]
     assert not list(Path(cache).glob("*.tmp"))
+
+
+def test_breast_cancer_raw_units_round_trip() -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    data = load_dataset("breast_cancer_mlp")
+    _, test = split_indices(bunch.target)
+    np.testing.assert_allclose(data.raw(data.X_test), bunch.data[test], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.from_numpy(data.standardise(bunch.data[test])), data.X_test)
+    digits = load_dataset("digits_cnn")
+    assert digits.mean is None and np.array_equal(digits.raw(digits.X_test[:2]), digits.X_test[:2].numpy())

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 
+from ..surrogate._blackbox import model_rows
 from ._routes import _ERRORS, ModelName
 from ._schemas import (
     AuditRequest,
@@ -51,7 +52,7 @@ def global_router(store: Store) -> APIRouter:
     @r.get("/models/{model}/columns", response_model=list[ColumnOut])
     def columns(model: ModelName, upload: UploadQuery = None) -> list[ColumnOut]:
         e = store.entry(model)
-        X, _ = store.table(e, upload)
+        X, _, _ = store.table(e, upload)
         return _candidate_columns(X, _names(e, X.shape[1]))
 
     @r.post("/distill", response_model=DistillResponse)
@@ -60,14 +61,16 @@ def global_router(store: Store) -> APIRouter:
         from ..surrogate import fidelity_curve, permutation_importance
 
         e = store.entry(req.model)
-        X, y = store.table(e, req.upload)
-        kw: dict[str, Any] = {"y": y, "feature_names": _names(e, X.shape[1]), "class_names": e.class_names}
+        X, y, pre = store.table(e, req.upload)
+        kw: dict[str, Any] = {"y": y, "feature_names": _names(e, X.shape[1]), "class_names": e.class_names,
+                              "preprocess": pre}
         with store.lock:
             m = store.model(e)
             sur = fit(m, X, kind=req.kind, max_depth=req.max_depth, **kw)
             sizes = list(range(1, min(X.shape[1], 8) + 1)) if req.kind == "linear" else list(range(1, 7))
             curve = fidelity_curve(m, X, kind=req.kind, values=sizes, **kw)
-            imp = permutation_importance(m, X, feature_names=kw["feature_names"], n_repeats=3)
+            # shuffling a column gives the same answers in any units: use the model's
+            imp = permutation_importance(m, model_rows(X, pre), feature_names=kw["feature_names"], n_repeats=3)
         rules = [] if req.kind == "linear" else [
             RuleOut(text=str(rule), coverage=rule.coverage, fidelity=rule.fidelity) for rule in sur.rules()]
         top = dict(imp.ranking()[:10])
@@ -86,7 +89,8 @@ def global_router(store: Store) -> APIRouter:
         from ..audit._html import audit_sentences
 
         e = store.entry(req.model)
-        X, y = store.table(e, req.upload)
+        X, y, pre = store.table(e, req.upload)
+        X = model_rows(X, pre)  # the audit queries the model directly: its own units
         names = _names(e, X.shape[1])
         if req.sensitive not in names:
             raise ApiError(422, f"no column named {req.sensitive!r}; the columns are {', '.join(names)}")

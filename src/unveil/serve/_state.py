@@ -48,8 +48,9 @@ class Entry:
     is_module: bool | None = None
     tokenizer: Any = None
     background: torch.Tensor | None = None  # rows for the methods that ask for background=
-    table: torch.Tensor | None = None  # rows for model-level views (surrogates, audits): tables only
+    table: np.ndarray | None = None  # rows for model-level views (surrogates, audits): tables only
     table_labels: np.ndarray | None = None
+    table_preprocess: Callable[[np.ndarray], Any] | None = None  # ``table`` units -> model inputs
     _model: Any = None
 
     def n_samples(self) -> int:
@@ -79,8 +80,9 @@ def _zoo_entries() -> list[Entry]:
                          class_names=list(data.class_names), feature_names=data.feature_names,
                          samples=data.X_test, labels=data.y_test.numpy(), is_module=True,
                          background=data.X_train[:32],
-                         table=torch.cat([data.X_train, data.X_test]) if tabular else None,
-                         table_labels=torch.cat([data.y_train, data.y_test]).numpy() if tabular else None))
+                         table=data.raw(torch.cat([data.X_train, data.X_test])) if tabular else None,
+                         table_labels=torch.cat([data.y_train, data.y_test]).numpy() if tabular else None,
+                         table_preprocess=data.standardise if tabular and data.mean is not None else None))
     return out
 
 
@@ -97,7 +99,7 @@ def _extra_entry(name: str, obj: Any, samples: Any) -> Entry:
                  sample_shape=shape, class_names=lm.class_names, feature_names=lm.feature_names,
                  samples=x, is_module=isinstance(lm.model, torch.nn.Module), tokenizer=lm.tokenizer,
                  background=None if x is None else x[:32],
-                 table=x if modality == "tabular" and x is not None and x.ndim == 2 else None)
+                 table=x.numpy() if modality == "tabular" and x is not None and x.ndim == 2 else None)
 
 
 @dataclass
@@ -159,25 +161,29 @@ class Store:
         toks = None if up.tokens is None else [up.tokens[row]]
         return up.x[row:row + 1], None, toks
 
-    def table(self, entry: Entry, upload: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Rows (and true labels, when known) for the model-level views: an uploaded table, or
-        the rows the dashboard has for the model. Tables only; at least 20 rows."""
+    def table(self, entry: Entry, upload: str | None
+              ) -> tuple[np.ndarray, np.ndarray | None, Callable[[np.ndarray], Any] | None]:
+        """Rows for the model-level views: an uploaded table (in the model's units), or the rows
+        the dashboard has for the model (maybe in the data set's own units); their true labels
+        when known; and the function that turns them into model inputs (``None``: as they
+        are). Tables only; at least 20 rows."""
         if entry.modality != "tabular":
             raise ApiError(422, f"model {entry.name!r} takes {entry.modality} inputs; surrogates and "
                                 "audits work on tables")
+        pre = None
         if upload is not None:
             up = self.uploads.get(upload)
             if up is None or up.model != entry.name:
                 raise ApiError(404, f"no upload {upload!r} for model {entry.name!r} (uploads expire)")
-            x, y = up.x, None
+            x, y = up.x.numpy(), None
         elif entry.table is not None:
-            x, y = entry.table, entry.table_labels
+            x, y, pre = entry.table, entry.table_labels, entry.table_preprocess
         else:
             raise ApiError(422, f"the dashboard has no rows for model {entry.name!r}; upload a CSV table")
         if x.ndim != 2 or x.shape[0] < 20:
             raise ApiError(422, f"model-level views need a table of at least 20 rows, got shape "
                                 f"{tuple(x.shape)}; upload a larger CSV table")
-        return x.numpy().astype(np.float64), y
+        return x.astype(np.float64), y, pre
 
     def _add(self, store: OrderedDict[str, Any], item: Any, limit: int) -> str:
         key = secrets.token_hex(8)

@@ -21,11 +21,14 @@ from ..errors import InputError, OptionError
 
 __all__ = [
     "Answers",
+    "Preprocess",
     "Task",
     "as_table",
     "class_labels",
+    "estimator_classes",
     "evaluate_rows",
     "model_answers",
+    "model_rows",
     "query",
     "resolve_feature",
     "split_indices",
@@ -33,6 +36,7 @@ __all__ = [
 ]
 
 Task = Literal["auto", "classification", "regression"]
+Preprocess = Callable[[np.ndarray], Any]
 
 
 def as_table(X: Any, feature_names: Sequence[str] | None = None, *, name: str = "X") -> tuple[np.ndarray, list[str]]:
@@ -127,6 +131,20 @@ def evaluate_rows(
     with model.guard(), torch.no_grad():
         out = map_chunked(run, total, batch_size=batch_size, model=model, key=("surrogate", *key))
     return out.to(device="cpu", dtype=torch.float64)
+
+
+def model_rows(X: np.ndarray, preprocess: Preprocess | None) -> np.ndarray:
+    """The rows as the model takes them: ``preprocess(X)`` (array or tensor, one row per row of
+    ``X``), or ``X`` itself. Lets a surrogate read raw units while the model takes, say,
+    standardised ones."""
+    if preprocess is None:
+        return X
+    out = preprocess(X.copy())
+    arr = np.asarray(out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else out)
+    if arr.ndim < 1 or arr.shape[0] != X.shape[0] or not np.issubdtype(arr.dtype, np.number):
+        raise InputError(f"preprocess must return numbers with one row per input row ({X.shape[0]}), "
+                         f"got {arr.dtype} of shape {arr.shape}")
+    return np.ascontiguousarray(arr)
 
 
 def query(model: Model, X: np.ndarray, *, batch_size: BatchSize = "auto") -> np.ndarray:

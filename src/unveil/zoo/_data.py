@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,9 @@ class ZooData:
         Column names for tabular data, ``None`` for images.
     modality : {"image", "tabular"}
         The kind of input.
+    mean, std : numpy arrays or None
+        Tables: the standardisation the inputs went through (``X = (raw - mean) / std``, fitted
+        on the training rows); :meth:`raw` and :meth:`standardise` convert.
     """
 
     X_train: torch.Tensor
@@ -67,6 +70,19 @@ class ZooData:
     class_names: list[str]
     feature_names: list[str] | None
     modality: Literal["image", "tabular"]
+    mean: npt.NDArray[np.float64] | None = None
+    std: npt.NDArray[np.float64] | None = None
+
+    def raw(self, X: torch.Tensor | npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+        """Model inputs back in the data set's own units (float64)."""
+        arr = np.asarray(X.numpy() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
+        return arr if self.mean is None or self.std is None else arr * self.std + self.mean
+
+    def standardise(self, raw: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """Rows in the data set's own units as the zoo model takes them (float32)."""
+        arr = np.asarray(raw, dtype=np.float64)
+        out = arr if self.mean is None or self.std is None else (arr - self.mean) / self.std
+        return out.astype(np.float32)
 
 
 def split_indices(y: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -122,6 +138,8 @@ def _breast_cancer() -> ZooData:
         class_names=[str(name) for name in bunch.target_names],
         feature_names=[str(name) for name in bunch.feature_names],
         modality="tabular",
+        mean=mean,
+        std=std,
     )
 
 
@@ -168,4 +186,6 @@ def load_dataset(name: str) -> ZooData:
             class_names=list(data.class_names),
             feature_names=None if data.feature_names is None else list(data.feature_names),
             modality=data.modality,
+            mean=None if data.mean is None else data.mean.copy(),
+            std=None if data.std is None else data.std.copy(),
         )
