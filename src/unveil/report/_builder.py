@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,6 +301,7 @@ def build_section(
     tokens: Sequence[Sequence[str]] | None = None,
     labels: Any = None,
     data: Any = None,
+    data_units: tuple[Any, Callable[[Any], Any]] | None = None,
     model_name: str | None = None,
     description: str = "",
     evaluate: bool = True,
@@ -355,7 +356,7 @@ def build_section(
         runs=runs,
         trust=trust,
         global_facts=global_facts(m, runs, data=data, feature_names=feature_names,
-                                  class_names=class_names),
+                                  class_names=class_names, data_units=data_units),
         fingerprint=first.fingerprint if first is not None else m.fingerprint(),
         class_names=list(map(str, class_names)) if class_names is not None else None,
         feature_names=list(map(str, feature_names)) if feature_names is not None else None,
@@ -402,6 +403,10 @@ def report(
     data : array-like, optional
         Rows of the data the model works on: for the global section (a surrogate of the model,
         when available), and up to 64 of them as ``background=`` for the methods that ask.
+    data_units : (rows, preprocess), optional
+        The same kind of rows in the data set's own units, and the function that turns them
+        into model inputs (e.g. raw columns and a standardisation): the surrogate's rules are
+        then read in those units ("worst radius > 16.8").
     evaluate : bool
         Fill the trust card from :mod:`unveil.metrics` when it is installed (False: only the
         agreement between methods, which needs no extra model evaluation).

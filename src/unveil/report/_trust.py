@@ -9,7 +9,7 @@ report only reads them. Agreement between the methods of a report is measured he
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -174,11 +174,16 @@ def _importance(runs: Sequence[MethodRun], top_k: int = 10) -> dict[str, list[tu
 
 def global_facts(model: Model, runs: Sequence[MethodRun], *, data: Any = None,
                  feature_names: Sequence[str] | None = None,
-                 class_names: Sequence[str] | None = None) -> GlobalFacts:
+                 class_names: Sequence[str] | None = None,
+                 data_units: tuple[Any, Callable[[Any], Any]] | None = None) -> GlobalFacts:
     """Mean |attribution| per feature (tables), and a depth-3 tree surrogate of the model fitted
     on ``data`` (tables, when :mod:`unveil.surrogate` is installed), with its fidelity on the
-    rows of ``data`` it held out."""
+    rows of ``data`` it held out. With ``data_units = (rows, preprocess)`` the surrogate is
+    fitted on those rows, read in their units, and the model sees ``preprocess(rows)``."""
     facts = GlobalFacts(importance=_importance(runs))
+    preprocess = None
+    if data_units is not None:
+        data, preprocess = data_units
     if data is None or np.ndim(np.asarray(data)) != 2:
         return facts
     try:
@@ -192,6 +197,8 @@ def global_facts(model: Model, runs: Sequence[MethodRun], *, data: Any = None,
         kw: dict[str, Any] = {"feature_names": list(feature_names)} if feature_names else {}
         if class_names:
             kw["class_names"] = list(class_names)
+        if preprocess is not None:
+            kw["preprocess"] = preprocess
         sur = distill(model.obj, data, kind="tree", max_depth=3, **kw)
         facts.rules = str(sur.rules())
         facts.fidelity = float(sur.fidelity())
