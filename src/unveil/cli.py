@@ -433,9 +433,9 @@ def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pi
     elif not hasattr(loaded.model, "classes_"):  # a scikit-learn classifier maps its own labels
         raise OptionError(f"--positive {positive!r} is neither an output index nor a class name "
                           f"(class names: {', '.join(loaded.class_names or []) or 'none known'})")
-    X = table.X if table.preprocess is None else table.preprocess(table.X)  # in the model's units
-    res = bias_audit(loaded.model, X, sensitive=col, y=table.labels, feature_names=names,
-                     positive=pos, threshold=threshold, attribution=attribution, seed=seed)
+    res = bias_audit(loaded.model, table.X, sensitive=col, y=table.labels, feature_names=names,
+                     positive=pos, threshold=threshold, attribution=attribution, seed=seed,
+                     preprocess=table.preprocess)
     path = res.save(out) if out else None
     if as_json:
         _echo_json({**res.to_dict(), "out": str(path) if path else None})

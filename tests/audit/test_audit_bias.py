@@ -173,3 +173,23 @@ def test_model_left_unchanged(credit, train):
     with pytest.raises((RuntimeError, ModelError), match="boom"):
         bias_audit(broken, X[:300], sensitive=G)
     assert_unchanged(broken, before)
+
+
+def test_preprocess_audits_in_the_tables_own_units(credit):
+    """A scorer that takes standardised columns, audited on raw rows through ``preprocess``:
+    the figures of the audit on standardised rows, with groups named by their raw values."""
+    X, y, names = credit
+    mean, std = X.mean(0), X.std(0)
+    net = credit_scorer()
+
+    def scorer_of_z(z):  # the same decisions, computed from standardised columns
+        return net(torch.as_tensor(z * std + mean, dtype=torch.float32))
+
+    kw = {"sensitive": "gender", "y": y, "feature_names": names, "attribution": "permutation"}
+    on_z = bias_audit(scorer_of_z, (X - mean) / std, **kw)
+    on_raw = bias_audit(scorer_of_z, X, preprocess=lambda r: (r - mean) / std, **kw)
+    assert on_raw.groups == ["0", "1"] and on_z.groups != ["0", "1"]
+    assert on_raw.flip_rate == on_z.flip_rate and on_raw.verdict == on_z.verdict == "fail"
+    assert [m["selection_rate"] for m in on_raw.group_metrics.values()] == pytest.approx(
+        [m["selection_rate"] for m in on_z.group_metrics.values()])
+    assert on_raw.flagged_features == on_z.flagged_features == ["gender", "zip_area"]

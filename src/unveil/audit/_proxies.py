@@ -58,7 +58,8 @@ def find_proxies(
     reconstructing the attribute from all of them."""
     from sklearn.feature_selection import mutual_info_classif
 
-    _, counts = np.unique(s, return_counts=True)
+    _, codes, counts = np.unique(s, return_inverse=True, return_counts=True)
+    s = codes.astype(np.int64)  # group codes: the values may be floats (a standardised column) or text
     if counts.min() < 3:
         raise InputError(f"every group needs at least 3 rows to look for proxies; the smallest has {counts.min()}")
     rng = np.random.default_rng(seed)

@@ -31,7 +31,15 @@ import numpy as np
 
 from ..core.batching import BatchSize
 from ..errors import InputError, OptionError
-from ..surrogate._blackbox import as_table, class_labels, query, resolve_feature, true_labels, wrap
+from ..surrogate._blackbox import (
+    as_table,
+    class_labels,
+    query,
+    resolve_feature,
+    true_labels,
+    with_preprocess,
+    wrap,
+)
 from ..surrogate.global_importance import (
     GlobalImportance,
     permutation_importance,
@@ -196,7 +204,8 @@ def bias_audit(
     model: Any, X: Any, *, sensitive: Any, y: Any = None, feature_names: Sequence[str] | None = None,
     sensitive_name: str | None = None, positive: Any = 1, threshold: float | None = None,
     attribution: Any = "shapley", n_explain: int = 200, n_background: int = 32, n_samples: int = 256,
-    thresholds: AuditThresholds | None = None, seed: int = 0, batch_size: BatchSize = "auto",
+    thresholds: AuditThresholds | None = None, seed: int = 0, preprocess: Any = None,
+    batch_size: BatchSize = "auto",
 ) -> BiasAudit:
     """Audit ``model`` for reliance on a sensitive attribute.
 
@@ -215,6 +224,9 @@ def bias_audit(
         ``n_background`` background rows; exact when ``2**F <= n_samples``), ``"permutation"``,
         a :class:`GlobalImportance`, or attributions (N, F) / (F,)
     thresholds : :class:`AuditThresholds` (defaults stated there)
+    preprocess : function of the table's rows (N, F) -> the model's inputs, optional: audit in
+        the table's own units (groups ``0``/``1``, not standardised codes) while the model is
+        queried on ``preprocess(X)``
 
     Returns
     -------
@@ -228,10 +240,12 @@ def bias_audit(
     if not 2 <= groups.size <= 20:
         raise InputError(f"the sensitive attribute has {groups.size} distinct values; an audit needs 2 to 20 "
                          "groups (bin a continuous attribute first)")
-    scores = query(m, Xa, batch_size=batch_size)
-    labels = class_labels(scores, threshold, what="the audited model")
     ya = None if y is None else true_labels(y, Xa.shape[0], m)
     positive = int(true_labels([positive], 1, m, what="positive")[0])
+    if preprocess is not None:
+        m = with_preprocess(m, preprocess)
+    scores = query(m, Xa, batch_size=batch_size)
+    labels = class_labels(scores, threshold, what="the audited model")
     n_classes = scores.shape[1] if scores.ndim == 2 else 2
     if not 0 <= positive < n_classes:
         raise OptionError(f"positive={positive} is not a class of a model with {n_classes} classes; "

@@ -90,7 +90,6 @@ def global_router(store: Store) -> APIRouter:
 
         e = store.entry(req.model)
         X, y, pre = store.table(e, req.upload)
-        X = model_rows(X, pre)  # the audit queries the model directly: its own units
         names = _names(e, X.shape[1])
         if req.sensitive not in names:
             raise ApiError(422, f"no column named {req.sensitive!r}; the columns are {', '.join(names)}")
@@ -99,7 +98,7 @@ def global_router(store: Store) -> APIRouter:
                                 f"{len(e.class_names)} classes")
         with store.lock:
             res = bias_audit(store.model(e), X, sensitive=req.sensitive, y=y, feature_names=names,
-                             positive=req.positive)
+                             positive=req.positive, preprocess=pre)
         page = store.add_page(res.to_html(title=f"Bias audit of {req.sensitive} · {e.name}"))
         return AuditResponse(
             verdict=res.verdict, sentences=audit_sentences(res), flags=[str(f) for f in res.flags],

@@ -33,6 +33,7 @@ __all__ = [
     "resolve_feature",
     "split_indices",
     "true_labels",
+    "with_preprocess",
 ]
 
 Task = Literal["auto", "classification", "regression"]
@@ -145,6 +146,21 @@ def model_rows(X: np.ndarray, preprocess: Preprocess | None) -> np.ndarray:
         raise InputError(f"preprocess must return numbers with one row per input row ({X.shape[0]}), "
                          f"got {arr.dtype} of shape {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def with_preprocess(model: Model, preprocess: Preprocess) -> Model:
+    """A model of the table's rows: ``model`` applied to ``preprocess(rows)``, as a numpy
+    function (for the tools that only evaluate the model), under ``model``'s guard."""
+    if not callable(preprocess):
+        raise OptionError(f"preprocess must be a function of the table's rows, got {type(preprocess).__name__}")
+
+    def on_rows(rows: np.ndarray) -> np.ndarray:
+        x = model.prepare(torch.from_numpy(model_rows(np.asarray(rows, dtype=np.float64), preprocess)))
+        with model.guard(), torch.no_grad():
+            out: np.ndarray = model.forward(x).detach().cpu().to(torch.float64).numpy()
+        return out
+
+    return Model(on_rows, backend="numpy")
 
 
 def query(model: Model, X: np.ndarray, *, batch_size: BatchSize = "auto") -> np.ndarray:
