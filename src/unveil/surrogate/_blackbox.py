@@ -73,8 +73,11 @@ def as_table(X: Any, feature_names: Sequence[str] | None = None, *, name: str = 
 
 def estimator_classes(model: Model) -> np.ndarray | None:
     """The ``classes_`` of a scikit-learn classifier (its ``predict_proba`` column order), else ``None``."""
-    classes = getattr(model.obj, "classes_", None)
-    if classes is None or not hasattr(model.obj, "predict_proba"):
+    obj = model.obj
+    while isinstance(obj, _OnRows):  # a preprocessing wrapper answers with the inner model's columns
+        obj = obj.model.obj
+    classes = getattr(obj, "classes_", None)
+    if classes is None or not hasattr(obj, "predict_proba"):
         return None
     return np.asarray(classes)
 
@@ -91,12 +94,13 @@ def true_labels(y: Any, n: int, model: Model, *, what: str = "y") -> np.ndarray:
     classes = estimator_classes(model)
     if classes is not None:
         pos = {c.item() if hasattr(c, "item") else c: k for k, c in enumerate(classes)}
-        keys = [v.item() if hasattr(v, "item") else v for v in arr]
-        unknown = sorted({str(k) for k in keys if k not in pos})
+        values, inverse = np.unique(arr, return_inverse=True)  # look up each distinct label once
+        keys = [v.item() if hasattr(v, "item") else v for v in values]
+        unknown = sorted(str(k) for k in keys if k not in pos)
         if unknown:
             raise InputError(f"{what} holds labels {unknown[:5]} that the classifier does not know; its "
                              f"classes are {[str(c) for c in classes]}")
-        return np.array([pos[k] for k in keys], dtype=np.int64)
+        return np.array([pos[k] for k in keys], dtype=np.int64)[inverse.reshape(-1)]
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise InputError(f"{what} must hold class indices (0..K-1, the model's output columns) or numbers, "
                          f"got dtype {arr.dtype}; encode the labels in the model's column order")
@@ -148,19 +152,26 @@ def model_rows(X: np.ndarray, preprocess: Preprocess | None) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def with_preprocess(model: Model, preprocess: Preprocess) -> Model:
-    """A model of the table's rows: ``model`` applied to ``preprocess(rows)``, as a numpy
-    function (for the tools that only evaluate the model), under ``model``'s guard."""
-    if not callable(preprocess):
-        raise OptionError(f"preprocess must be a function of the table's rows, got {type(preprocess).__name__}")
+class _OnRows:
+    """``model`` applied to ``preprocess(rows)``: a numpy function of the table's rows."""
 
-    def on_rows(rows: np.ndarray) -> np.ndarray:
-        x = model.prepare(torch.from_numpy(model_rows(np.asarray(rows, dtype=np.float64), preprocess)))
-        with model.guard(), torch.no_grad():
-            out: np.ndarray = model.forward(x).detach().cpu().to(torch.float64).numpy()
+    def __init__(self, model: Model, preprocess: Preprocess) -> None:
+        self.model, self.preprocess = model, preprocess
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        x = self.model.prepare(torch.from_numpy(model_rows(np.asarray(rows, dtype=np.float64), self.preprocess)))
+        with self.model.guard(), torch.no_grad():
+            out: np.ndarray = self.model.forward(x).detach().cpu().to(torch.float64).numpy()
         return out
 
-    return Model(on_rows, backend="numpy")
+
+def with_preprocess(model: Model, preprocess: Preprocess) -> Model:
+    """A model of the table's rows: ``model`` applied to ``preprocess(rows)``, under ``model``'s
+    guard, for the tools that only evaluate the model (surrogates, audits). Labels are still
+    read through ``model`` (:func:`estimator_classes` looks through the wrapper)."""
+    if not callable(preprocess):
+        raise OptionError(f"preprocess must be a function of the table's rows, got {type(preprocess).__name__}")
+    return Model(_OnRows(model, preprocess), backend="numpy")
 
 
 def query(model: Model, X: np.ndarray, *, batch_size: BatchSize = "auto") -> np.ndarray:

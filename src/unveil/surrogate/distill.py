@@ -30,10 +30,10 @@ from ._blackbox import (
     as_table,
     estimator_classes,
     model_answers,
-    model_rows,
     query,
     split_indices,
     true_labels,
+    with_preprocess,
     wrap,
 )
 from ._fit import LinearFit, check_positive_int, fit_linear, fit_tree
@@ -62,7 +62,6 @@ class _Data:
     fit_rows: set[bytes] = field(default_factory=set, repr=False)
     X_extra: np.ndarray | None = None  # synthetic rows the black box labelled (fit only)
     extra: Answers | None = None
-    preprocess: Preprocess | None = None  # table units -> model inputs
 
     def fit_table(self) -> tuple[np.ndarray, Answers]:
         """The rows a surrogate is fitted on: the real fit rows, then the synthetic ones."""
@@ -99,13 +98,9 @@ def prepare(
     m = wrap(model)
     Xa, names = as_table(X, feature_names)
     ya = None if y is None else true_labels(y, Xa.shape[0], m)
-    if preprocess is not None and not callable(preprocess):
-        raise OptionError(f"preprocess must be a function of the table's rows, got {type(preprocess).__name__}")
-
-    def ask(rows: np.ndarray) -> np.ndarray:
-        return query(m, model_rows(rows, preprocess), batch_size=batch_size)
-
-    ans = model_answers(ask(Xa), task, threshold)
+    if preprocess is not None:
+        m = with_preprocess(m, preprocess)
+    ans = model_answers(query(m, Xa, batch_size=batch_size), task, threshold)
     if X_val is None:
         strat = ans.target if ans.task == "classification" else None
         fit_idx, val_idx = split_indices(Xa.shape[0], val_fraction, seed, strat)
@@ -116,7 +111,7 @@ def prepare(
     else:
         X_fit, fit = Xa, ans
         X_v, _ = as_table(X_val, names, name="X_val")
-        val = model_answers(ask(X_v), ans.task, threshold)
+        val = model_answers(query(m, X_v, batch_size=batch_size), ans.task, threshold)
         yv = None if y_val is None else true_labels(y_val, X_v.shape[0], m, what="y_val")
     n_extra = _n_synthetic(augment, X_fit.shape[0])
     if not 0.0 < spread <= 1.0:
@@ -124,9 +119,9 @@ def prepare(
     X_extra = extra = None
     if n_extra:
         X_extra = synthetic_rows(X_fit, n_extra, spread=spread, seed=seed)
-        extra = model_answers(ask(X_extra), fit.task, threshold)
+        extra = model_answers(query(m, X_extra, batch_size=batch_size), fit.task, threshold)
     return _Data(m, X_fit, X_v, fit, val, yv, names, _class_names(class_names, ans, m), threshold,
-                 batch_size, {r.tobytes() for r in X_fit}, X_extra, extra, preprocess)
+                 batch_size, {r.tobytes() for r in X_fit}, X_extra, extra)
 
 
 AUTO_FIT_ROWS = 20_000
@@ -151,7 +146,8 @@ class Surrogate:
     task : {"classification", "regression"}
     estimator : the fitted scikit-learn model
     model : Model
-        The black box it mimics (as wrapped by :func:`unveil.core.model.as_model`).
+        The black box it mimics (as wrapped by :func:`unveil.core.model.as_model`; with
+        ``preprocess``, that model applied to ``preprocess`` of the table's rows).
     feature_names, class_names : list of str (class names are ``None`` for regression)
     complexity : int
         Leaves of the tree (after merging splits that change no answer), rules of the rule list
@@ -206,10 +202,6 @@ class Surrogate:
         out = self.estimator.predict(Xa)
         return np.asarray(out, dtype=np.int64 if self.task == "classification" else np.float64)
 
-    def query(self, X: np.ndarray) -> np.ndarray:
-        """The black box's scores on table rows ``X`` (through ``preprocess`` when given)."""
-        return query(self.model, model_rows(X, self._data.preprocess), batch_size=self.batch_size)
-
     def rule_index(self, X: Any) -> np.ndarray:
         """Index into :meth:`rules` of the rule answering each row, shape (N,)."""
         if self._tree is None:
@@ -238,7 +230,7 @@ class Surrogate:
             warnings.warn(f"{seen} of {Xa.shape[0]} rows of X were used to fit the surrogate; "
                           "fidelity on them is optimistic", UserWarning, stacklevel=2)
         d = self._data
-        ans = model_answers(self.query(Xa), self.task, d.threshold)
+        ans = model_answers(query(self.model, Xa, batch_size=d.batch_size), self.task, d.threshold)
         return self._score(self.predict(Xa), ans.target)
 
     def accuracy(self, X: Any = None, y: Any = None) -> float:

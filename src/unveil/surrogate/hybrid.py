@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
-from ._blackbox import as_table, class_labels, true_labels
+from ._blackbox import as_table, class_labels, query, true_labels
 from ._rules import RuleList
 from .distill import Kind, Surrogate, distill
 
@@ -122,7 +122,7 @@ class HybridModel:
 
     def _network(self, Xa: np.ndarray) -> np.ndarray:
         s = self.surrogate
-        return class_labels(s.query(Xa), s.threshold)
+        return class_labels(query(s.model, Xa, batch_size=s.batch_size), s.threshold)
 
     def predict(self, X: Any, *, return_source: bool = False) -> Any:
         """Class index per row; with ``return_source`` also a boolean mask (True = a rule answered).
