@@ -201,6 +201,13 @@ def test_fidelity_curve_reaches_the_black_box_depth(tree_box):
     assert json.loads(json.dumps(curve.to_dict()))["values"] == [1, 2, 3, 4]
     lin = us.fidelity_curve(box, X, kind="linear", values=[1, 5])
     assert lin.parameter == "max_features" and lin.complexity[0] <= lin.complexity[1]
+    # a surrogate's own curve: the same figures, from the answers it already has
+    counted = Model(box)
+    sur = us.distill(counted, X, kind="tree", max_depth=2, min_samples_leaf=1)
+    before = counted.n_evals
+    own = sur.curve([1, 2, 3, 4])
+    assert counted.n_evals == before
+    assert own.fidelity == curve.fidelity and own.complexity == curve.complexity
 
 
 def test_accuracy_equals_direct_count(tree_box):

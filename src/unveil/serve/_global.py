@@ -58,7 +58,7 @@ def global_router(store: Store) -> APIRouter:
     @r.post("/distill", response_model=DistillResponse)
     def distill(req: DistillRequest) -> DistillResponse:
         from ..surrogate import distill as fit
-        from ..surrogate import fidelity_curve, permutation_importance
+        from ..surrogate import permutation_importance
 
         e = store.entry(req.model)
         X, y, pre = store.table(e, req.upload)
@@ -68,7 +68,7 @@ def global_router(store: Store) -> APIRouter:
             m = store.model(e)
             sur = fit(m, X, kind=req.kind, max_depth=req.max_depth, **kw)
             sizes = list(range(1, min(X.shape[1], 8) + 1)) if req.kind == "linear" else list(range(1, 7))
-            curve = fidelity_curve(m, X, kind=req.kind, values=sizes, **kw)
+            curve = sur.curve(sizes)  # the model's answers are reused
             # shuffling a column gives the same answers in any units: use the model's
             imp = permutation_importance(m, model_rows(X, pre), feature_names=kw["feature_names"], n_repeats=3)
         rules = [] if req.kind == "linear" else [

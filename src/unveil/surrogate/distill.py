@@ -186,6 +186,7 @@ class Surrogate:
             self.held_out["accuracy"] = self._score(pred_val, data.y_val)
             self.held_out["model_accuracy"] = self._score(data.val.target, data.y_val)
         self._rules: RuleList | None = None
+        self._fit_opts: dict[str, Any] = {}  # set by fit_surrogate, reused by curve()
         if tree is not None:
             idx = tree.rule_index(estimator.apply(data.X_val))
             self._rules = score_rules(tree.rules, idx, data.val.target, self.task == "classification")
@@ -201,6 +202,12 @@ class Surrogate:
             return np.asarray(out, dtype=np.int64)
         out = self.estimator.predict(Xa)
         return np.asarray(out, dtype=np.int64 if self.task == "classification" else np.float64)
+
+    def curve(self, values: Sequence[int] | None = None) -> FidelityCurve:
+        """Surrogates of this kind and growing size (``max_depth``, or ``max_features`` for a
+        linear one; defaults as in :func:`fidelity_curve`) measured on the same held-out rows.
+        Reuses the black box's answers: the model is not queried again."""
+        return _curve(self._data, self.kind, values, self._fit_opts)
 
     def rule_index(self, X: Any) -> np.ndarray:
         """Index into :meth:`rules` of the rule answering each row, shape (N,)."""
@@ -317,12 +324,15 @@ def fit_surrogate(data: _Data, kind: Kind, *, max_depth: int | None = 4, max_lea
                              max_depth=max_depth, max_leaves=max_leaves,
                              min_samples_leaf=min_samples_leaf, seed=seed)
         params = {"max_depth": max_depth, "max_leaves": max_leaves, "min_samples_leaf": min_samples_leaf}
-        return Surrogate(data, kind, est, params, tree=tree)
-    if kind == "linear":
+        sur = Surrogate(data, kind, est, params, tree=tree)
+    elif kind == "linear":
         lin = fit_linear(X_fit, fit, alpha=alpha, max_features=max_features, seed=seed)
-        return Surrogate(data, kind, lin.estimator, {"alpha": lin.alpha, "max_features": max_features},
-                         linear=lin)
-    raise OptionError(f"kind must be 'tree', 'rules' or 'linear', got {kind!r}")
+        sur = Surrogate(data, kind, lin.estimator, {"alpha": lin.alpha, "max_features": max_features},
+                        linear=lin)
+    else:
+        raise OptionError(f"kind must be 'tree', 'rules' or 'linear', got {kind!r}")
+    sur._fit_opts = {"max_leaves": max_leaves, "min_samples_leaf": min_samples_leaf, "alpha": alpha, "seed": seed}
+    return sur
 
 
 def distill(
@@ -438,7 +448,12 @@ def fidelity_curve(
     param = "max_features" if kind == "linear" else "max_depth"
     if param in options:
         raise OptionError(f"values= sets {param} in a fidelity curve; do not pass {param}=")
-    data = prepare(model, X, **options)
+    return _curve(prepare(model, X, **options), kind, values, fit_opts)
+
+
+def _curve(data: _Data, kind: Kind, values: Sequence[int] | None, fit_opts: dict[str, Any]) -> FidelityCurve:
+    """Surrogates of growing size on prepared data (the black box is not queried again)."""
+    param = "max_features" if kind == "linear" else "max_depth"
     if values is None:
         values = range(1, min(len(data.names), 10) + 1) if kind == "linear" else range(1, 9)
     vals = [check_positive_int(param, v) or 1 for v in values]
