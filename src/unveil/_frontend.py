@@ -363,8 +363,7 @@ def load_table(sources: Sequence[str], loaded: LoadedModel, *, rows: str | None 
         if rows:
             idx = parse_rows(rows, X.shape[0])
             X, zoo_y = X[idx], zoo_y[idx]
-        pre = data.standardise if data.mean is not None else None
-        return Table(X, data.feature_names or loaded.feature_names, zoo_y, pre)
+        return Table(X, data.feature_names or loaded.feature_names, zoo_y, data.preprocess)
     if not sources:
         raise InputError("no rows given; pass --input rows.csv (or .npy, or zoo:NAME)")
     inp = load_inputs(sources, loaded, rows=rows)

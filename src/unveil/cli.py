@@ -270,7 +270,7 @@ def _zoo_units(loaded: LoadedModel, path: str | None, train: Any) -> Any:
     from .zoo import load_dataset
 
     data = load_dataset(name)
-    return None if data.mean is None else (data.raw(train), data.standardise)
+    return None if data.preprocess is None else (data.raw(train), data.preprocess)
 
 
 @cli.command("report")

@@ -82,7 +82,7 @@ def _zoo_entries() -> list[Entry]:
                          background=data.X_train[:32],
                          table=data.raw(torch.cat([data.X_train, data.X_test])) if tabular else None,
                          table_labels=torch.cat([data.y_train, data.y_test]).numpy() if tabular else None,
-                         table_preprocess=data.standardise if tabular and data.mean is not None else None))
+                         table_preprocess=data.preprocess if tabular else None))
     return out
 
 

@@ -39,7 +39,7 @@ def synthetic_rows(X: np.ndarray, n: int, *, spread: float, seed: int) -> np.nda
     noise = rng.standard_normal((n, int(cont.sum()))) * (X[:, cont].std(axis=0) * spread)
     base[:, cont] = np.clip(base[:, cont] + noise, lo[cont], hi[cont])
     if disc.any():
-        donors = X[rng.integers(0, X.shape[0], n)][:, disc]
+        donors = X[np.ix_(rng.integers(0, X.shape[0], n), np.flatnonzero(disc))]  # only the discrete columns
         swap = rng.random((n, int(disc.sum()))) < spread
         sub = base[:, disc]
         sub[swap] = donors[swap]

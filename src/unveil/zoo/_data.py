@@ -78,6 +78,12 @@ class ZooData:
         arr = np.asarray(X.numpy() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
         return arr if self.mean is None or self.std is None else arr * self.std + self.mean
 
+    @property
+    def preprocess(self) -> Callable[[npt.NDArray[Any]], npt.NDArray[np.float32]] | None:
+        """:meth:`standardise` for a standardised table (rows in own units -> model inputs),
+        ``None`` when the inputs are the data set's own values."""
+        return None if self.mean is None or self.std is None else self.standardise
+
     def standardise(self, raw: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Rows in the data set's own units as the zoo model takes them (float32)."""
         arr = np.asarray(raw, dtype=np.float64)
