@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import unveil as uv
+from test_cli import _main
 from unveil.audit.examples import credit_scorer, synthetic_credit
-from unveil.cli import main
 
 FAIR_MODULE = """
 from unveil.audit.examples import credit_scorer
@@ -19,13 +19,6 @@ from unveil.audit.examples import credit_scorer
 def fair():
     return credit_scorer(gender_weight=0.0, zip_weight=0.0)
 """
-
-
-def _main(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,9 @@ from ._counterfactual import flip_rates
 from ._fairness import group_label, group_metrics
 from ._proxies import ProxyInfo, find_proxies
 
-__all__ = ["AuditThresholds", "BiasAudit", "Flag", "bias_audit"]
+__all__ = ["MAX_GROUPS", "AuditThresholds", "BiasAudit", "Flag", "bias_audit"]
+
+MAX_GROUPS = 20  # most distinct values a sensitive attribute may take (bin a continuous one)
 
 
 @dataclass(frozen=True)
@@ -237,8 +239,8 @@ def bias_audit(
     Xa, names = as_table(X, feature_names)
     s, col, sname = _sensitive(sensitive, Xa, names, sensitive_name)
     groups = np.unique(s)
-    if not 2 <= groups.size <= 20:
-        raise InputError(f"the sensitive attribute has {groups.size} distinct values; an audit needs 2 to 20 "
+    if not 2 <= groups.size <= MAX_GROUPS:
+        raise InputError(f"the sensitive attribute has {groups.size} distinct values; an audit needs 2 to {MAX_GROUPS} "
                          "groups (bin a continuous attribute first)")
     ya = None if y is None else true_labels(y, Xa.shape[0], m)
     positive = int(true_labels([positive], 1, m, what="positive")[0])

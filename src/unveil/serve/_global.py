@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 
+from ..audit.bias import MAX_GROUPS
 from ..surrogate._blackbox import model_rows
 from ._routes import _ERRORS, ModelName
 from ._schemas import (
@@ -28,7 +29,6 @@ __all__ = ["global_router"]
 
 PageId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$")]
 UploadQuery = Annotated[str | None, Query(pattern=r"^[0-9a-f]{16}$")]
-MAX_GROUPS = 20
 
 
 def _names(entry: Entry, n: int) -> list[str]:
