@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from . import errors
-from .api import explain, make_explainer, methods
+from .api import explain, make_explainer, methods, options
 from .attention import attention
 from .attribution import *  # noqa: F403  # every method class, e.g. uv.IntegratedGradients
 from .attribution import __all__ as _methods_all
@@ -67,6 +67,7 @@ __all__ = [
     "load",
     "make_explainer",
     "methods",
+    "options",
     "set_memory_budget",
     *_LAZY,
 ]

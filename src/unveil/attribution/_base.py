@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -13,6 +14,7 @@ from ..core.batching import BatchSize, map_chunked, resolve_batch_size
 from ..core.explanation import Explanation
 from ..core.modality import infer_modality
 from ..core.model import Model, TargetSpec, as_model
+from ..core.registry import MethodInfo, get_method
 
 __all__ = ["Attributor", "Call"]
 
@@ -47,6 +49,36 @@ class Attributor(abc.ABC):
 
     name: ClassVar[str] = "attributor"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check constructor options against the method's declaration before ``__init__``."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def checked(self: Attributor, model: Any, *args: Any, **options: Any) -> None:
+            if type(self) is owner:  # the outermost constructor checks; super() calls do not
+                info = self.declaration()
+                if info is not None:
+                    info.options.check(options)
+            init(self, model, *args, **options)
+
+        owner = cls
+        cls.__init__ = checked  # type: ignore[method-assign]  # the same constructor, checked first
+
+    @classmethod
+    def declaration(cls) -> MethodInfo | None:
+        """The registry's declaration of this class (``None`` for an unregistered class)."""
+        name = cls.__dict__.get("name")
+        if not isinstance(name, str):
+            return None
+        try:
+            info = get_method(name)
+        except LookupError:
+            return None
+        return info if info.cls is cls else None
+
     def __init__(self, model: Any, *, batch_size: BatchSize = "auto") -> None:
         self.model = as_model(model)
         self.batch_size = resolve_batch_size(batch_size)
@@ -62,7 +94,28 @@ class Attributor(abc.ABC):
             k: v for k, v in vars(self).items() if k not in ("model",) and not k.startswith("_")
         }
 
+    def _common_call_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Check the call options against the declaration; take out the common ones the base
+        handles (``feature_names``, ``class_names``; ``seed`` for methods without randomness)."""
+        info = self.declaration()
+        if info is None:
+            return {}
+        info.options.check(kwargs)
+        names = {k: kwargs.pop(k) for k in ("feature_names", "class_names") if k in kwargs}
+        if not info.takes_seed:
+            kwargs.pop("seed", None)
+        return names
+
     def __call__(self, inputs: Any, *, target: TargetSpec = "predicted", **kwargs: Any) -> Explanation:
+        names = self._common_call_options(kwargs)
+        exp = self._run(inputs, target=target, **kwargs)
+        for key, value in names.items():
+            if value is not None:
+                setattr(exp, key, [str(v) for v in value])
+        return exp
+
+    def _run(self, inputs: Any, *, target: TargetSpec = "predicted", **kwargs: Any) -> Explanation:
+        """The call after its options were checked: validate, guard the model, attribute."""
         model = self.model
         x = model.prepare(inputs)
         with model.guard():

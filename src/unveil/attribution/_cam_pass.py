@@ -50,7 +50,7 @@ class SinglePassAttributor(Attributor):
     :meth:`_assemble` ``(call, result, **kwargs) -> dict`` building the ``_attribute`` result.
     """
 
-    def __call__(
+    def _run(
         self, inputs: Any, *, target: TargetSpec = "predicted", **kwargs: Any
     ) -> Explanation:
         self._check_call_options(kwargs)
@@ -59,7 +59,7 @@ class SinglePassAttributor(Attributor):
         outer = calls.get(key)
         calls[key] = _Pending(target=target, kwargs=kwargs)
         try:
-            return super().__call__(inputs, target=target, **kwargs)
+            return super()._run(inputs, target=target, **kwargs)
         finally:
             if outer is None:
                 del calls[key]

@@ -119,7 +119,7 @@ class SinglePass(Attributor):
         """A context manager factory active during the forward pass (modified backward)."""
         return None
 
-    def __call__(
+    def _run(
         self,
         inputs: Any,
         *,
@@ -131,7 +131,7 @@ class SinglePass(Attributor):
         _reject(kwargs, self.name)
         model = self.model
         if model.backend == "auto":  # a plain function not probed yet: the generic flow
-            return super().__call__(inputs, target=target, layer=layer, neuron=neuron)
+            return super()._run(inputs, target=target, layer=layer, neuron=neuron)
         x = model.prepare(inputs)
         with model.guard():
             start, t0 = model.n_evals, time.perf_counter()
