@@ -60,7 +60,7 @@ __all__ = [
     "report",
     "FeatureGroups",
     "Model",
-    *[n for n in _methods_all if n not in ("Attributor", "Call")],
+    *[n for n in _methods_all if n not in ("Attributor", "Call", "FirstPass", "Partial")],
     "UnveilError",
     "errors",
     "explain",

@@ -171,7 +171,7 @@ def test_global_section_has_surrogate_rules() -> None:
 
 
 def test_retry_options_go_only_to_methods_that_ask(monkeypatch) -> None:
-    from unveil.attribution import Attributor
+    from unveil.attribution import Attributor, Partial
     from unveil.core import registry
     from unveil.errors import OptionError as OptErr
 
@@ -183,7 +183,7 @@ def test_retry_options_go_only_to_methods_that_ask(monkeypatch) -> None:
         def _attribute(self, call, *, background=None):
             if background is None:
                 raise OptErr("'needs_background' averages over a background set: pass background=")
-            return {"values": call.x - torch.as_tensor(background).mean(0)}
+            return Partial(values=call.x - torch.as_tensor(background).mean(0))
 
     info = registry.MethodInfo("needs_background", NeedsBackground, "test", ("tabular",), False,
                                False, False, "")

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal, Union
 import numpy as np
 import torch
 
-from ..attribution._base import Attributor, Call
+from ..attribution import Attributor, Call, Partial
 from ..core.batching import BatchSize, run_chunked
 from ..core.model import Model
 from ..core.registry import register
@@ -139,20 +139,15 @@ class _AttentionMethod(Attributor):
         return row * valid.to(row.dtype)
 
     def _result(self, call: Call, tokens: torch.Tensor, extras: dict[str, Any],
-                meta: dict[str, Any]) -> dict[str, Any]:
+                meta: dict[str, Any]) -> Partial:
         """Package (N, T) token values, mapped to pixels for image inputs."""
-        out: dict[str, Any] = {"values": tokens, "extras": extras, "meta": meta}
         x = call.x
         if x.is_floating_point() and x.ndim == 4:
             size = (int(x.shape[-2]), int(x.shape[-1]))
             patch_map, pixels = tokens_to_image(tokens, size, self.prefix_tokens)
-            out["values"] = pixels
-            extras["tokens"] = tokens
-            extras["patch_map"] = patch_map
-            out["modality"] = "image"
-        else:
-            out["modality"] = "text"
-        return out
+            return Partial(values=pixels, extras=extras, meta=meta, modality="image").add(
+                extras={"tokens": tokens, "patch_map": patch_map})
+        return Partial(values=tokens, extras=extras, meta=meta, modality="text")
 
 
 @register("attention_raw", family="attention", modalities=_MODALITIES)
@@ -178,7 +173,7 @@ class AttentionRaw(_AttentionMethod):
                          batch_size=batch_size)
         self.layer = layer
 
-    def _attribute(self, call: Call, *, attention_mask: Any = None, **kwargs: Any) -> dict[str, Any]:
+    def _attribute(self, call: Call, *, attention_mask: Any = None, **kwargs: Any) -> Partial:
         _reject(kwargs, self.name)
         probs, _, names = self._capture(call)
         n_layers = probs.shape[1]
@@ -228,7 +223,7 @@ class AttentionRollout(_AttentionMethod):
         residual_attention(torch.zeros(1, 1), residual)  # validate early
         self.residual = residual
 
-    def _attribute(self, call: Call, *, attention_mask: Any = None, **kwargs: Any) -> dict[str, Any]:
+    def _attribute(self, call: Call, *, attention_mask: Any = None, **kwargs: Any) -> Partial:
         _reject(kwargs, self.name)
         probs, _, names = self._capture(call)
         rel = rollout(fuse_heads(probs, self.head_fusion), self.residual)
@@ -269,7 +264,7 @@ class AttentionFlow(_AttentionMethod):
         self.residual = residual
         self.normalize = normalize
 
-    def _attribute(self, call: Call, *, attention_mask: Any = None, **kwargs: Any) -> dict[str, Any]:
+    def _attribute(self, call: Call, *, attention_mask: Any = None, **kwargs: Any) -> Partial:
         _reject(kwargs, self.name)
         probs, _, names = self._capture(call)
         cap = residual_attention(fuse_heads(probs, self.head_fusion), self.residual)
@@ -312,7 +307,7 @@ class GradAttentionRollout(_AttentionMethod):
         super().__init__(model, query=query, modules=modules, prefix_tokens=prefix_tokens,
                          keep_attentions=keep_attentions, batch_size=batch_size)
 
-    def _attribute(self, call: Call, *, attention_mask: Any = None, **kwargs: Any) -> dict[str, Any]:
+    def _attribute(self, call: Call, *, attention_mask: Any = None, **kwargs: Any) -> Partial:
         _reject(kwargs, self.name)
         call.model.require_gradients(self.name)
         probs, grads, names = self._capture(call)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._base import Attributor, Call
+from ._base import Attributor, Call, FirstPass, Partial
 from .cam import (
     AblationCAM,
     EigenCAM,
@@ -37,6 +37,7 @@ __all__ = [
     "EigenCAM",
     "ExactShapley",
     "FeatureAblation",
+    "FirstPass",
     "GradCAM",
     "GradCAMPlusPlus",
     "GradientShap",
@@ -49,6 +50,7 @@ __all__ = [
     "LayerCAM",
     "Lime",
     "Occlusion",
+    "Partial",
     "PermutationShapley",
     "Saliency",
     "ScoreCAM",

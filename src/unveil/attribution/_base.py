@@ -1,4 +1,12 @@
-"""The contract every attribution method keeps, and the shared steps of a call."""
+"""The contract every attribution method keeps, and the shared steps of a call.
+
+A call runs in three steps: :meth:`Attributor._first_pass` evaluates the model and resolves the
+targets (a :class:`FirstPass`), :meth:`Attributor._attribute` computes the method's result (a
+:class:`Partial`), and :meth:`Attributor._explanation` turns it into the
+:class:`~unveil.core.explanation.Explanation`. A method that gets its attribution from the same
+pass as the scores (CAMs, LRP, Saliency) overrides ``_first_pass`` and hands what it computed to
+``_attribute`` in ``call.first_pass``.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +24,52 @@ from ..core.modality import infer_modality
 from ..core.model import Model, TargetSpec, as_model
 from ..core.registry import MethodInfo, get_method
 
-__all__ = ["Attributor", "Call"]
+__all__ = ["Attributor", "Call", "FirstPass", "Partial"]
+
+
+@dataclass
+class Partial:
+    """A method's result before it becomes an :class:`Explanation` (what ``_attribute`` returns).
+
+    ``values`` is shaped like the inputs (or like a layer's output, or ``(N, T)`` for token ids);
+    ``baseline_outputs``, ``delta`` and ``stderr`` have one entry per row (``stderr``: per
+    value). ``extras`` holds arrays (tensors are converted), ``params`` is merged over the
+    method's :meth:`Attributor.params`, and ``modality=None`` means "inferred from the inputs".
+    """
+
+    values: torch.Tensor
+    baseline_outputs: torch.Tensor | None = None
+    delta: torch.Tensor | None = None
+    stderr: torch.Tensor | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, Any] | None = None
+    modality: str | None = None
+    seed: int | None = None
+
+    def add(
+        self,
+        *,
+        params: dict[str, Any] | None = None,
+        extras: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Partial:
+        """Merge entries into ``params``, ``extras`` and ``meta`` (new keys win); returns self."""
+        self.params.update(params or {})
+        self.extras.update(extras or {})
+        self.meta.update(meta or {})
+        return self
+
+
+@dataclass
+class FirstPass:
+    """What the first pass of a call found: every score per row, the resolved targets, and what
+    a method's own first pass leaves for ``_attribute`` (``state``, ``None`` by default)."""
+
+    all_outputs: torch.Tensor  # every score per row, (N, K) or (N,)
+    targets: torch.Tensor | None
+    state: Any = None
 
 
 @dataclass
@@ -29,6 +82,7 @@ class Call:
     outputs: torch.Tensor  # target score per row at the input, (N,)
     all_outputs: torch.Tensor  # every score per row, (N, K) or (N,)
     evals_at_start: int
+    first_pass: Any = None  # FirstPass.state: a method's own first pass, for its _attribute
     t0: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -85,8 +139,8 @@ class Attributor(abc.ABC):
 
     # subclasses implement this; it runs inside the model guard
     @abc.abstractmethod
-    def _attribute(self, call: Call, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Return at least ``values`` (shaped like the inputs) plus any Explanation fields."""
+    def _attribute(self, call: Call, *args: Any, **kwargs: Any) -> Partial:
+        """The method's result for ``call`` (the call options come as keywords)."""
 
     def params(self) -> dict[str, Any]:
         """The options that define this method's result (for the Explanation)."""
@@ -121,22 +175,33 @@ class Attributor(abc.ABC):
         with model.guard():
             start = model.n_evals
             t0 = time.perf_counter()
-            with torch.inference_mode():
-                all_out = self.predict(x)
-            targets = model.resolve_targets(target, all_out)
+            first = self._first_pass(x, target, **kwargs)
             call = Call(
                 model=model,
                 x=x,
-                targets=targets,
-                outputs=Model.select(all_out, targets).clone(),
-                all_outputs=all_out.clone(),
+                targets=first.targets,
+                outputs=Model.select(first.all_outputs, first.targets).clone(),
+                all_outputs=first.all_outputs.clone(),
                 evals_at_start=start,
+                first_pass=first.state,
             )
             call.timings["forward"] = time.perf_counter() - t0
             call.t0 = time.perf_counter()
             result = self._attribute(call, **kwargs)
             call.tick("attribute")
         return self._explanation(call, result)
+
+    def _first_pass(self, x: torch.Tensor, target: TargetSpec, **kwargs: Any) -> FirstPass:
+        """Every score for ``x`` and the resolved targets (``kwargs``: the call options).
+
+        The default runs the model once under ``inference_mode``. A method whose attribution
+        comes out of the same pass overrides this to do its work here, returning what
+        ``_attribute`` needs as ``state`` (it must not keep per-call state on ``self``: one
+        instance may serve several threads). Raises the usual target errors.
+        """
+        with torch.inference_mode():
+            all_out = self.predict(x)
+        return FirstPass(all_out, self.model.resolve_targets(target, all_out))
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """All scores for ``x``, chunked (call under ``inference_mode``)."""
@@ -148,24 +213,31 @@ class Attributor(abc.ABC):
             key=("predict", tuple(x.shape[1:])),
         )
 
-    def _explanation(self, call: Call, result: dict[str, Any]) -> Explanation:
-        values = _numpy(result.pop("values"))
-        for k in ("baseline_outputs", "delta", "stderr"):
-            if k in result:
-                result[k] = _numpy(result[k])
-        params = {**self.params(), **result.pop("params", {})}
+    def _explanation(self, call: Call, result: Partial) -> Explanation:
+        """The Explanation of ``call`` from the method's result (the one place it is built)."""
+        if not isinstance(result, Partial):
+            raise TypeError(
+                f"{type(self).__name__}._attribute returned {type(result).__name__}; it must "
+                "return an unveil.attribution.Partial(values=...)"
+            )
         return Explanation(
-            values=values,
+            values=_numpy(result.values),
             inputs=_numpy(call.x),
             method=self.name,
             targets=None if call.targets is None else _numpy(call.targets),
             outputs=_numpy(call.outputs),
-            params=params,
+            baseline_outputs=_numpy(result.baseline_outputs),
+            params={**self.params(), **result.params},
+            seed=result.seed,
+            stderr=_numpy(result.stderr),
+            delta=_numpy(result.delta),
             n_evals=call.model.n_evals - call.evals_at_start,
             timings=call.timings,
-            modality=result.pop("modality", infer_modality(call.x)),
+            groups=result.groups,
+            extras=dict(result.extras),
+            meta=dict(result.meta),
+            modality=result.modality or infer_modality(call.x),
             _fingerprint_fn=call.model.fingerprint,
-            **result,
         )
 
 

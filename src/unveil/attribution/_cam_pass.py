@@ -1,27 +1,26 @@
 """Single-pass attributors: one forward pass gives both the scores and the attribution.
 
-:class:`~unveil.attribution._base.Attributor` first evaluates the model under ``inference_mode``
-to resolve the targets, then calls ``_attribute``. For methods that need just one forward (and one
-backward) pass — CAMs, LRP — that first pass would cost a third of the method again. A
-:class:`SinglePassAttributor` instead does its whole work inside that first pass: ``predict`` runs
-the method's forward (with autograd) chunk by chunk, resolves the targets of each chunk from its
-outputs exactly as the base does (``Model.resolve_targets``), keeps the per-row results, and
-returns the scores; ``_attribute`` then only assembles them. When the target cannot be resolved
-per chunk (a malformed sequence), the base's plain forward runs and raises its usual error.
+The base :class:`~unveil.attribution._base.Attributor` first evaluates the model under
+``inference_mode`` to resolve the targets, then calls ``_attribute``. For methods that need just
+one forward (and one backward) pass — CAMs, LRP — that first pass would cost a third of the
+method again. A :class:`SinglePassAttributor` instead does its whole work in its first pass
+(``_first_pass``): it runs the method's forward (with autograd) chunk by chunk, resolves the
+targets of each chunk from its outputs exactly as the base does (``Model.resolve_targets``), and
+hands the per-row results to ``_attribute`` in ``call.first_pass``, which only assembles them.
+When the target cannot be resolved per chunk (a malformed sequence), the base's plain forward
+runs and raises its usual error (or, for a target it does accept, the method runs after it).
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..core.explanation import Explanation
 from ..core.model import Model, TargetSpec
-from ._base import Attributor, Call
+from ._base import Attributor, Call, FirstPass, Partial
 
 __all__ = ["PassResult", "SinglePassAttributor"]
 
@@ -34,42 +33,13 @@ class PassResult:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class _Pending:
-    target: TargetSpec
-    kwargs: dict[str, Any]
-    used: bool = False
-    result: PassResult | None = None
-
-
 class SinglePassAttributor(Attributor):
     """Base for methods whose attribution comes out of the same pass as the scores.
 
     Subclasses implement :meth:`_single_pass` ``(x, targets_for) -> (outputs, PassResult)`` where
     ``targets_for(out, a, b)`` gives the resolved targets of rows ``a..b`` from their scores, and
-    :meth:`_assemble` ``(call, result, **kwargs) -> dict`` building the ``_attribute`` result.
+    :meth:`_assemble` ``(call, result, **kwargs) -> Partial`` building the method's result.
     """
-
-    def _run(
-        self, inputs: Any, *, target: TargetSpec = "predicted", **kwargs: Any
-    ) -> Explanation:
-        self._check_call_options(kwargs)
-        calls = _calls()
-        key = id(self)
-        outer = calls.get(key)
-        calls[key] = _Pending(target=target, kwargs=kwargs)
-        try:
-            return super()._run(inputs, target=target, **kwargs)
-        finally:
-            if outer is None:
-                del calls[key]
-            else:
-                calls[key] = outer
-
-    @property
-    def _pending(self) -> _Pending | None:
-        """The state of this thread's call in progress (``None`` outside a call)."""
-        return _calls().get(id(self))
 
     def _check_call_options(self, kwargs: dict[str, Any]) -> None:
         """Reject unknown call options before any work (override to accept some)."""
@@ -81,25 +51,21 @@ class SinglePassAttributor(Attributor):
                 "(method options go to the constructor)"
             )
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        p = self._pending
-        if p is None or p.used or not _sliceable(p.target, x.shape[0]):
-            return super().predict(x)
-        p.used = True
+    def _first_pass(self, x: torch.Tensor, target: TargetSpec, **kwargs: Any) -> FirstPass:
+        self._check_call_options(kwargs)
+        if not _sliceable(target, x.shape[0]):
+            return super()._first_pass(x, target)  # the base resolves (or raises)
         model = self.model
-        spec = p.target
 
         def targets_for(out: torch.Tensor, a: int, b: int) -> torch.Tensor | None:
-            return model.resolve_targets(_slice_target(spec, a, b), out)
+            return model.resolve_targets(_slice_target(target, a, b), out)
 
-        with torch.inference_mode(False):
-            outputs, p.result = self._single_pass(x, targets_for)
-        return outputs
+        outputs, result = self._single_pass(x, targets_for)
+        return FirstPass(outputs, model.resolve_targets(target, outputs), state=result)
 
-    def _attribute(self, call: Call, **kwargs: Any) -> dict[str, Any]:
-        p = self._pending
-        result = None if p is None else p.result
-        if result is None:  # the targets were given in a form only the base resolves
+    def _attribute(self, call: Call, **kwargs: Any) -> Partial:
+        result = call.first_pass
+        if not isinstance(result, PassResult):  # the targets came in a form only the base resolves
             t = call.targets
 
             def targets_for(out: torch.Tensor, a: int, b: int) -> torch.Tensor | None:
@@ -116,19 +82,8 @@ class SinglePassAttributor(Attributor):
 
     def _assemble(
         self, call: Call, result: PassResult, **kwargs: Any
-    ) -> dict[str, Any]:  # pragma: no cover - abstract
+    ) -> Partial:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-_local = threading.local()
-
-
-def _calls() -> dict[int, _Pending]:
-    """Calls in progress in this thread, by method instance (thread-safe instances)."""
-    calls: dict[int, _Pending] | None = getattr(_local, "calls", None)
-    if calls is None:
-        calls = _local.calls = {}
-    return calls
 
 
 def _sliceable(target: TargetSpec, n: int) -> bool:

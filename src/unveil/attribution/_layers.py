@@ -32,7 +32,7 @@ from ..core.model import Model
 from ..errors import BaselineError, InputError, ModelError, NotDifferentiableError, OptionError
 
 if TYPE_CHECKING:
-    from ._base import Call
+    from ._base import Call, Partial
 
 __all__ = ["Context", "NeuronSpec", "Pass", "Space", "find_embedding"]
 
@@ -380,19 +380,16 @@ class Space:
             return v.sum(dim=tuple(range(2, v.ndim)))
         return v
 
-    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+    def finish(self, result: Partial) -> Partial:
         """Reduce values for token ids (sum over hidden axes) and record the space in meta.
 
         Stochastic methods reduce each sample first (so their stderr is per token).
         """
-        result["values"] = self.reduce(result["values"])
-        meta = dict(result.get("meta", {}))
+        result.values = self.reduce(result.values)
         if self.layer is not None:
-            meta["layer"] = self.layer
-            meta["layer_shape"] = list(self.points.shape[1:])
+            result.add(meta={"layer": self.layer, "layer_shape": list(self.points.shape[1:])})
         if self.neuron_label is not None:
-            meta["neuron"] = self.neuron_label
-        result["meta"] = meta
+            result.add(meta={"neuron": self.neuron_label})
         return result
 
 

@@ -34,7 +34,7 @@ from ..core.batching import BatchSize, run_chunked
 from ..core.registry import register
 from ..errors import ModelError, OptionError
 from . import _cam_maps as maps_
-from ._base import Call
+from ._base import Call, Partial
 from ._cam_guided import guided_backprop
 from ._cam_layers import (
     Grid,
@@ -170,21 +170,21 @@ class _CAM(SinglePassAttributor):
     def _raw(self, call: Call, result: PassResult) -> torch.Tensor:
         return result.rows["raw"]
 
-    def _assemble(self, call: Call, result: PassResult, **kwargs: Any) -> dict[str, Any]:
+    def _assemble(self, call: Call, result: PassResult, **kwargs: Any) -> Partial:
         raw = self._raw(call, result)
         cam = raw.clamp(min=0)
         norm = normalize_maps(cam)
         grid: Grid = result.facts["grid"]
         values, extras = self._values(call, cam, norm)
-        return {
-            "values": values,
-            "extras": {"cam": raw, "cam_normalized": norm, **extras},
-            "meta": {
+        return Partial(
+            values=values,
+            extras={"cam": raw, "cam_normalized": norm, **extras},
+            meta={
                 "layer": result.facts["layer"],
                 "layer_default": self.layer is None,
                 "grid": grid.describe(),
             },
-        }
+        )
 
     def _values(
         self, call: Call, cam: torch.Tensor, norm: torch.Tensor

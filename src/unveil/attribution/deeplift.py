@@ -32,7 +32,7 @@ from ..core.baselines import BaselineSpec
 from ..core.batching import BatchSize, run_chunked
 from ..core.registry import register
 from ..errors import ModelError, OptionError
-from ._base import Attributor, Call
+from ._base import Attributor, Call, Partial
 from ._layers import NeuronSpec, Space
 from ._override import (
     ACTIVATION_OPS,
@@ -261,13 +261,13 @@ class DeepLift(Attributor):
         layer: str | None = None,
         neuron: NeuronSpec = None,
         seed: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Partial:
         call.model.require_gradients(self.name)
         require_python_model(call.model.module, self.name)
         space = Space.of_call(call, method=self.name, batch_size=self.batch_size, layer=layer,
                               neuron=neuron)
         res = self._attribute_space(space, baseline=baseline, background=background, seed=seed)
-        res["seed"] = seed
+        res.seed = seed
         return space.finish(res)
 
     def _attribute_space(
@@ -277,15 +277,15 @@ class DeepLift(Attributor):
         baseline: BaselineSpec = None,
         background: Any = None,
         seed: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Partial:
         """DeepLIFT values at every point of ``space``, with delta and baseline outputs."""
         refs = make_refs(space, baseline, background, seed=seed,
                          require_background=self._needs_background)
         values, fb = deeplift_values(space, refs, eps=self.eps, batch_size=self.batch_size,
                                      method=self.name)
         delta = values.flatten(1).sum(1) - (space.outputs() - fb)
-        return {"values": values, "baseline_outputs": fb, "delta": delta,
-                "params": {"baseline": refs.label}}
+        return Partial(values=values, baseline_outputs=fb, delta=delta,
+                       params={"baseline": refs.label})
 
 
 @register("deeplift_shap", family="gradient", needs_gradients=True)

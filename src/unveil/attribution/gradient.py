@@ -10,22 +10,24 @@ plain ``torch.autograd.grad`` call costs.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..core.batching import BatchSize, map_chunked, run_chunked
-from ..core.explanation import Explanation
 from ..core.model import Model, TargetSpec
 from ..core.registry import register
 from ..errors import OptionError
-from ._base import Attributor, Call
+from ._base import Attributor, Call, FirstPass, Partial
 from ._layers import Context, NeuronSpec, Space
 
-__all__ = ["InputXGradient", "Saliency", "SinglePass", "batched_gradient", "gradient_values"]
+__all__ = [
+    "Fused", "InputXGradient", "Saliency", "SinglePass", "batched_gradient", "fused_pass",
+    "gradient_values",
+]
 
 Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -74,9 +76,21 @@ def target_slicer(model: Model, target: TargetSpec, n: int) -> Callable[[int, in
     return lambda a, b: t[a:b]
 
 
+@dataclass
+class Fused:
+    """One forward+backward per row in ``space``: all scores, the resolved targets, the objective
+    (target score or unit value) and the combined values."""
+
+    space: Space
+    all_outputs: torch.Tensor
+    targets: torch.Tensor | None
+    outputs: torch.Tensor
+    values: torch.Tensor
+
+
 def fused_pass(
     space: Space, target: TargetSpec, combine: Combine, *, context: Context, batch_size: BatchSize
-) -> dict[str, torch.Tensor | None]:
+) -> Fused:
     """One forward+backward per row: scores, targets, objective and combined values."""
     model, x = space.model, space.inputs
     tslice = target_slicer(model, target, x.shape[0])
@@ -98,17 +112,17 @@ def fused_pass(
         key=space.key("gradient", x.shape[0]),
     )
     out = {k: torch.cat(v) for k, v in parts.items()}
-    return {
-        "all_outputs": out["all"], "targets": out["t"] if out["t"].numel() else None,
-        "outputs": out["obj"], "values": out["v"],
-    }
+    return Fused(space, all_outputs=out["all"], targets=out["t"] if out["t"].numel() else None,
+                 outputs=out["obj"], values=out["v"])
 
 
 class SinglePass(Attributor):
     """Base of methods computed from one forward and backward pass at each input.
 
     Call options: ``layer=`` (attribute to that layer's output), ``neuron=`` (explain one unit
-    instead of the target score; see :mod:`unveil.attribution._layers`).
+    instead of the target score; see :mod:`unveil.attribution._layers`). The first pass of the
+    call is the method's own forward and backward pass (:func:`fused_pass`); a plain function
+    whose backend is not known yet takes the generic flow.
     """
 
     def _combine(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -119,38 +133,28 @@ class SinglePass(Attributor):
         """A context manager factory active during the forward pass (modified backward)."""
         return None
 
-    def _run(
-        self,
-        inputs: Any,
-        *,
-        target: TargetSpec = "predicted",
-        layer: str | None = None,
-        neuron: NeuronSpec = None,
-        **kwargs: Any,
-    ) -> Explanation:
+    def _first_pass(
+        self, x: torch.Tensor, target: TargetSpec, *, layer: str | None = None,
+        neuron: NeuronSpec = None, **kwargs: Any,
+    ) -> FirstPass:
         _reject(kwargs, self.name)
         model = self.model
         if model.backend == "auto":  # a plain function not probed yet: the generic flow
-            return super()._run(inputs, target=target, layer=layer, neuron=neuron)
-        x = model.prepare(inputs)
-        with model.guard():
-            start, t0 = model.n_evals, time.perf_counter()
-            model.require_gradients(self.name)
-            space = Space(model, x, None, layer=layer, neuron=neuron, method=self.name,
-                          batch_size=self.batch_size)
-            res = fused_pass(space, target, self._combine, context=self._context(),
-                             batch_size=self.batch_size)
-            assert res["outputs"] is not None and res["all_outputs"] is not None
-            call = Call(model=model, x=x, targets=res["targets"], outputs=res["outputs"],
-                        all_outputs=res["all_outputs"], evals_at_start=start)
-            call.timings["attribute"] = time.perf_counter() - t0
-            result = space.finish({"values": res["values"]})
-        return self._explanation(call, result)
+            return super()._first_pass(x, target)
+        model.require_gradients(self.name)
+        space = Space(model, x, None, layer=layer, neuron=neuron, method=self.name,
+                      batch_size=self.batch_size)
+        fused = fused_pass(space, target, self._combine, context=self._context(),
+                           batch_size=self.batch_size)
+        return FirstPass(fused.all_outputs, fused.targets, state=fused)
 
     def _attribute(
         self, call: Call, *, layer: str | None = None, neuron: NeuronSpec = None, **kwargs: Any
-    ) -> dict[str, Any]:
+    ) -> Partial:
         _reject(kwargs, self.name)
+        if isinstance(call.first_pass, Fused):  # the first pass did the work
+            call.outputs = call.first_pass.outputs
+            return call.first_pass.space.finish(Partial(values=call.first_pass.values))
         call.model.require_gradients(self.name)
         space = Space(call.model, call.x, call.targets, layer=layer, neuron=neuron,
                       method=self.name, batch_size=self.batch_size)
@@ -158,12 +162,12 @@ class SinglePass(Attributor):
             call.outputs = space.outputs()
         return space.finish(self._attribute_space(space))
 
-    def _attribute_space(self, space: Space, **kwargs: Any) -> dict[str, Any]:
+    def _attribute_space(self, space: Space, **kwargs: Any) -> Partial:
         """Values at every point of ``space`` (used directly by SmoothGrad)."""
         _reject(kwargs, self.name)
         values = gradient_values(space, self._combine, context=self._context(),
                                  batch_size=self.batch_size)
-        return {"values": values}
+        return Partial(values=values)
 
 
 @register("saliency", family="gradient", needs_gradients=True)

@@ -19,7 +19,7 @@ from ..core.baselines import BaselineSpec
 from ..core.batching import BatchSize, run_chunked
 from ..core.registry import register
 from ..errors import OptionError
-from ._base import Attributor, Call
+from ._base import Attributor, Call, Partial
 from ._layers import NeuronSpec, Space
 from ._refs import make_refs
 from .smooth import noise_scale, resolve_seed
@@ -100,7 +100,7 @@ class GradientShap(Attributor):
         layer: str | None = None,
         neuron: NeuronSpec = None,
         baseline: BaselineSpec = None,
-    ) -> dict[str, Any]:
+    ) -> Partial:
         space = Space.of_call(call, method=self.name, batch_size=self.batch_size, layer=layer,
                               neuron=neuron)
         res = self._attribute_space(space, background=background, seed=resolve_seed(seed),
@@ -114,7 +114,7 @@ class GradientShap(Attributor):
         background: Any = None,
         seed: int | None = None,
         baseline: BaselineSpec = None,
-    ) -> dict[str, Any]:
+    ) -> Partial:
         """GradientSHAP values at every point of ``space``."""
         seed = resolve_seed(seed)
         refs = make_refs(space, baseline, background, seed=seed, require_background=True)
@@ -148,11 +148,10 @@ class GradientShap(Attributor):
             model=space.model, grad=True, key=space.key("gradient", pts.shape[0] * s),
         )
         mean = total / s
-        out: dict[str, Any] = {"values": mean, "seed": seed,
-                               "params": {"background": refs.label}}
+        out = Partial(values=mean, seed=seed, params={"background": refs.label})
         if s > 1:
             var = (total_sq - s * mean * mean).clamp_min(0) / (s - 1)
-            out["stderr"] = (var / s).sqrt()
+            out.stderr = (var / s).sqrt()
         if noisy:
-            out["params"]["sigma"] = sigma.cpu().tolist()
+            out.add(params={"sigma": sigma.cpu().tolist()})
         return out

@@ -33,7 +33,7 @@ from ..core.batching import BatchSize, map_chunked
 from ..core.groups import columns
 from ..core.registry import register
 from ..errors import BaselineError, OptionError
-from ._base import Attributor, Call
+from ._base import Attributor, Call, Partial
 from ._value_functions import make_game, resolve_groups
 from .shapley import check_n_samples, resolve_seed
 
@@ -175,7 +175,7 @@ class Lime(Attributor):
     def _attribute(
         self, call: Call, *, groups: Any = None, baseline: BaselineSpec = None, background: Any = None,
         mask_id: int | None = None, seed: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Partial:
         x = call.x
         seed_ = resolve_seed(seed)
         g = torch.Generator().manual_seed(seed_)
@@ -191,7 +191,7 @@ class Lime(Attributor):
             return self._tables(call, make_background(background, x), seed_)
         return self._masking(call, groups, baseline, background, mask_id, g, seed_)
 
-    def _tables(self, call: Call, bg: torch.Tensor, seed: int) -> dict[str, Any]:
+    def _tables(self, call: Call, bg: torch.Tensor, seed: int) -> Partial:
         x, model = call.x, call.model
         n, f = x.shape
         if bg.shape[0] < 2:
@@ -214,7 +214,7 @@ class Lime(Attributor):
     def _masking(
         self, call: Call, groups: Any, baseline: BaselineSpec, background: Any, mask_id: int | None,
         g: torch.Generator, seed: int,
-    ) -> dict[str, Any]:
+    ) -> Partial:
         x = call.x
         grp = resolve_groups(groups, x, images="superpixels")
         game, desc = make_game(call, grp, baseline=baseline, background=background, mask_id=mask_id,
@@ -243,16 +243,16 @@ class Lime(Attributor):
     def _fit(
         self, call: Call, z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, grp: Any, seed: int,
         desc: dict[str, Any],
-    ) -> dict[str, Any]:
+    ) -> Partial:
         coef, intercept, score, se = weighted_ridge(z, y, w, self.alpha)
         x = call.x
         dtype = x.dtype if x.is_floating_point() else torch.float32
-        return {
-            "values": grp.expand(coef.cpu()).to(dtype),
-            "stderr": grp.expand(se.cpu()).to(dtype),
-            "seed": seed,
-            "groups": grp.to_dict(),
-            "extras": {"group_values": coef.cpu().numpy(), "intercept": intercept.cpu().numpy(),
-                       "score": score.cpu().numpy()},
-            "params": desc,
-        }
+        return Partial(
+            values=grp.expand(coef.cpu()).to(dtype),
+            stderr=grp.expand(se.cpu()).to(dtype),
+            seed=seed,
+            groups=grp.to_dict(),
+            extras={"group_values": coef.cpu().numpy(), "intercept": intercept.cpu().numpy(),
+                    "score": score.cpu().numpy()},
+            params=desc,
+        )

@@ -12,7 +12,7 @@ from ..core.baselines import BaselineSpec
 from ..core.batching import BatchSize, run_chunked
 from ..core.registry import register
 from ..errors import OptionError
-from ._base import Attributor, Call
+from ._base import Attributor, Call, Partial
 from ._layers import NeuronSpec, Space
 from ._refs import Refs, make_refs
 
@@ -112,11 +112,11 @@ class IntegratedGradients(Attributor):
         layer: str | None = None,
         neuron: NeuronSpec = None,
         seed: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Partial:
         space = Space.of_call(call, method=self.name, batch_size=self.batch_size, layer=layer,
                               neuron=neuron)
         res = self._attribute_space(space, baseline=baseline, background=background, seed=seed)
-        res["seed"] = seed
+        res.seed = seed
         return space.finish(res)
 
     def _attribute_space(
@@ -126,7 +126,7 @@ class IntegratedGradients(Attributor):
         baseline: BaselineSpec = None,
         background: Any = None,
         seed: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Partial:
         """IG at every point of ``space`` with its delta and baseline outputs."""
         refs = make_refs(space, baseline, background, seed=seed)
         f_ref = space.objective_at(refs.pair_row, refs.points[refs.pair_ref])
@@ -139,12 +139,10 @@ class IntegratedGradients(Attributor):
         else:
             values, used = self._auto(space, refs, rows, gap)
         delta = values.flatten(1).sum(1) - gap
-        out: dict[str, Any] = {
-            "values": values, "baseline_outputs": fb, "delta": delta,
-            "params": {"baseline": refs.label},
-        }
+        out = Partial(values=values, baseline_outputs=fb, delta=delta,
+                      params={"baseline": refs.label})
         if used is not None:
-            out["extras"] = {"n_steps": used.cpu().numpy()}
+            out.add(extras={"n_steps": used.cpu().numpy()})
         return out
 
     def _auto(

@@ -30,7 +30,7 @@ from ..core.batching import BatchSize, run_chunked
 from ..core.groups import FeatureGroups
 from ..core.registry import register
 from ..errors import InputError, OptionError
-from ._base import Attributor, Call
+from ._base import Attributor, Call, Partial
 from ._value_functions import Masker, make_game, resolve_groups
 from .shapley import check_n_samples, resolve_seed
 
@@ -118,7 +118,7 @@ class Occlusion(Attributor):
     def _attribute(
         self, call: Call, *, baseline: BaselineSpec = None, background: Any = None,
         mask_id: int | None = None, seed: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Partial:
         x = call.x
         sample = tuple(x.shape[1:])
         win, std, starts = occlusion_windows(sample, self.window, self.stride)
@@ -144,12 +144,12 @@ class Occlusion(Attributor):
         drops = call.outputs.to(torch.float64).unsqueeze(1) - game.evaluate(rows, n_win, keep_fn)
         values = _spread(drops.view(-1, *counts), [m.to(torch.float64) for m in inside])
         dtype = x.dtype if x.is_floating_point() else torch.float32
-        return {
-            "values": values.to(dtype),
-            "extras": {"window_values": drops.view(-1, *counts).cpu().numpy()},
-            "params": {**desc, "window": list(win), "stride": list(std)},
-            "seed": seed,
-        }
+        return Partial(
+            values=values.to(dtype),
+            extras={"window_values": drops.view(-1, *counts).cpu().numpy()},
+            params={**desc, "window": list(win), "stride": list(std)},
+            seed=seed,
+        )
 
 
 def _smooth_masks(
@@ -193,7 +193,7 @@ class FeatureAblation(Attributor):
     def _attribute(
         self, call: Call, *, groups: Any = None, baseline: BaselineSpec = None,
         background: Any = None, mask_id: int | None = None, seed: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Partial:
         x = call.x
         grp = resolve_groups(groups, x)
         game, desc = make_game(call, grp, baseline=baseline, background=background, mask_id=mask_id,
@@ -209,13 +209,13 @@ class FeatureAblation(Attributor):
             v = game.evaluate(pair_rows, 1, keep_fn)[:, 0]
             drops[pair_rows, pair_groups] = call.outputs.to(torch.float64)[pair_rows] - v
         dtype = x.dtype if x.is_floating_point() else torch.float32
-        return {
-            "values": grp.expand(drops.cpu()).to(dtype),
-            "groups": grp.to_dict(),
-            "extras": {"group_values": drops.cpu().numpy()},
-            "params": desc,
-            "seed": seed,
-        }
+        return Partial(
+            values=grp.expand(drops.cpu()).to(dtype),
+            groups=grp.to_dict(),
+            extras={"group_values": drops.cpu().numpy()},
+            params=desc,
+            seed=seed,
+        )
 
 
 @register("rise", family="perturbation", modalities=("image",), stochastic=True)
@@ -251,7 +251,7 @@ class RISE(Attributor):
         self.grid = grid
         self.keep_prob = float(keep_prob)
 
-    def _attribute(self, call: Call, *, baseline: BaselineSpec = None, seed: int | None = None) -> dict[str, Any]:
+    def _attribute(self, call: Call, *, baseline: BaselineSpec = None, seed: int | None = None) -> Partial:
         x = call.x
         if x.ndim != 4 or not x.is_floating_point():
             raise InputError(f"RISE explains images (N, C, H, W), got shape {tuple(x.shape)} {x.dtype}")
@@ -289,10 +289,10 @@ class RISE(Attributor):
         var = (s2 / m - mean**2).clamp(min=0) * m / (m - 1)
         sal, se = mean / p, (var / m).sqrt() / p
         shape = (n, x.shape[1], h, w)
-        return {
-            "values": sal.unsqueeze(1).expand(shape).to(x.dtype),
-            "stderr": se.unsqueeze(1).expand(shape).to(x.dtype),
-            "seed": seed_,
-            "params": {"baseline": baseline if isinstance(baseline, (str, int, float)) else
-                       ("zeros" if baseline is None else "tensor")},
-        }
+        return Partial(
+            values=sal.unsqueeze(1).expand(shape).to(x.dtype),
+            stderr=se.unsqueeze(1).expand(shape).to(x.dtype),
+            seed=seed_,
+            params={"baseline": baseline if isinstance(baseline, (str, int, float)) else
+                    ("zeros" if baseline is None else "tensor")},
+        )

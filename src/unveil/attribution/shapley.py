@@ -31,7 +31,7 @@ from ..core.baselines import BaselineSpec
 from ..core.batching import BatchSize
 from ..core.registry import register
 from ..errors import OptionError
-from ._base import Attributor, Call
+from ._base import Attributor, Call, Partial
 from ._coalitions import (
     all_coalitions,
     exact_from_table,
@@ -113,7 +113,7 @@ class _Shapley(Attributor):
     def _attribute(
         self, call: Call, *, groups: Any = None, baseline: BaselineSpec = None,
         background: Any = None, mask_id: int | None = None, seed: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Partial:
         x = call.x
         grp = resolve_groups(groups, x)
         seed_ = resolve_seed(seed) if self.stochastic else (None if seed is None else resolve_seed(seed))
@@ -141,21 +141,21 @@ class _Shapley(Attributor):
     def _result(
         self, x: torch.Tensor, grp: Any, phi: torch.Tensor, se: torch.Tensor, v0: torch.Tensor,
         vfull: torch.Tensor, seed: int | None, desc: dict[str, Any], used: dict[str, int],
-    ) -> dict[str, Any]:
+    ) -> Partial:
         dtype = x.dtype if x.is_floating_point() else torch.float32
-        out: dict[str, Any] = {
-            "values": grp.expand(phi.cpu()).to(dtype),
-            "baseline_outputs": v0,
-            "delta": phi.sum(1) - (vfull - v0),
-            "seed": seed,
-            "groups": grp.to_dict(),
-            "extras": {"group_values": phi.cpu().numpy()},
-            "meta": {"coalitions_per_row": used, "groups_per_row": sorted(int(c) for c in used)},
-            "params": desc,
-        }
+        out = Partial(
+            values=grp.expand(phi.cpu()).to(dtype),
+            baseline_outputs=v0,
+            delta=phi.sum(1) - (vfull - v0),
+            seed=seed,
+            groups=grp.to_dict(),
+            extras={"group_values": phi.cpu().numpy()},
+            meta={"coalitions_per_row": used, "groups_per_row": sorted(int(c) for c in used)},
+            params=desc,
+        )
         if self.stochastic:
-            out["stderr"] = grp.expand(se.cpu()).to(dtype)
-            out["extras"]["group_stderr"] = se.cpu().numpy()
+            out.stderr = grp.expand(se.cpu()).to(dtype)
+            out.add(extras={"group_stderr": se.cpu().numpy()})
         return out
 
 

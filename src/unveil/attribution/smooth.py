@@ -21,7 +21,7 @@ import torch
 from ..core.batching import BatchSize
 from ..core.registry import get_method, register
 from ..errors import OptionError
-from ._base import Attributor, Call
+from ._base import Attributor, Call, Partial
 from ._layers import NeuronSpec, Space
 
 __all__ = ["SmoothGrad", "VarGrad", "normal_draws", "resolve_seed"]
@@ -104,7 +104,7 @@ class _NoiseTunnel(Attributor):
         layer: str | None = None,
         neuron: NeuronSpec = None,
         **inner_kwargs: Any,
-    ) -> dict[str, Any]:
+    ) -> Partial:
         inner = self._make_inner()
         seed = resolve_seed(seed)
         space = Space.of_call(call, method=self.name, batch_size=self.batch_size, layer=layer,
@@ -116,18 +116,18 @@ class _NoiseTunnel(Attributor):
         shape1 = (-1,) + (1,) * (pts.ndim - 1)
         noisy = pts.repeat_interleave(s, dim=0) + eps * sigma.repeat_interleave(s).view(shape1)
         moved = space.moved(space.rows.repeat_interleave(s), noisy)
-        v = space.reduce(inner._attribute_space(moved, **inner_kwargs)["values"])
+        v = space.reduce(inner._attribute_space(moved, **inner_kwargs).values)
         result = self._aggregate(v.view(pts.shape[0], s, *v.shape[1:]))
-        result.update(seed=seed, params={"sigma": sigma.cpu().tolist()})
-        return space.finish(result)
+        result.seed = seed
+        return space.finish(result.add(params={"sigma": sigma.cpu().tolist()}))
 
-    def _aggregate(self, v: torch.Tensor) -> dict[str, Any]:
+    def _aggregate(self, v: torch.Tensor) -> Partial:
         s = v.shape[1]
         if self._kind == "vargrad":
-            return {"values": v.var(dim=1, unbiased=False)}
+            return Partial(values=v.var(dim=1, unbiased=False))
         if getattr(self, "squared", False):
             v = v * v
-        return {"values": v.mean(dim=1), "stderr": v.std(dim=1) / math.sqrt(s)}
+        return Partial(values=v.mean(dim=1), stderr=v.std(dim=1) / math.sqrt(s))
 
 
 @register("smoothgrad", family="gradient", needs_gradients=True, stochastic=True)

@@ -10,7 +10,7 @@ from ...core.batching import BatchSize, run_chunked
 from ...core.model import Model
 from ...core.registry import register
 from ...errors import InputError, ModelError, OptionError
-from .._base import Call
+from .._base import Call, Partial
 from .._cam_pass import PassResult, SinglePassAttributor, select_scores
 from ._engine import Prepared, prepare
 from .composites import PRESETS, Composite, preset
@@ -101,9 +101,10 @@ class LRP(SinglePassAttributor):
             )
         state = tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
         key = (id(module), state, tuple(x.shape[1:]), x.dtype, x.device)
-        if self._prepared is None or self._prepared[0] != key:
-            self._prepared = (key, prepare(module, x[:1], self._composite))
-        return self._prepared[1]
+        cached = self._prepared  # one read: another thread may replace it meanwhile
+        if cached is None or cached[0] != key:
+            cached = self._prepared = (key, prepare(module, x[:1], self._composite))
+        return cached[1]
 
     def _single_pass(self, x: torch.Tensor, targets_for: Any) -> tuple[torch.Tensor, PassResult]:
         prep = self._prepare(x)
@@ -133,14 +134,14 @@ class LRP(SinglePassAttributor):
         rows = {k: torch.cat(v) for k, v in parts.items()}
         return outputs, PassResult(rows=rows, facts={"prepared": prep})
 
-    def _assemble(self, call: Call, result: PassResult, **kwargs: Any) -> dict[str, Any]:
+    def _assemble(self, call: Call, result: PassResult, **kwargs: Any) -> Partial:
         rel = result.rows["rel"]
         prep: Prepared = result.facts["prepared"]
         delta = rel.reshape(rel.shape[0], -1).sum(dim=1) - result.rows["score"]
-        return {
-            "values": rel,
-            "delta": delta,
-            "meta": {
+        return Partial(
+            values=rel,
+            delta=delta,
+            meta={
                 "composite": self.composite,
                 "rules": dict(prep.rules),
                 "canonizers": [repr(c) for c in prep.canonizers],
@@ -148,4 +149,4 @@ class LRP(SinglePassAttributor):
                 "no_rule": list(prep.unhandled),
                 "explained": "logits" if self.model.output == "probs" else "outputs",
             },
-        }
+        )
