@@ -2,11 +2,15 @@
 
 Everything that attaches a hook, changes a mode or a ``requires_grad`` flag, or swaps a module
 goes through here, and is undone in ``finally`` so that an exception leaves the model as it was.
+Several threads may explain one model at once: a hook attached here acts only on the forward
+passes of the thread that attached it, and overlapping guards restore the flags once, when the
+last one ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -73,28 +77,60 @@ def frozen_parameters(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(f)
 
 
+class _Guarded:
+    """The flags of a guarded module, saved by the first guard and restored by the last."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.count = 0
+        self.modes = contextlib.ExitStack()
+        self.modes.enter_context(eval_mode(module))
+        self.frozen = False
+
+
+_GUARDED: dict[int, _Guarded] = {}
+_GUARD_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def model_guard(module: nn.Module | None, *, freeze: bool = True) -> Iterator[None]:
-    """Eval mode and (optionally) frozen parameters for the block; both restored afterwards."""
+    """Eval mode and (optionally) frozen parameters for the block; both restored afterwards.
+
+    Guards of one module may nest or overlap (several threads): the flags are saved when the
+    first begins and restored when the last ends.
+    """
     if module is None:
         yield
         return
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(eval_mode(module))
-        if freeze:
-            stack.enter_context(frozen_parameters(module))
+    with _GUARD_LOCK:
+        state = _GUARDED.get(id(module))
+        if state is None:
+            state = _GUARDED[id(module)] = _Guarded(module)
+        if freeze and not state.frozen:
+            state.modes.enter_context(frozen_parameters(module))
+            state.frozen = True
+        state.count += 1
+    try:
         yield
+    finally:
+        with _GUARD_LOCK:
+            state.count -= 1
+            if state.count == 0:
+                del _GUARDED[id(module)]
+                state.modes.close()
 
 
 @contextlib.contextmanager
 def forward_hooks(
     hooks: list[tuple[nn.Module, Callable[..., Any]]], *, with_kwargs: bool = False
 ) -> Iterator[list[RemovableHandle]]:
-    """Register forward hooks ``(module, fn)`` for the block; all removed in ``finally``."""
+    """Register forward hooks ``(module, fn)`` for the block; all removed in ``finally``.
+
+    A hook acts on this thread's forward passes only (another thread may run the model too).
+    """
     handles: list[RemovableHandle] = []
     try:
         for mod, fn in hooks:
-            handles.append(mod.register_forward_hook(fn, with_kwargs=with_kwargs))
+            handles.append(mod.register_forward_hook(_this_thread(fn), with_kwargs=with_kwargs))
         yield handles
     finally:
         for h in handles:
@@ -105,15 +141,30 @@ def forward_hooks(
 def forward_pre_hooks(
     hooks: list[tuple[nn.Module, Callable[..., Any]]],
 ) -> Iterator[list[RemovableHandle]]:
-    """Register forward pre-hooks ``(module, fn)`` for the block; all removed in ``finally``."""
+    """Register forward pre-hooks ``(module, fn)`` for the block; all removed in ``finally``.
+
+    A hook acts on this thread's forward passes only.
+    """
     handles: list[RemovableHandle] = []
     try:
         for mod, fn in hooks:
-            handles.append(mod.register_forward_pre_hook(fn))
+            handles.append(mod.register_forward_pre_hook(_this_thread(fn)))
         yield handles
     finally:
         for h in handles:
             h.remove()
+
+
+def _this_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` for forward passes run by the calling thread; a no-op in other threads."""
+    owner = threading.get_ident()
+
+    def hook(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != owner:
+            return None
+        return fn(*args, **kwargs)
+
+    return hook
 
 
 class StopForward(Exception):
