@@ -55,3 +55,43 @@ def test_capture_outputs_and_removal() -> None:
         net(torch.rand(2, 1, 16, 16))
     assert store["f"][0].shape == (2, 8, 8, 8)
     assert_unchanged(net, before)
+
+
+def test_overlapping_guards_restore_the_flags_once() -> None:
+    """Two threads guard one model and the first one in ends first: it must not restore the
+    flags under the other, nor may the other restore the frozen flags it found."""
+    import threading
+
+    net = TinyCNN()
+    net.train()
+    before = snapshot(net)
+    entered, released = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with hooks.model_guard(net):
+            entered.set()
+            released.wait(10)
+
+    t = threading.Thread(target=other)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the training-mode warning
+        t.start()
+        assert entered.wait(10)
+        with hooks.model_guard(net):
+            released.set()
+            t.join()  # the other guard has ended; this one still runs
+            assert not any(p.requires_grad for p in net.parameters()) and not net.training
+    assert_unchanged(net, before)
+
+
+def test_hooks_see_only_their_own_threads_passes() -> None:
+    import threading
+
+    net = TinyCNN().eval()
+    seen: list[int] = []
+    with hooks.forward_hooks([(net.features, lambda _m, _i, out: seen.append(out.shape[0]))]):
+        worker = threading.Thread(target=lambda: net(torch.rand(3, 1, 16, 16)))
+        worker.start()
+        worker.join()
+        net(torch.rand(2, 1, 16, 16))
+    assert seen == [2]
