@@ -15,7 +15,7 @@ import pytest
 import unveil as uv
 from unveil.core import _archive
 from unveil.core.explanation import Explanation
-from unveil.errors import InputError
+from unveil.errors import InputError, OptionError
 
 
 def _exp() -> Explanation:
@@ -90,7 +90,10 @@ def test_old_files_without_declarations_still_load(tmp_path: Path) -> None:
 def test_brackets_inside_strings_do_not_count_as_nesting(tmp_path: Path) -> None:
     e = _exp()
     e.params["pattern"] = "[{" * 5000 + '\\"['
-    assert uv.load(e.save(tmp_path / "e.npz")).params["pattern"] == e.params["pattern"]
+    e.meta["nested"] = [[[[{"a": [1]}]]]]
+    back = uv.load(e.save(tmp_path / "e.npz"))
+    assert back.params["pattern"] == e.params["pattern"] and back.meta["nested"] == [[[[{"a": [1]}]]]]
+    assert _archive._depth(json.dumps([e.params, "]]]", [[1], [[2]]]])) == 4
 
 
 @pytest.mark.parametrize("drop,fragment", [
@@ -171,7 +174,7 @@ def test_arrays_disagree_with_metadata(tmp_path: Path, arrays: dict, fragment: s
     ({"targets": np.array([[0], [1], [1]])}, r"'targets' has shape \(3, 1\), expected \(3,\)"),
     ({"delta": np.zeros(2)}, r"'delta' has shape \(2,\), expected \(3,\)"),
     ({"stderr": np.zeros((2, 5))}, "'stderr' has shape \\(2, 5\\), expected 3 rows"),
-    ({"values": np.float32(1.0)}, "'values' and 'inputs' need a batch axis"),
+    ({"values": np.float32(1.0)}, r"'values' has shape \(\), expected \(N, ...\)"),
 ])
 def test_arrays_disagree_with_each_other_in_old_files(tmp_path: Path, arrays: dict,
                                                       fragment: str) -> None:
@@ -184,7 +187,7 @@ def test_arrays_disagree_with_each_other_in_old_files(tmp_path: Path, arrays: di
 @pytest.mark.parametrize("bad", [np.array([{"a": 1}, None, 2], dtype=object),
                                  np.array(["a", "b", "c"]), np.zeros(3, dtype="V8")])
 def test_non_numeric_arrays_are_refused_before_reading(tmp_path: Path, bad: np.ndarray) -> None:
-    with pytest.raises(InputError, match="array 'targets' is .*only numeric arrays are loaded"):
+    with pytest.raises(InputError, match="array 'targets' is .*only bool, integer and float arrays are loaded"):
         uv.load(_with(tmp_path, targets=bad))
 
 
@@ -246,7 +249,7 @@ def test_default_size_cap() -> None:
     assert inspect.signature(uv.load).parameters["max_bytes"].default == 2 * 1024**3
     assert inspect.signature(Explanation.load).parameters["max_bytes"].default == 2 * 1024**3
     assert _archive.DEFAULT_MAX_BYTES == 2 * 1024**3
-    with pytest.raises(InputError, match="max_bytes must be an int >= 0"):
+    with pytest.raises(OptionError, match="max_bytes must be an int >= 0"):
         uv.load("whatever.npz", max_bytes=-1)
 
 
@@ -337,3 +340,64 @@ def test_cli_prints_one_line_for_a_bad_file(tmp_path: Path, capsys) -> None:
     assert info.value.code == 1
     assert err.startswith(f"unveil: error: cannot load {tmp_path / 'bad.npz'}: corrupt or truncated")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def _saved(tmp_path: Path, **kw: object) -> Path:
+    return Explanation(method="saliency", **kw).save(tmp_path / "e.npz")  # type: ignore[arg-type]
+
+
+_IMG = np.ones((2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("kw,fragment", [
+    (dict(values=np.ones((2, 5)), inputs=np.ones((2, 5)), targets=np.array([0.5, 1.0])),
+     "'targets' has dtype float64, expected integers"),
+    (dict(values=np.ones(2), inputs=np.ones(2)), r"'values' has shape \(2,\), expected \(N, ...\)"),
+    (dict(values=np.ones((2, 0)), inputs=np.ones((2, 0))), "with a non-empty sample"),
+    (dict(values=np.ones((2, 5)), inputs=np.ones((2, 5)), modality="image"),
+     r"image inputs of shape \(2, 5\), expected \(N, H, W\) or \(N, C, H, W\)"),
+    (dict(values=np.ones((2, 5)), inputs=_IMG, modality="image"),
+     r"values of shape \(2, 5\) cannot be drawn over images of shape \(3, 8, 8\)"),
+    (dict(values=np.ones((2, 3, 4)), inputs=np.ones((2, 6))),
+     r"values of shape \(2, 3, 4\) over table rows of 6 features"),
+    (dict(values=np.ones((2, 4)), inputs=np.full((2, 4), np.nan), modality="text"),
+     "text inputs \\(token ids\\) hold NaN or infinite values"),
+    (dict(values=np.ones((2, 4)), inputs=_IMG, modality="image",
+          groups={"n_groups": 4, "labels": np.full((1, 3, 8, 8), 9)}),
+     "'groups.labels' range from 9 to 9, expected -1 to 3"),
+    (dict(values=np.ones((2, 4)), inputs=_IMG, modality="image",
+          groups={"n_groups": 4, "labels": np.zeros((3, 3, 8, 8), np.int64)}),
+     r"'groups.labels' is int64 \(3, 3, 8, 8\), expected integers of shape \(1 or 2"),
+    (dict(values=np.ones((2, 4)), inputs=np.ones((2, 6)),
+          groups={"n_groups": 4, "masks": np.ones((3, 6), bool)}),
+     r"'groups.masks' has shape \(3, 6\), expected \(4, \*\(6,\)\)"),
+    (dict(values=np.ones((2, 4)), inputs=np.ones((2, 6)), groups={"masks": np.ones((4, 6), bool)}),
+     "group labels or masks are stored without 'groups.n_groups'"),
+    (dict(values=np.ones((2, 4)), inputs=np.ones((2, 6)), groups={"n_groups": 4, "names": ["a"]}),
+     "'groups.names' has 1 names for 4 groups"),
+])
+def test_files_the_report_could_not_draw(tmp_path: Path, kw: dict, fragment: str) -> None:
+    with pytest.raises(InputError, match=fragment):
+        uv.load(_saved(tmp_path, **kw))
+
+
+@pytest.mark.parametrize("kw", [
+    dict(values=np.ones((2, 4)), inputs=_IMG, modality="image",
+         groups={"n_groups": 4, "kind": "patches", "labels": np.arange(-1, 3).repeat(48).reshape(1, 3, 8, 8)}),
+    dict(values=np.ones((2, 4)), inputs=np.ones((2, 6)),
+         groups={"n_groups": 4, "names": list("abcd"), "masks": np.eye(4, 6, dtype=bool)}),
+    dict(values=np.ones((2, 64)), inputs=_IMG, modality="image"),
+    dict(values=np.ones((2, 1, 4, 4)), inputs=_IMG, modality="image"),
+    dict(values=np.ones((2, 4)), inputs=np.ones((2, 4, 8)), modality="text"),
+])
+def test_unusual_but_valid_files_load_and_render(tmp_path: Path, kw: dict) -> None:
+    back = uv.load(_saved(tmp_path, **kw))
+    assert back.values.shape == kw["values"].shape
+    assert back.to_html().count("uv-sample") >= 2 and repr(back).startswith("Explanation(")
+
+
+def test_complex_arrays_are_neither_saved_nor_loaded(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot save array 'values' of dtype complex128"):
+        _saved(tmp_path, values=np.ones((2, 5), complex), inputs=np.ones((2, 5)))
+    with pytest.raises(InputError, match="array 'values' is of dtype complex128; only bool"):
+        uv.load(_with(tmp_path, values=np.ones((3, 5), complex)))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, OptionError
 
 __all__ = ["DEFAULT_MAX_BYTES", "MAX_DEPTH", "MAX_META_BYTES", "MAX_RATIO", "check_meta_text",
            "read_archive"]
@@ -40,10 +40,10 @@ DEFAULT_MAX_BYTES = 2 * 1024**3
 """Default cap on the total uncompressed size of an archive (2 GiB)."""
 MAX_RATIO = 1100
 """Largest uncompressed/compressed size ratio of one member (deflate peaks near 1032)."""
-MAX_META_BYTES = 64 * 1024**2
+MAX_META_BYTES = 16 * 1024**2
 MAX_DEPTH = 64
 MAX_MEMBERS = 10_000
-_NUMERIC = frozenset("biufc")  # bool, signed, unsigned, float, complex
+_NUMERIC = frozenset("biuf")  # bool, signed, unsigned, float
 _META = "__meta__"
 _STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]++")
@@ -58,12 +58,14 @@ def _fail(path: str | Path, reason: str) -> InputError:
 # -- metadata ------------------------------------------------------------------------------
 def _depth(text: str) -> int:
     """Deepest bracket nesting of a JSON text, strings ignored (no recursion)."""
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).encode()
-    if not brackets:
-        return 0
-    b = np.frombuffer(brackets, dtype=np.uint8)
-    steps = np.where((b == ord("[")) | (b == ord("{")), 1, -1)
-    return int(np.cumsum(steps).max())
+    brackets = np.frombuffer(_NOT_BRACKET.sub("", _STRING.sub("", text)).encode(), dtype=np.uint8)
+    deepest = level = 0
+    for start in range(0, brackets.size, 1 << 20):  # chunks bound the working memory
+        b = brackets[start:start + (1 << 20)]
+        steps = np.where((b == ord("[")) | (b == ord("{")), 1, -1).astype(np.int32)
+        depth = level + np.cumsum(steps)
+        deepest, level = max(deepest, int(depth.max())), int(depth[-1])
+    return deepest
 
 
 def check_meta_text(text: str) -> str | None:
@@ -206,7 +208,7 @@ def _header(path: str | Path, zf: zipfile.ZipFile, key: str,
         offset = fp.tell()
     if dtype.kind not in _NUMERIC:
         what = "an object array (never unpickled)" if dtype.hasobject else f"of dtype {dtype}"
-        raise _fail(path, f"array {key!r} is {what}; only numeric arrays are loaded")
+        raise _fail(path, f"array {key!r} is {what}; only bool, integer and float arrays are loaded")
     if offset + math.prod(shape) * dtype.itemsize != info.file_size:
         raise _fail(path, f"array {key!r} of shape {shape} and dtype {dtype} does not fit its "
                           f"{info.file_size}-byte member")
@@ -234,16 +236,75 @@ def _check_arrays(path: str | Path, meta: dict[str, Any],
                               f"archive holds {stored!s:.80}")
     # whatever the metadata says, the arrays must agree with each other
     values, inputs = heads["values"][1], heads["inputs"][1]
-    if not values or not inputs:
-        raise _fail(path, "'values' and 'inputs' need a batch axis")
+    for key, shape in (("values", values), ("inputs", inputs)):
+        if len(shape) < 2 or 0 in shape[1:]:
+            raise _fail(path, f"{key!r} has shape {shape}, expected (N, ...) with a non-empty sample")
     n = values[0]
     if inputs[0] != n:
         raise _fail(path, f"'inputs' has {inputs[0]} rows, 'values' has {n}")
     for key in ("targets", "outputs", "baseline_outputs", "delta"):
         if key in heads and heads[key][1] != (n,):
             raise _fail(path, f"{key!r} has shape {heads[key][1]}, expected ({n},)")
+    if "targets" in heads and heads["targets"][0].kind not in "iu":
+        raise _fail(path, f"'targets' has dtype {heads['targets'][0]}, expected integers")
     if "stderr" in heads and heads["stderr"][1][:1] != (n,):
         raise _fail(path, f"'stderr' has shape {heads['stderr'][1]}, expected {n} rows")
+    groups = meta.get("groups") or {}
+    _check_groups(path, groups, heads)
+    _check_drawable(path, meta["modality"], groups.get("n_groups"), heads)
+
+
+def _check_groups(path: str | Path, groups: dict[str, Any],
+                  heads: dict[str, tuple[np.dtype[Any], tuple[int, ...]]]) -> None:
+    """Group labels/masks fit the samples and name groups that exist (what rendering assumes)."""
+    inputs = heads["inputs"][1]
+    sample, g = inputs[1:], groups.get("n_groups")
+    has_map = "groups.labels" in heads or "groups.masks" in heads
+    if has_map and g is None:
+        raise _fail(path, "group labels or masks are stored without 'groups.n_groups'")
+    if "groups.labels" in heads:
+        dtype, shape = heads["groups.labels"]
+        if dtype.kind not in "iu" or shape[1:] != sample or shape[:1] not in ((1,), (inputs[0],)):
+            raise _fail(path, f"'groups.labels' is {dtype} {shape}, expected integers of shape "
+                              f"(1 or {inputs[0]}, *{sample})")
+    if "groups.masks" in heads and heads["groups.masks"][1] != (g, *sample):
+        raise _fail(path, f"'groups.masks' has shape {heads['groups.masks'][1]}, expected "
+                          f"({g}, *{sample})")
+    names = groups.get("names")
+    if names and g is not None and len(names) != g:
+        raise _fail(path, f"'groups.names' has {len(names)} names for {g} groups")
+
+
+def _check_drawable(path: str | Path, modality: str, g: Any,
+                    heads: dict[str, tuple[np.dtype[Any], tuple[int, ...]]]) -> None:
+    """Values that the report can draw over the inputs (as images or as tables)."""
+    (xdtype, inputs), values = heads["inputs"], heads["values"][1]
+    has_map = "groups.labels" in heads or "groups.masks" in heads
+    per_sample = inputs[1:] if len(values) == 2 and has_map and values[1] == g else values[1:]
+    if modality == "text" or xdtype.kind != "f":
+        return
+    if modality == "image" or len(inputs) == 4:
+        if len(inputs) not in (3, 4):
+            raise _fail(path, f"image inputs of shape {inputs}, expected (N, H, W) or (N, C, H, W)")
+        hw = math.prod(inputs[-2:])
+        if not (len(per_sample) in (2, 3) or (len(per_sample) == 1 and per_sample[0] == hw)):
+            raise _fail(path, f"values of shape {values} cannot be drawn over images of shape "
+                              f"{inputs[1:]} (group values need group labels or masks)")
+    elif len(inputs) == 2 and math.prod(values[1:]) not in (inputs[1], g):
+        raise _fail(path, f"values of shape {values} over table rows of {inputs[1]} features")
+
+
+def _check_values(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Checks that need the data: group labels in range, token ids that are numbers."""
+    x = arrays["inputs"]
+    if meta["modality"] == "text" and x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise _fail(path, "text inputs (token ids) hold NaN or infinite values")
+    lab = arrays.get("groups.labels")
+    if lab is not None and lab.size:
+        g = meta["groups"]["n_groups"]
+        lo, hi = int(lab.min()), int(lab.max())
+        if lo < -1 or hi >= g:
+            raise _fail(path, f"'groups.labels' range from {lo} to {hi}, expected -1 to {g - 1}")
 
 
 def _read_all(path: str | Path, zf: zipfile.ZipFile, fmt: str, max_bytes: int,
@@ -264,6 +325,7 @@ def _read_all(path: str | Path, zf: zipfile.ZipFile, fmt: str, max_bytes: int,
     for key, info in infos.items():
         with zf.open(info) as fp:
             arrays[key] = np.lib.format.read_array(fp, allow_pickle=False)
+    _check_values(path, meta, arrays)
     return meta, arrays
 
 
@@ -276,7 +338,7 @@ def read_archive(path: str | Path, *, fmt: str, max_bytes: int = DEFAULT_MAX_BYT
     :class:`~unveil.errors.InputError`.
     """
     if not _is_int(max_bytes) or max_bytes < 0:
-        raise InputError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+        raise OptionError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
     with open(path, "rb") as fh:
         try:
             with zipfile.ZipFile(fh) as zf:

@@ -190,9 +190,9 @@ class Explanation:
                 else:
                     groups_meta[k] = v
         for k, a in arrays.items():
-            if a.dtype.kind not in "biufc":
-                raise InputError(f"cannot save array {k!r} of dtype {a.dtype}: only numeric "
-                                 "arrays are saved (nothing is pickled)")
+            if a.dtype.kind not in "biuf":
+                raise InputError(f"cannot save array {k!r} of dtype {a.dtype}: only bool, integer "
+                                 "and float arrays are saved (nothing is pickled)")
         meta = {
             "format": _FORMAT,
             "method": self.method,
