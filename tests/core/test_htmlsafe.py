@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,18 @@ def test_attention_grid_script_runs_and_sees_the_tokens(tmp_path) -> None:
                          timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == HOSTILE
+
+
+def test_every_inline_script_in_the_package_goes_through_script_json() -> None:
+    """A guard for new pages: a module writing a <script> element must use script_json, and
+    templates may only load scripts from files (no inline code to put values in)."""
+    import unveil
+
+    root = Path(unveil.__file__).parent
+    writers = [p for p in root.rglob("*.py") if "<script" in p.read_text(encoding="utf-8").lower()]
+    assert writers, "the attention grid page writes a script; the scan found nothing"
+    for p in writers:
+        assert "script_json(" in p.read_text(encoding="utf-8"), f"{p} writes a <script> without script_json"
+    for p in [*root.rglob("*.html"), *root.rglob("*.j2")]:
+        for m in re.finditer(r"<script\b([^>]*)>(.*?)</script>", p.read_text(encoding="utf-8"), re.S | re.I):
+            assert "src=" in m.group(1) and not m.group(2).strip(), f"inline script in {p}"
