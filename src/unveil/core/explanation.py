@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ._archive import DEFAULT_MAX_BYTES, check_meta_text, read_archive
 
 __all__ = ["Explanation", "load"]
 
@@ -188,6 +189,10 @@ class Explanation:
                     arrays[f"groups.{k}"] = np.asarray(_np(v))
                 else:
                     groups_meta[k] = v
+        for k, a in arrays.items():
+            if a.dtype.kind not in "biuf":
+                raise InputError(f"cannot save array {k!r} of dtype {a.dtype}: only bool, integer "
+                                 "and float arrays are saved (nothing is pickled)")
         meta = {
             "format": _FORMAT,
             "method": self.method,
@@ -203,23 +208,30 @@ class Explanation:
             "class_names": self.class_names,
             "fingerprint": self.fingerprint,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "extras": sorted(self.extras),
+            "arrays": {k: {"dtype": a.dtype.str, "shape": list(a.shape)} for k, a in arrays.items()},
         }
-        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        text = json.dumps(meta)
+        why = check_meta_text(text)
+        if why is not None:
+            raise InputError(f"cannot save {path}: {why} (simplify params, meta or quality)")
+        arrays["__meta__"] = np.frombuffer(text.encode(), dtype=np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
             np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> Explanation:
-        """Read an Explanation written by :meth:`save` (``allow_pickle`` stays off)."""
-        with np.load(Path(path), allow_pickle=False) as data:
-            if "__meta__" not in data.files:
-                raise InputError(f"{path} is not an unveil Explanation file (no metadata)")
-            meta = json.loads(bytes(data["__meta__"]).decode())
-            if meta.get("format") != _FORMAT:
-                raise InputError(f"{path} has format {meta.get('format')!r}, expected {_FORMAT!r}")
-            arrays = {k: data[k] for k in data.files if k != "__meta__"}
+    def load(cls, path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Explanation:
+        """Read an Explanation written by :meth:`save`, trusting nothing in the file.
+
+        Nothing is unpickled; the archive is refused with :class:`~unveil.errors.InputError`
+        when it is not a zip, would decompress to more than ``max_bytes`` (default 2 GiB;
+        checked before decompressing), holds a non-numeric array, or its metadata is not
+        UTF-8 JSON of the expected shape and types, or disagrees with the arrays. See
+        :mod:`unveil.core._archive` for every check.
+        """
+        meta, arrays = read_archive(path, fmt=_FORMAT, max_bytes=max_bytes, fields=_ARRAY_FIELDS)
         kw: dict[str, Any] = {name: arrays.get(name) for name in _ARRAY_FIELDS}
         kw["extras"] = {k[7:]: v for k, v in arrays.items() if k.startswith("extras.")}
         groups = meta.get("groups")
@@ -260,9 +272,13 @@ class Explanation:
         return self.to_html(max_samples=4)
 
 
-def load(path: str | Path) -> Explanation:
-    """Load an :class:`Explanation` saved with :meth:`Explanation.save`."""
-    return Explanation.load(path)
+def load(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Explanation:
+    """Load an :class:`Explanation` saved with :meth:`Explanation.save`.
+
+    Raises :class:`~unveil.errors.InputError` for a malformed or oversized file (more than
+    ``max_bytes`` uncompressed, default 2 GiB); see :meth:`Explanation.load`.
+    """
+    return Explanation.load(path, max_bytes=max_bytes)
 
 
 def _shape_text(a: Any) -> str:

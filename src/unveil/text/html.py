@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import struct
 import zlib
 from collections.abc import Sequence
 
 import numpy as np
 
+from ..core.htmlsafe import script_json
 from ..errors import InputError
 
 __all__ = ["attention_grid_html", "png_bytes", "tokens_html"]
@@ -126,15 +126,18 @@ def _map_uri(m: np.ndarray, max_pixels: int) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(rgb.round())).decode()
 
 
+# The script's own code holds no "<" either, so nothing in it can end the element or open a
+# comment; the tokens go in through script_json.
 _SCRIPT = """
 <script>
 (function(){var tok=%s,det=document.getElementById('uv-detail'),hov=document.getElementById('uv-hover');
 document.querySelectorAll('.uv-grid img').forEach(function(im){im.addEventListener('click',function(){
-det.innerHTML='<div>'+im.title+' (rows: query token, columns: key token)</div>';var big=new Image();
+var cap=document.createElement('div');cap.textContent=im.title+' (rows: query token, columns: key token)';
+det.textContent='';det.appendChild(cap);var big=new Image();
 big.src=im.src;big.width=480;big.height=480;det.appendChild(big);
 big.addEventListener('mousemove',function(e){var r=big.getBoundingClientRect(),n=tok.length;
 if(!n){return;}var i=Math.floor((e.clientY-r.top)/r.height*n),j=Math.floor((e.clientX-r.left)/r.width*n);
-if(i>=0&&j>=0&&i<n&&j<n){hov.textContent=tok[i]+'  \\u2192  '+tok[j];}});});});})();
+if(i>=0&&j>=0&&n>i&&n>j){hov.textContent=tok[i]+'  \\u2192  '+tok[j];}});});});})();
 </script>
 """
 
@@ -182,8 +185,8 @@ def attention_grid_html(
             cells.append(f"<td><img src='{_map_uri(m, max_pixels)}' width='{cell}' "
                          f"height='{cell}' title='{name}' alt='{name}'></td>")
         rows.append(f"<tr><th>layer {layer + 1}</th>{''.join(cells)}</tr>")
-    tok_json = json.dumps([str(t) for t in tokens] if tokens is not None else [])
+    tok_json = script_json([str(t) for t in tokens] if tokens is not None else [])
     body = (f"<table class='uv-grid'>{''.join(rows)}</table>"
             "<div id='uv-hover'></div><div id='uv-detail'>click a map to enlarge it</div>"
-            + _SCRIPT % tok_json.replace("</", "<\\/"))
+            + _SCRIPT % tok_json)
     return _page(title, body)
