@@ -93,7 +93,7 @@ def _image_folder(path: Path) -> tuple[list[Path], Any, Callable[[int, int], str
         blobs = cache.pop((a, b), None) or [f.read_bytes() for f in files[a:b]]
         arrs = []
         for blob in blobs:
-            with image.Image.open(io.BytesIO(blob)) as im:  # type: ignore[attr-defined]
+            with image.open(io.BytesIO(blob)) as im:  # type: ignore[attr-defined]  # require() returns a module
                 arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
             arrs.append(arr.transpose(2, 0, 1))
         shapes = {a.shape for a in arrs}
