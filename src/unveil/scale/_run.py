@@ -28,7 +28,7 @@ import numpy as np
 
 from ..core.explanation import Explanation
 from ..errors import InputError
-from ._store import check_file, commit, new_hash, write_json
+from ._store import check_file, commit, fsync_dir, new_hash, write_json
 from .sources import Shard
 
 __all__ = ["FORMAT", "InputCheck", "Writer", "data_digest", "open_run"]
@@ -199,11 +199,12 @@ class Writer:
             exp.feature_names = self.names
         tmp = self.out / f".{file}.tmp.npz"
         exp.save(tmp)
-        files = {file: commit(tmp, self.out / file)}
+        files = {file: commit(tmp, self.out / file, sync_dir=False)}
         if exp.inputs.ndim == 2:
             tmp = self.out / f".shard-{key}.parquet.tmp"
             if _write_parquet(tmp, exp, self.names, shard.start):
-                files[f"shard-{key}.parquet"] = commit(tmp, self.out / f"shard-{key}.parquet")
+                files[f"shard-{key}.parquet"] = commit(tmp, self.out / f"shard-{key}.parquet", sync_dir=False)
+        fsync_dir(self.out)  # the shard's files are in place before the manifest names them
         self.manifest["shards"][key] = {
             "file": file, "rows": [shard.start, shard.stop], "input": shard.digest, "files": files,
             "n_evals": exp.n_evals, "seconds": round(sum(exp.timings.values()), 4),

@@ -96,8 +96,9 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def commit(tmp: Path, path: Path) -> dict[str, Any]:
-    """Fsync the finished temporary file ``tmp``, move it to ``path``, fsync the folder.
+def commit(tmp: Path, path: Path, *, sync_dir: bool = True) -> dict[str, Any]:
+    """Fsync the finished temporary file ``tmp``, move it to ``path``, fsync the folder (leave
+    that to the caller with ``sync_dir=False``, to sync several files' moves at once).
 
     Returns ``{"bytes": size, "blake2b": checksum}`` of what was written, for the manifest.
     """
@@ -108,7 +109,8 @@ def commit(tmp: Path, path: Path) -> dict[str, Any]:
             size += len(block)
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
     return {"bytes": size, "blake2b": h.hexdigest()}
 
 
