@@ -93,7 +93,8 @@ def test_changed_data_rows_are_refused(tmp_path) -> None:
     before = _state(tmp_path / "run")
     x2 = x.clone()
     x2[13, 2] += 1.0  # a row of shard 1, which the interrupted run finished
-    with pytest.raises(InputError, match=r"data rows 10\.\.19 \(shard 00001\) differ.*new out=.*overwrite=True"):
+    with pytest.raises(InputError, match=r"data rows 10\.\.19 \(shard 00001\) differ from the rows the run "
+                                         r"explained: the data changed since.*new out=.*overwrite=True"):
         explain_dataset(crash, x2, out=tmp_path / "run", **OPTS)
     assert _state(tmp_path / "run") == before  # the refused call changed nothing
     fresh = explain_dataset(crash, x2, out=tmp_path / "run", overwrite=True, **OPTS)
@@ -119,7 +120,7 @@ def test_changed_targets_are_refused(tmp_path) -> None:
     crash = _interrupt(mlp().eval(), x, tmp_path / "run", target=t, **OPTS)
     t2 = t.copy()
     t2[3] = (t2[3] + 1) % 3
-    with pytest.raises(InputError, match=r"another configuration: targets \(ndarray int64 shape \(50,\) #\w+ in the run"):
+    with pytest.raises(InputError, match=r"another configuration; what differs: targets \(ndarray int64 shape \(50,\) #\w+ in the run"):
         explain_dataset(crash, x, out=tmp_path / "run", target=t2, **OPTS)
     # the same targets in another container are the same targets
     resumed = explain_dataset(crash, x, out=tmp_path / "run", target=torch.as_tensor(t), **OPTS)
@@ -141,7 +142,8 @@ def test_method_and_option_changes_are_named(tmp_path) -> None:
     crash = _interrupt(mlp().eval(), x, tmp_path / "run", **OPTS)
     with pytest.raises(InputError, match=r"option 'n_steps' \(8 in the run, 16 now\)"):
         explain_dataset(crash, x, out=tmp_path / "run", **{**OPTS, "n_steps": 16})
-    with pytest.raises(InputError, match=r"method \('integrated_gradients' in the run, 'saliency' now\)"):
+    with pytest.raises(InputError, match=r"method \('integrated_gradients' in the run, 'saliency' now\); "
+                       r"option 'n_steps' \(8 in the run, not set now\)"):
         explain_dataset(crash, x, out=tmp_path / "run", method="saliency", shard_size=10, progress=False)
 
 

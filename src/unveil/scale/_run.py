@@ -37,14 +37,19 @@ FORMAT = "unveil.run/2"
 
 
 def _what_to_do(out: Path) -> str:
-    return f"pass a new out= folder to keep the run in {out}, or overwrite=True to discard it and start again"
+    return f"Pass a new out= folder to keep the run in {out}, or overwrite=True to discard it and start again."
 
 
 def _config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_UNSET = "<not set>"
+
+
 def _show(v: Any) -> str:
+    if v is _UNSET:
+        return "not set"
     if isinstance(v, dict) and "blake2b" in v:
         return f"{v['array']} {v['dtype']} shape {tuple(v['shape'])} #{v['blake2b'][:10]}"
     return repr(v)
@@ -60,7 +65,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if key == "options":
             a, b = a or {}, b or {}
             for name in sorted(set(a) | set(b)):
-                va, vb = a.get(name, "<not set>"), b.get(name, "<not set>")
+                va, vb = a.get(name, _UNSET), b.get(name, _UNSET)
                 if va != vb:
                     diffs.append(f"option {name!r} ({_show(va)} in the run, {_show(vb)} now)")
         elif key == "target":
@@ -104,13 +109,13 @@ def open_run(out: Path, config: dict[str, Any], overwrite: bool) -> dict[str, An
         if not isinstance(old, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path} cannot be read ({exc}); {_what_to_do(out)}") from None
+        raise InputError(f"{path} cannot be read ({exc}). {_what_to_do(out)}") from None
     if old.get("format") != FORMAT:
         raise InputError(f"{out} holds a run of format {old.get('format')!r}, not {FORMAT!r} (written by another "
-                         f"unveil version); {_what_to_do(out)}")
+                         f"unveil version). {_what_to_do(out)}")
     if old.get("config_hash") != fresh["config_hash"]:
         diffs = _differences(old.get("config", {}), config) or ["the configuration hash"]
-        raise InputError(f"{out} holds a run with another configuration: {'; '.join(diffs)} differ; "
+        raise InputError(f"{out} holds a run with another configuration; what differs: {'; '.join(diffs)}. "
                          f"{_what_to_do(out)}")
     for f in out.glob(".shard-*.tmp*"):  # a write that never finished
         f.unlink()
@@ -132,7 +137,7 @@ class InputCheck:
         self.seen: set[int] = set()
 
     def _refuse(self, what: str) -> InputError:
-        return InputError(f"{what}; the data changed since the run in {self.out} began: {_what_to_do(self.out)}")
+        return InputError(f"{what}: the data changed since the run in {self.out} began. {_what_to_do(self.out)}")
 
     def rows(self, n_rows: int | None, shard_size: int) -> None:
         """With the source's length known up front, refuse at once a run that covered other rows."""

@@ -109,8 +109,8 @@ def explain_dataset(
     n_rows, names, shards = iter_shards(data, shard_size, skip=done, label_column=label_column, check=check)
     check.rows(n_rows, shard_size)
     if manifest.setdefault("columns", names) != names:
-        raise InputError(f"the data's columns {names} differ from the run's {manifest['columns']}; pass a new out= "
-                         f"folder to keep the run in {out}, or overwrite=True to discard it and start again")
+        raise InputError(f"the data's columns {names} differ from the run's {manifest['columns']}. Pass a new out= "
+                         f"folder to keep the run in {out}, or overwrite=True to discard it and start again.")
     total = None if n_rows is None else -(-n_rows // shard_size)
     writer = Writer(out, manifest, names)
     bar = tqdm(total=total, initial=len(done), disable=not progress, desc=f"unveil {info.name}", unit="shard")
