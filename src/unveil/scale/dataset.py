@@ -4,14 +4,14 @@
 :class:`~unveil.Explanation` per shard (and a Parquet table of attributions for tabular data
 when pyarrow is installed) and a ``manifest.json`` updated atomically after every shard. A rerun
 with the same configuration skips finished shards, so a crash loses at most the shard in flight.
+A rerun never mixes inputs: it refuses another configuration (tensor options and targets are
+compared by content) and data whose finished rows hash differently, and it recomputes, with a
+warning, any shard whose file is truncated or damaged (see ``_run``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +21,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..core.explanation import Explanation, _jsonable
+from ..core.explanation import Explanation
 from ..core.model import as_model
 from ..core.registry import get_method
 from ..errors import InputError, OptionError
+from ._run import InputCheck, Writer, data_digest, open_run
 from ._shard_task import explain_shard
+from ._store import fingerprint
 from .sources import Shard, describe_source, iter_shards
 
 __all__ = ["DatasetRun", "explain_dataset"]
 
 log = logging.getLogger(__name__)
-_FORMAT = "unveil.run/1"
 
 
 @dataclass
@@ -50,81 +51,6 @@ class DatasetRun:
     def values(self) -> np.ndarray:
         """All attributions concatenated in row order."""
         return np.concatenate([e.values for e in self.shards()])
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def _config_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _write_parquet(path: Path, exp: Explanation, names: list[str] | None, start: int) -> None:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:  # the dist extra is optional; the npz shard is the record
-        return
-    vals = exp.values.reshape(len(exp), -1)
-    names = names or [f"x{i}" for i in range(vals.shape[1])]
-    cols: dict[str, Any] = {"row": np.arange(start, start + len(exp))}
-    if exp.targets is not None:
-        cols["target"] = exp.targets
-    if exp.outputs is not None:
-        cols["output"] = exp.outputs
-    for i, n in enumerate(names):
-        cols[f"attr:{n}"] = vals[:, i]
-    pq.write_table(pa.table(cols), path.with_suffix(".tmp.parquet"))
-    os.replace(path.with_suffix(".tmp.parquet"), path)
-
-
-class _Writer:
-    """Writes shards and keeps the manifest current."""
-
-    def __init__(self, out: Path, manifest: dict[str, Any], names: list[str] | None) -> None:
-        self.out, self.manifest, self.names = out, manifest, names
-
-    def write(self, shard: Shard, exp: Explanation) -> None:
-        key = f"{shard.index:05d}"
-        file = f"shard-{key}.npz"
-        exp.meta["rows"] = [shard.start, shard.stop]
-        if shard.y is not None:
-            exp.extras["labels"] = np.asarray(shard.y)
-        if self.names is not None and exp.feature_names is None:
-            exp.feature_names = self.names
-        tmp = self.out / f".{file}.tmp.npz"
-        exp.save(tmp)
-        os.replace(tmp, self.out / file)
-        if exp.inputs.ndim == 2:
-            _write_parquet(self.out / f"shard-{key}.parquet", exp, self.names, shard.start)
-        self.manifest["shards"][key] = {
-            "file": file, "rows": [shard.start, shard.stop], "n_evals": exp.n_evals,
-            "seconds": round(sum(exp.timings.values()), 4),
-        }
-        _atomic_write_json(self.out / "manifest.json", self.manifest)
-
-
-def _open_run(out: Path, config: dict[str, Any], overwrite: bool) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "manifest.json"
-    fresh = {"format": _FORMAT, "config": config, "config_hash": _config_hash(config), "shards": {}, "complete": False}
-    if not path.exists() or overwrite:
-        for f in out.glob("shard-*"):
-            f.unlink()
-        return fresh
-    old = json.loads(path.read_text())
-    if old.get("format") != _FORMAT or old.get("config_hash") != fresh["config_hash"]:
-        raise InputError(
-            f"{out} holds a run with another configuration (method, options, model or data); "
-            "use a new folder, or overwrite=True to start again"
-        )
-    # a shard counts as finished only if its file is there too
-    old["shards"] = {k: v for k, v in old["shards"].items() if (out / v["file"]).exists()}
-    old["complete"] = False
-    return old  # type: ignore[no-any-return]
 
 
 def explain_dataset(
@@ -158,6 +84,10 @@ def explain_dataset(
     engine, scheduler
         ``"local"``, or ``"dask"`` with ``scheduler`` a scheduler address, a
         ``distributed.Client``, or ``None`` for a ``LocalCluster`` (the ``dist`` extra).
+    overwrite
+        Discard a run already in ``out`` and start again. Without it, a run of the same
+        configuration resumes; one of another configuration, or whose finished rows no longer
+        hash as they did, is refused with :class:`~unveil.errors.InputError`.
     options
         The method's options (``n_steps=``, ``baseline=`` ...).
     """
@@ -169,14 +99,20 @@ def explain_dataset(
     out = Path(out)
     wrapped = as_model(model)
     config = {
-        "method": info.name, "options": _jsonable(options), "target": _jsonable(target), "seed": seed,
+        "method": info.name, "options": fingerprint(options), "target": _target_fingerprint(target), "seed": seed,
         "shard_size": shard_size, "model": wrapped.fingerprint(), "data": describe_source(data),
+        "label_column": label_column,
     }
-    manifest = _open_run(out, config, overwrite)
+    manifest = open_run(out, config, overwrite)
     done = {int(k) for k in manifest["shards"]}
-    n_rows, names, shards = iter_shards(data, shard_size, skip=done, label_column=label_column)
+    check = InputCheck(out, manifest)
+    n_rows, names, shards = iter_shards(data, shard_size, skip=done, label_column=label_column, check=check)
+    check.rows(n_rows, shard_size)
+    if manifest.setdefault("columns", names) != names:
+        raise InputError(f"the data's columns {names} differ from the run's {manifest['columns']}. Pass a new out= "
+                         f"folder to keep the run in {out}, or overwrite=True to discard it and start again.")
     total = None if n_rows is None else -(-n_rows // shard_size)
-    writer = _Writer(out, manifest, names)
+    writer = Writer(out, manifest, names)
     bar = tqdm(total=total, initial=len(done), disable=not progress, desc=f"unveil {info.name}", unit="shard")
     try:
         if engine == "local":
@@ -189,14 +125,25 @@ def explain_dataset(
             run_on_dask(model, shards, info.name, target, options, seed, scheduler, writer, bar)
     finally:
         bar.close()
+    check.finish()
     manifest["complete"] = True
     manifest["n_rows"] = sum(v["rows"][1] - v["rows"][0] for v in manifest["shards"].values())
+    manifest["data_digest"] = data_digest(manifest)
     from .summary import summarize
 
     summary = summarize(out, manifest)
     manifest["summary_file"] = "summary.json"
-    _atomic_write_json(out / "manifest.json", manifest)
+    writer.save()
     return DatasetRun(out, manifest, summary)
+
+
+def _target_fingerprint(target: Any) -> Any:
+    """Per-row targets by content (as one array, whatever container holds them)."""
+    if isinstance(target, torch.Tensor):
+        return fingerprint(target.numpy(force=True))
+    if isinstance(target, (list, tuple, np.ndarray)):
+        return fingerprint(np.asarray(target))
+    return fingerprint(target)
 
 
 def _shard_target(target: Any, shard: Shard) -> Any:

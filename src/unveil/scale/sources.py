@@ -1,12 +1,16 @@
 """Read a dataset as fixed shards of rows, whatever form it comes in.
 
 Shard ``k`` always holds rows ``[k * size, (k + 1) * size)`` in the source's own order, so a
-rerun finds the same shards and can skip the finished ones.
+rerun finds the same shards and can skip the finished ones. Each shard carries the digest of what
+was read for it (the rows and labels; for a folder of images, the files' names and bytes), and the
+rows of a skipped shard are still read and their digest handed to ``check``, so a resumed run can
+tell whether the data changed under it without holding the dataset in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +19,12 @@ import numpy as np
 import torch
 
 from ..errors import InputError, require
+from ._store import digest_rows, new_hash
 
-__all__ = ["Shard", "describe_source", "iter_shards"]
+__all__ = ["Check", "Shard", "describe_source", "iter_shards"]
+
+Check = Callable[[int, int, int, str], None]
+"""``check(index, start, stop, digest)``: called for each skipped shard, after reading its rows."""
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -30,6 +38,7 @@ class Shard:
     stop: int
     x: torch.Tensor
     y: np.ndarray | None = None
+    digest: str = ""
 
 
 def _stack(items: list[Any]) -> torch.Tensor:
@@ -42,25 +51,49 @@ def _split_sample(item: Any) -> tuple[Any, Any]:
     return item, None
 
 
-def _from_indexable(get: Any, n: int, size: int, skip: set[int], labels: Any = None) -> Iterator[Shard]:
+def _from_indexable(get: Any, n: int, size: int, skip: set[int], check: Check | None,
+                    digest: Callable[[int, int], str] | None = None) -> Iterator[Shard]:
+    """Shards of a source read by ``get(start, stop) -> (x, y)``; ``digest(start, stop)``, when
+    given, is the source's own (cheaper) digest of those rows, used for every shard."""
     for k, start in enumerate(range(0, n, size)):
         stop = min(start + size, n)
         if k in skip:
+            if check is not None:
+                check(k, start, stop, digest(start, stop) if digest is not None else digest_rows(*get(start, stop)))
             continue
-        x, y = get(start, stop)
-        yield Shard(k, start, stop, x, y)
+        if digest is not None:
+            d = digest(start, stop)  # first: an image folder's digest reads the bytes that get() decodes
+            x, y = get(start, stop)
+        else:
+            x, y = get(start, stop)
+            d = digest_rows(x, y)
+        yield Shard(k, start, stop, x, y, d)
 
 
-def _image_folder(path: Path) -> tuple[list[Path], Any]:
+def _image_folder(path: Path) -> tuple[list[Path], Any, Callable[[int, int], str]]:
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
         raise InputError(f"{path} holds no image files ({', '.join(sorted(_IMAGE_SUFFIXES))})")
     image = require("PIL.Image", "viz")
+    cache: dict[tuple[int, int], list[bytes]] = {}
+
+    def digest(a: int, b: int) -> str:
+        """Names and bytes of the files: no decoding needed to check a finished shard."""
+        h, blobs = new_hash(), []
+        for f in files[a:b]:
+            blob = f.read_bytes()
+            h.update(f.name.encode() + b"\0" + len(blob).to_bytes(8, "little"))
+            h.update(blob)
+            blobs.append(blob)
+        cache.clear()
+        cache[a, b] = blobs  # load() of the same rows decodes these bytes: each file is read once
+        return str(h.hexdigest())
 
     def load(a: int, b: int) -> tuple[torch.Tensor, None]:
+        blobs = cache.pop((a, b), None) or [f.read_bytes() for f in files[a:b]]
         arrs = []
-        for f in files[a:b]:
-            with image.Image.open(f) as im:  # type: ignore[attr-defined]
+        for blob in blobs:
+            with image.open(io.BytesIO(blob)) as im:  # type: ignore[attr-defined]  # require() returns a module
                 arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
             arrs.append(arr.transpose(2, 0, 1))
         shapes = {a.shape for a in arrs}
@@ -68,7 +101,7 @@ def _image_folder(path: Path) -> tuple[list[Path], Any]:
             raise InputError(f"images in {path} have different sizes {sorted(shapes)}; resize them first")
         return torch.from_numpy(np.stack(arrs)), None
 
-    return files, load
+    return files, load, digest
 
 
 def describe_source(data: Any) -> dict[str, Any]:
@@ -80,18 +113,21 @@ def describe_source(data: Any) -> dict[str, Any]:
 
 
 def iter_shards(data: Any, size: int, *, skip: set[int] | frozenset[int] = frozenset(),
-                label_column: str | None = None) -> tuple[int | None, list[str] | None, Iterator[Shard]]:
+                label_column: str | None = None,
+                check: Check | None = None) -> tuple[int | None, list[str] | None, Iterator[Shard]]:
     """``(n_rows or None, feature names or None, shards)`` for a dataset.
 
     Accepts a tensor or numpy array, a pandas DataFrame, a torch ``Dataset`` (items ``x`` or
-    ``(x, y)``), a ``DataLoader`` without shuffling, a CSV file, or a folder of images.
+    ``(x, y)``), a ``DataLoader`` without shuffling, a CSV file, or a folder of images. Shards
+    in ``skip`` are not yielded; with ``check`` given, their rows are read and hashed and
+    ``check(index, start, stop, digest)`` is called in their place, in row order.
     """
     skip = set(skip)
     if isinstance(data, (str, Path)):
         path = Path(data)
         if path.is_dir():
-            files, load = _image_folder(path)
-            return len(files), None, _from_indexable(load, len(files), size, skip)
+            files, load, digest = _image_folder(path)
+            return len(files), None, _from_indexable(load, len(files), size, skip, check, digest)
         if path.suffix.lower() == ".csv":
             pd = require("pandas", "audit")
             data = pd.read_csv(path)  # type: ignore[attr-defined]
@@ -108,14 +144,15 @@ def iter_shards(data: Any, size: int, *, skip: set[int] | frozenset[int] = froze
         except (TypeError, ValueError):
             raise InputError("the table has non-numeric columns; encode them as numbers first") from None
         t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # pandas may hand out a read-only view
-        return len(t), names, _from_indexable(lambda a, b: (t[a:b], None if y is None else y[a:b]), len(t), size, skip)
+        return len(t), names, _from_indexable(lambda a, b: (t[a:b], None if y is None else y[a:b]), len(t), size, skip,
+                                           check)
     if isinstance(data, (np.ndarray, torch.Tensor)):
         t = torch.as_tensor(data)
-        return len(t), None, _from_indexable(lambda a, b: (t[a:b], None), len(t), size, skip)
+        return len(t), None, _from_indexable(lambda a, b: (t[a:b], None), len(t), size, skip, check)
     if isinstance(data, torch.utils.data.DataLoader):
         if isinstance(data.sampler, torch.utils.data.RandomSampler):
             raise InputError("the DataLoader shuffles; a resumable run needs a fixed order (shuffle=False)")
-        return None, None, _from_loader(data, size, skip)
+        return None, None, _from_loader(data, size, skip, check)
     if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
         n = len(data)
 
@@ -124,14 +161,24 @@ def iter_shards(data: Any, size: int, *, skip: set[int] | frozenset[int] = froze
             ys = [p[1] for p in pairs]
             return _stack([p[0] for p in pairs]), None if ys[0] is None else np.asarray(ys)
 
-        return n, None, _from_indexable(get, n, size, skip)
+        return n, None, _from_indexable(get, n, size, skip, check)
     raise InputError(
         f"cannot read a dataset from {type(data).__name__}; pass a tensor or array, a DataFrame, a "
         "torch Dataset or DataLoader, a CSV path or a folder of images"
     )
 
 
-def _from_loader(loader: Any, size: int, skip: set[int]) -> Iterator[Shard]:
+def _loader_shard(k: int, start: int, x: torch.Tensor, y: np.ndarray | None, skip: set[int],
+                  check: Check | None) -> Shard | None:
+    digest = digest_rows(x, y) if check is not None or k not in skip else ""
+    if k in skip:
+        if check is not None:
+            check(k, start, start + len(x), digest)
+        return None
+    return Shard(k, start, start + len(x), x, y, digest)
+
+
+def _from_loader(loader: Any, size: int, skip: set[int], check: Check | None) -> Iterator[Shard]:
     buf_x: list[torch.Tensor] = []
     buf_y: list[np.ndarray] = []
     start, k = 0, 0
@@ -143,12 +190,14 @@ def _from_loader(loader: Any, size: int, skip: set[int]) -> Iterator[Shard]:
         while sum(len(b) for b in buf_x) >= size:
             allx = torch.cat(buf_x)
             ally = np.concatenate(buf_y) if buf_y else None
-            if k not in skip:
-                yield Shard(k, start, start + size, allx[:size], None if ally is None else ally[:size])
+            shard = _loader_shard(k, start, allx[:size], None if ally is None else ally[:size], skip, check)
+            if shard is not None:
+                yield shard
             buf_x = [allx[size:]]
             buf_y = [ally[size:]] if ally is not None else []
             start, k = start + size, k + 1
     if buf_x and sum(len(b) for b in buf_x):
         allx = torch.cat(buf_x)
-        if k not in skip:
-            yield Shard(k, start, start + len(allx), allx, np.concatenate(buf_y) if buf_y else None)
+        shard = _loader_shard(k, start, allx, np.concatenate(buf_y) if buf_y else None, skip, check)
+        if shard is not None:
+            yield shard

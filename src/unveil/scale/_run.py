@@ -1,0 +1,228 @@
+"""The run folder of :func:`~unveil.scale.explain_dataset`: its manifest, its shards, and the
+checks that keep a resumed run from mixing two inputs.
+
+``manifest.json`` holds the run's configuration (method, options with tensors by content,
+targets by content, seed, shard size, model fingerprint, a description of the source) and one
+entry per finished shard: its rows, the digest of its input rows (and labels), and the size and
+checksum of each file written for it. A resume
+
+* refuses another configuration, naming what differs;
+* trusts a shard only if its files have the recorded size and checksum, and recomputes it with a
+  warning otherwise;
+* reads the rows of every finished shard again as the source yields them and refuses the run if
+  they no longer hash to the recorded digest. Rows nobody explained yet may have changed: every
+  shard kept matches the data as it is now, so the finished run is that of a fresh run on it.
+
+So a run only ever ends ``complete`` with every shard computed from the same data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.explanation import Explanation
+from ..errors import InputError
+from ._store import check_file, commit, fsync_dir, new_hash, write_json
+from .sources import Shard
+
+__all__ = ["FORMAT", "InputCheck", "Writer", "data_digest", "open_run"]
+
+FORMAT = "unveil.run/2"
+
+
+def _what_to_do(out: Path) -> str:
+    return f"Pass a new out= folder to keep the run in {out}, or overwrite=True to discard it and start again."
+
+
+def _config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_UNSET = "<not set>"
+
+
+def _show(v: Any) -> str:
+    if v is _UNSET:
+        return "not set"
+    if isinstance(v, dict) and "blake2b" in v:
+        return f"{v['array']} {v['dtype']} shape {tuple(v['shape'])} #{v['blake2b'][:10]}"
+    return repr(v)
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two run configurations, in words."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "options":
+            a, b = a or {}, b or {}
+            for name in sorted(set(a) | set(b)):
+                va, vb = a.get(name, _UNSET), b.get(name, _UNSET)
+                if va != vb:
+                    diffs.append(f"option {name!r} ({_show(va)} in the run, {_show(vb)} now)")
+        elif key == "target":
+            diffs.append(f"targets ({_show(a)} in the run, {_show(b)} now)")
+        elif key == "model":
+            diffs.append(f"model parameters (fingerprint {a} in the run, {b} now)")
+        else:
+            diffs.append(f"{key} ({_show(a)} in the run, {_show(b)} now)")
+    return diffs
+
+
+def _trusted(out: Path, key: str, entry: dict[str, Any]) -> bool:
+    """Whether every file of a finished shard is whole; warns and returns False otherwise."""
+    for name, record in entry.get("files", {}).items():
+        problem = check_file(out / name, record)
+        if problem is not None:
+            a, b = entry["rows"]
+            # stacklevel: _trusted <- open_run <- explain_dataset <- the user's call
+            warnings.warn(f"{out / name} {problem}; shard {key} (rows {a}..{b - 1}) will be recomputed", stacklevel=4)
+            return False
+    return bool(entry.get("files"))
+
+
+def open_run(out: Path, config: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """The manifest to continue: a fresh one, or the folder's with only its trusted shards.
+
+    Raises :class:`InputError` if the folder holds a run of another configuration or a manifest
+    that cannot be read. Nothing in the folder is changed before the checks pass.
+    """
+    path = out / "manifest.json"
+    fresh = {"format": FORMAT, "config": config, "config_hash": _config_hash(config), "shards": {},
+             "complete": False}
+    if overwrite or not path.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # first, so an interrupted overwrite leaves no run to resume
+        for f in [*out.glob("shard-*"), *out.glob(".shard-*.tmp*")]:
+            f.unlink()
+        return fresh
+    try:
+        old = json.loads(path.read_text())
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} cannot be read ({exc}). {_what_to_do(out)}") from None
+    if old.get("format") != FORMAT:
+        raise InputError(f"{out} holds a run of format {old.get('format')!r}, not {FORMAT!r} (written by another "
+                         f"unveil version). {_what_to_do(out)}")
+    if old.get("config_hash") != fresh["config_hash"]:
+        diffs = _differences(old.get("config", {}), config) or ["the configuration hash"]
+        raise InputError(f"{out} holds a run with another configuration; what differs: {'; '.join(diffs)}. "
+                         f"{_what_to_do(out)}")
+    for f in out.glob(".shard-*.tmp*"):  # a write that never finished
+        f.unlink()
+    kept = {}
+    for k, v in old.get("shards", {}).items():
+        if _trusted(out, k, v):
+            kept[k] = v
+    old["shards"] = kept
+    old["complete"] = False
+    return old  # type: ignore[no-any-return]
+
+
+class InputCheck:
+    """Checks the rows of finished shards against their recorded digests as they are read again."""
+
+    def __init__(self, out: Path, manifest: dict[str, Any]) -> None:
+        self.out = out
+        self.expected = {int(k): v for k, v in manifest["shards"].items()}
+        self.seen: set[int] = set()
+
+    def _refuse(self, what: str) -> InputError:
+        return InputError(f"{what}: the data changed since the run in {self.out} began. {_what_to_do(self.out)}")
+
+    def rows(self, n_rows: int | None, shard_size: int) -> None:
+        """With the source's length known up front, refuse at once a run that covered other rows."""
+        if n_rows is None:
+            return
+        for k, entry in sorted(self.expected.items()):
+            rows = [k * shard_size, min((k + 1) * shard_size, n_rows)]
+            if entry["rows"] != rows:
+                a, b = entry["rows"]
+                raise self._refuse(f"the data has {n_rows} rows, but shard {k:05d} of the run explained rows {a}..{b - 1}")
+
+    def __call__(self, index: int, start: int, stop: int, digest: str) -> None:
+        """Called by the source for each finished shard it reads again."""
+        entry = self.expected.get(index)
+        if entry is None:
+            return
+        self.seen.add(index)
+        if entry["rows"] != [start, stop]:
+            a, b = entry["rows"]
+            raise self._refuse(f"shard {index:05d} now holds rows {start}..{stop - 1}, the run explained rows {a}..{b - 1}")
+        if entry["input"] != digest:
+            raise self._refuse(f"data rows {start}..{stop - 1} (shard {index:05d}) differ from the rows the run explained")
+
+    def finish(self) -> None:
+        """After the source is exhausted: every finished shard must have been read again."""
+        missing = sorted(set(self.expected) - self.seen)
+        if missing:
+            a, b = self.expected[missing[0]]["rows"]
+            raise self._refuse(f"the data ended before rows {a}..{b - 1} (shard {missing[0]:05d}) that the run explained")
+
+
+def _write_parquet(tmp: Path, exp: Explanation, names: list[str] | None, start: int) -> bool:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:  # the dist extra is optional; the npz shard is the record
+        return False
+    vals = exp.values.reshape(len(exp), -1)
+    names = names or [f"x{i}" for i in range(vals.shape[1])]
+    cols: dict[str, Any] = {"row": np.arange(start, start + len(exp))}
+    if exp.targets is not None:
+        cols["target"] = exp.targets
+    if exp.outputs is not None:
+        cols["output"] = exp.outputs
+    for i, n in enumerate(names):
+        cols[f"attr:{n}"] = vals[:, i]
+    pq.write_table(pa.table(cols), tmp)
+    return True
+
+
+class Writer:
+    """Writes shards durably and keeps the manifest current."""
+
+    def __init__(self, out: Path, manifest: dict[str, Any], names: list[str] | None) -> None:
+        self.out, self.manifest, self.names = out, manifest, names
+
+    def write(self, shard: Shard, exp: Explanation) -> None:
+        key = f"{shard.index:05d}"
+        file = f"shard-{key}.npz"
+        exp.meta["rows"] = [shard.start, shard.stop]
+        if shard.y is not None:
+            exp.extras["labels"] = np.asarray(shard.y)
+        if self.names is not None and exp.feature_names is None:
+            exp.feature_names = self.names
+        tmp = self.out / f".{file}.tmp.npz"
+        exp.save(tmp)
+        files = {file: commit(tmp, self.out / file, sync_dir=False)}
+        if exp.inputs.ndim == 2:
+            tmp = self.out / f".shard-{key}.parquet.tmp"
+            if _write_parquet(tmp, exp, self.names, shard.start):
+                files[f"shard-{key}.parquet"] = commit(tmp, self.out / f"shard-{key}.parquet", sync_dir=False)
+        fsync_dir(self.out)  # the shard's files are in place before the manifest names them
+        self.manifest["shards"][key] = {
+            "file": file, "rows": [shard.start, shard.stop], "input": shard.digest, "files": files,
+            "n_evals": exp.n_evals, "seconds": round(sum(exp.timings.values()), 4),
+        }
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.out / "manifest.json", self.manifest)
+
+
+def data_digest(manifest: dict[str, Any]) -> str:
+    """The digest of the whole input, from the digests of its shards in row order."""
+    h = new_hash()
+    for key in sorted(manifest["shards"]):
+        h.update(manifest["shards"][key]["input"].encode())
+    return str(h.hexdigest())
