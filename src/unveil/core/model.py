@@ -32,7 +32,8 @@ __all__ = ["Model", "OutputSpec", "TargetSpec", "as_model", "to_tensor"]
 OutputSpec = Union[Literal["logits", "probs"], Callable[[torch.Tensor], torch.Tensor]]
 TargetSpec = Union[int, str, Sequence[int], np.ndarray, torch.Tensor, None]
 
-_SHAPE_WORDS = ("shape", "size", "dimension", "mat1", "mat2", "Expected", "expected", "channels")
+_SHAPE_WORDS = ("shape", "size", "dimension", "mat1", "mat2", "Expected", "expected", "channels",
+                "elements")
 
 
 def to_tensor(x: Any, *, name: str = "inputs") -> torch.Tensor:
