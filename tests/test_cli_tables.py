@@ -37,11 +37,10 @@ def test_distill_prints_the_library_figures_and_writes_json(capsys, tmp_path):
     assert code == 0
     printed = json.loads(stdout)
     data = uv.zoo.load_dataset("breast_cancer_mlp")
-    X = data.raw(torch.cat([data.X_train, data.X_test]))  # the CLI reads rules in raw units
+    X = torch.cat([data.X_train, data.X_test])  # the zoo's rows are in their own units
     y = torch.cat([data.y_train, data.y_test])
     sur = uv.distill(uv.zoo.breast_cancer_mlp(), X, kind="rules", max_depth=3, y=y,
-                     feature_names=data.feature_names, class_names=["malignant", "benign"],
-                     preprocess=data.standardise)
+                     feature_names=data.feature_names, class_names=["malignant", "benign"])
     assert printed["held_out"] == pytest.approx(sur.held_out)
     assert [r["text"] for r in printed["rules"]] == [r["text"] for r in sur.rules().to_dict()]
     assert json.loads(out.read_text())["held_out"] == printed["held_out"]

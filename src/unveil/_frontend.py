@@ -350,20 +350,19 @@ def load_table(sources: Sequence[str], loaded: LoadedModel, *, rows: str | None 
     """Rows for :func:`unveil.distill` or :func:`unveil.bias_audit`.
 
     Without ``sources``, a zoo model brings every row of its data set (train and test, with
-    labels) in the data set's own units, with the standardisation the model needs as
-    ``preprocess``. ``label_column`` (a header name or a column index) takes the true labels
+    labels) in the data set's own units, which the zoo's models take. ``label_column`` (a header name or a column index) takes the true labels
     out of a CSV file's columns.
     """
     if not sources and loaded.zoo:
         from .zoo import load_dataset
 
         data = load_dataset(loaded.zoo)
-        X = data.raw(np.concatenate([data.X_train.numpy(), data.X_test.numpy()]))
+        X = np.concatenate([data.X_train.numpy(), data.X_test.numpy()]).astype(np.float64)
         zoo_y = np.concatenate([data.y_train.numpy(), data.y_test.numpy()])
         if rows:
             idx = parse_rows(rows, X.shape[0])
             X, zoo_y = X[idx], zoo_y[idx]
-        return Table(X, data.feature_names or loaded.feature_names, zoo_y, data.preprocess)
+        return Table(X, data.feature_names or loaded.feature_names, zoo_y)
     if not sources:
         raise InputError("no rows given; pass --input rows.csv (or .npy, or zoo:NAME)")
     inp = load_inputs(sources, loaded, rows=rows)

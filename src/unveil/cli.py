@@ -262,17 +262,6 @@ def _training_rows(loaded: LoadedModel, path: str | None) -> Any:
     return load_inputs([path], loaded).x
 
 
-def _zoo_units(loaded: LoadedModel, path: str | None, train: Any) -> Any:
-    """(raw rows, standardise) when the training rows are a zoo table's, else None."""
-    name = path[4:] if path is not None and path.startswith("zoo:") else (loaded.zoo if path is None else None)
-    if name is None or train is None:
-        return None
-    from .zoo import load_dataset
-
-    data = load_dataset(name)
-    return None if data.preprocess is None else (data.raw(train), data.preprocess)
-
-
 @cli.command("report")
 @_model_options
 @_input_options
@@ -304,13 +293,12 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
         meth, sep, name = k.partition("__")
         (per_method.setdefault(meth, {}).__setitem__(name, v) if sep else budget.__setitem__(k, v))
     train = _training_rows(loaded, data_path)
-    units = _zoo_units(loaded, data_path, train)
     section = build_section(
         loaded.model, data.x, list(method_names) or None, data=train,
         target=parse_target(target, loaded.class_names), options=per_method, budget=budget,
         class_names=loaded.class_names, feature_names=data.feature_names, tokens=data.tokens,
         labels=data.labels, model_name=loaded.name, description=loaded.description,
-        data_units=units, evaluate=not no_evaluate, sanity=sanity, metrics=list(metric_names) or None,
+        evaluate=not no_evaluate, sanity=sanity, metrics=list(metric_names) or None,
         progress=not as_json,
     )
     rep = Report([section], title=title, command="unveil " + " ".join(sys.argv[1:]))

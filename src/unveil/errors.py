@@ -10,7 +10,8 @@ catches them all. Each also derives from the matching built-in, so generic handl
     ├── UnknownMethodError (LookupError)   no registered method of that name
     ├── LayerNotFoundError (LookupError)   dotted layer name not in the model
     ├── ModelError (RuntimeError)          the model failed or returned something unusable
-    │   └── NotDifferentiableError         a gradient method on a model without gradients
+    │   ├── NotDifferentiableError         a gradient method on a model without gradients
+    │   └── NonFiniteOutputError           the model returned NaN or infinite scores
     ├── OptionError (ValueError)           an option of a method has an invalid value
     └── MissingExtraError (ImportError)    an optional dependency is not installed
 """
@@ -23,6 +24,7 @@ __all__ = [
     "LayerNotFoundError",
     "MissingExtraError",
     "ModelError",
+    "NonFiniteOutputError",
     "NotDifferentiableError",
     "OptionError",
     "TargetError",
@@ -67,6 +69,24 @@ class ModelError(UnveilError, RuntimeError):
 
 class NotDifferentiableError(ModelError):
     """A gradient-based method was asked of a model that gives no gradients."""
+
+
+class NonFiniteOutputError(ModelError):
+    """The model returned NaN or infinite scores; ``rows`` are the offending row indices of the
+    evaluated batch and ``total`` its size."""
+
+    def __init__(self, rows: list[int], total: int) -> None:
+        self.rows, self.total = list(rows), total
+        shown = ", ".join(str(r) for r in self.rows[:8]) + (" ..." if len(self.rows) > 8 else "")
+        super().__init__(
+            f"the model returned NaN or infinite scores for {len(self.rows)} of {total} rows "
+            f"(rows {shown}); no explanation of such scores can be trusted. Check the model "
+            "(e.g. a division by zero, log of 0, overflow) or the scale of the inputs"
+        )
+
+    def shifted(self, offset: int, total: int) -> NonFiniteOutputError:
+        """The same error for a chunk that starts at row ``offset`` of ``total`` rows."""
+        return NonFiniteOutputError([r + offset for r in self.rows], total)
 
 
 class OptionError(UnveilError, ValueError):

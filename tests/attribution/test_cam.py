@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -198,8 +199,9 @@ def test_default_layer(digits, resnet):
     assert e.meta == {"layer": "layer2", "layer_default": True,
                       "grid": {"kind": "map", "size": [8, 8], "prefix_tokens": 0}}
     model, x, _ = digits
-    # the last module with a spatial output is the classifier's max-pool (4x4)
-    assert GradCAM(model)(x).meta["layer"] == "classifier.0"
+    # the last module with a spatial output is the classifier's max-pool (4x4), and after it the
+    # last ReLU: their Grad-CAM maps are mostly all zero; the last convolution's are not
+    assert GradCAM(model)(x).meta["layer"] == "features.6"
 
 
 def test_guided_grad_cam_is_guided_backprop_times_cam(resnet):
@@ -394,3 +396,54 @@ def test_models_that_need_contiguous_inputs():
     from unveil.attribution.lrp import LRP
 
     assert np.isfinite(LRP(model)(x).values).all()
+
+
+def _zero_maps(model: nn.Module, x: torch.Tensor, **options: Any) -> tuple[str, int]:
+    e = GradCAM(model, **options)(x)
+    maps = np.asarray(e.values).reshape(x.shape[0], -1)  # the maps a person sees (after ReLU)
+    return e.meta["layer"], int((maps.max(1) - maps.min(1) <= 0).sum())
+
+
+def test_default_layer_gives_informative_maps_on_the_zoo_digits():
+    from unveil.zoo import digits_cnn, load_dataset
+
+    model = digits_cnn()
+    x = load_dataset("digits_cnn").X_test[:64]
+    layer, zeros = _zero_maps(model, x)
+    assert zeros <= 3, (layer, zeros)
+    # the case is not trivial: the layers after the last convolution give mostly blank maps
+    assert _zero_maps(model, x, layer="classifier.0")[1] > 16
+    assert _zero_maps(model, x, layer="features.7")[1] > 16
+
+
+class _Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + x)
+
+
+def test_default_layer_on_a_trained_resnet_with_inplace_relus():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images[:, None] / 16.0, dtype=torch.float32)
+    y = torch.tensor(d.target)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(inplace=True), _Block(16),
+                          _Block(16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[:1200]), y[:1200]).backward()
+        opt.step()
+    model.eval()
+    test = x[1200:1264]
+    assert (model(test).argmax(1) == y[1200:1264]).float().mean() > 0.8, "the model did not learn"
+    layer, zeros = _zero_maps(model, test)
+    assert zeros <= 3, (layer, zeros)

@@ -42,13 +42,12 @@ def test_small_demo_has_a_trust_card(tmp_path) -> None:
     assert sec.trust.answer("saliency", "sanity") is not None  # the demo checks saliency
     assert sec.trust.answer("integrated_gradients", "faithful") is not None
     assert "Rules of a depth-3 surrogate tree" in page
-    # the rules read in the data set's own units (the network takes standardised columns)
+    # the rules read in the data set's own units (the network standardises inside)
     import html
 
     import unveil as uv
 
     data = uv.zoo.load_dataset("breast_cancer_mlp")
-    sur = uv.distill(uv.zoo.breast_cancer_mlp(), data.raw(data.X_train[:256]), kind="tree", max_depth=3,
-                     feature_names=data.feature_names, class_names=data.class_names,
-                     preprocess=data.standardise)
+    sur = uv.distill(uv.zoo.breast_cancer_mlp(), data.X_train[:256], kind="tree", max_depth=3,
+                     feature_names=data.feature_names, class_names=data.class_names)
     assert html.escape(str(sur.rules()).splitlines()[0]) in page

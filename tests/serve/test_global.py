@@ -40,10 +40,10 @@ def test_distill_equals_the_library_on_the_models_rows(client):
     assert r.status_code == 200, r.text
     res = r.json()
     data = uv.zoo.load_dataset("breast_cancer_mlp")
-    raw = data.raw(torch.cat([data.X_train, data.X_test]))  # rules in the data set's own units
+    raw = torch.cat([data.X_train, data.X_test])  # the zoo's rows are in their own units
     sur = uv.distill(uv.zoo.breast_cancer_mlp(), raw, kind="rules", max_depth=2,
                      y=torch.cat([data.y_train, data.y_test]), feature_names=data.feature_names,
-                     class_names=list(data.class_names), preprocess=data.standardise)
+                     class_names=list(data.class_names))
     assert res["fidelity"] == pytest.approx(sur.fidelity()) and res["n_rows"] == 569
     assert res["held_out_rows"] == 142 and res["accuracy"] == pytest.approx(sur.held_out["accuracy"])
     assert [x["text"] for x in res["rules"]] == [str(rule) for rule in sur.rules()]

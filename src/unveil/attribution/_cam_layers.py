@@ -179,11 +179,16 @@ def capture_layer(module: nn.Module, name: str, *, grad: bool) -> Iterator[Captu
 
 
 def default_layer(module: nn.Module, x1: torch.Tensor) -> tuple[str, Grid]:
-    """The last layer, in execution order, with a spatial output the top score depends on.
+    """The last layer, in execution order, whose Grad-CAM maps are informative on ``x1``.
 
-    For token outputs only normalisation layers are candidates (in a vision transformer the
-    last block's first norm: after its attention, patch tokens no longer reach a class token).
-    Runs one forward and backward pass on the one-row batch ``x1``.
+    Candidates are layers with a spatial output the top score depends on (for token outputs only
+    normalisation layers: in a vision transformer the last block's first norm, since after its
+    attention patch tokens no longer reach a class token). A late pooling or post-ReLU layer
+    often gives all-zero maps — its few non-zero gradients point against the positive channels
+    — so each candidate's Grad-CAM map ``relu(sum_c mean(grad_c) * A_c)`` is computed on the
+    rows of ``x1`` (a few rows of the batch), and the last layer where no row's map is all zero
+    or constant wins; if none, the one with the fewest such rows (for token grids: the last
+    norm with a non-zero gradient). One forward and one backward pass on ``x1``.
     """
     names = {id(m): n for n, m in module.named_modules() if n}
     seen: list[tuple[str, torch.Tensor, Grid]] = []
@@ -209,11 +214,33 @@ def default_layer(module: nn.Module, x1: torch.Tensor) -> tuple[str, Grid]:
         )
     score = out.sum() if out.ndim == 1 else out.max(dim=1).values.sum()
     grads = torch.autograd.grad(score, [s[1] for s in seen], allow_unused=True)
-    for (name, _, grid), g in zip(reversed(seen), reversed(grads)):
-        if g is not None and bool(to_maps(g, grid).ne(0).any()):
+    best: tuple[int, str, Grid] | None = None
+    tokens = any(grid.kind == "tokens" for _, _, grid in seen)
+    for (name, act, grid), g in zip(reversed(seen), reversed(grads)):
+        if g is None:
+            continue
+        if tokens:  # a transformer: the last norm with a gradient (see above)
+            if bool(to_maps(g, grid).ne(0).any()):
+                return name, grid
+            continue
+        flat_rows = degenerate_cam_rows(to_maps(act.detach(), grid), to_maps(g, grid))
+        if flat_rows == 0:
             return name, grid
+        if best is None or flat_rows < best[0]:
+            best = (flat_rows, name, grid)
+    if best is not None:
+        return best[1], best[2]
     name, _, grid = seen[-1]
     return name, grid
+
+
+def degenerate_cam_rows(act: torch.Tensor, grad: torch.Tensor) -> int:
+    """How many rows of Grad-CAM ``relu(sum_c mean(grad_c) A_c)`` are constant (e.g. all zero)."""
+    weights = grad.flatten(2).mean(dim=2)
+    cam = torch.relu((act.flatten(2) * weights[:, :, None]).sum(dim=1))
+    spread = cam.amax(dim=1) - cam.amin(dim=1)
+    scale = act.flatten(1).abs().amax(dim=1) * weights.abs().amax(dim=1)
+    return int((spread <= 1e-6 * scale.clamp_min(1e-30)).sum())
 
 
 def _is_norm(m: nn.Module) -> bool:

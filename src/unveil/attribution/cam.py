@@ -50,6 +50,9 @@ from ._cam_layers import (
 from ._cam_pass import PassResult, SinglePassAttributor, select_scores
 from ._cam_perturb import ablation_weights, score_cam_weights
 
+#: Rows of the batch on which the default layer's maps are checked (see ``default_layer``).
+PROBE_ROWS = 8
+
 __all__ = [
     "AblationCAM",
     "EigenCAM",
@@ -91,7 +94,7 @@ class _CAM(SinglePassAttributor):
             return self.layer
         key = (tuple(x.shape[1:]), x.dtype, x.device)
         if key not in self._default_layers:
-            self._default_layers[key] = default_layer(module, x[:1])[0]
+            self._default_layers[key] = default_layer(module, x[:PROBE_ROWS])[0]
         return self._default_layers[key]
 
     def _format(self, x: torch.Tensor) -> torch.memory_format:

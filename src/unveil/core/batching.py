@@ -18,7 +18,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from ..errors import OptionError
+from ..errors import NonFiniteOutputError, OptionError
 from .hooks import forward_hooks
 from .model import Model
 
@@ -207,7 +207,17 @@ def n_chunks(total: int, size: int) -> int:
 
 
 def map_chunked(run: Callable[[int, int], torch.Tensor], total: int, **options: Any) -> torch.Tensor:
-    """:func:`run_chunked` for a pure ``run``: the concatenated per-chunk results."""
-    out = run_chunked(run, total, **options)
+    """:func:`run_chunked` for a pure ``run``: the concatenated per-chunk results.
+
+    A :class:`~unveil.errors.NonFiniteOutputError` from a chunk is re-raised with the row
+    numbers of the whole range (not of the chunk)."""
+
+    def located(a: int, b: int) -> torch.Tensor:
+        try:
+            return run(a, b)
+        except NonFiniteOutputError as exc:
+            raise exc.shifted(a, total) from exc
+
+    out = run_chunked(located, total, **options)
     assert out is not None
     return out

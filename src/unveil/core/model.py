@@ -17,15 +17,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError, ModelError, NotDifferentiableError, TargetError
-from .hooks import get_submodule, model_guard
+from ..errors import (
+    InputError,
+    ModelError,
+    NonFiniteOutputError,
+    NotDifferentiableError,
+    TargetError,
+    UnveilError,
+)
+from .hooks import StopForward, get_submodule, model_guard
 
 __all__ = ["Model", "OutputSpec", "TargetSpec", "as_model", "to_tensor"]
 
 OutputSpec = Union[Literal["logits", "probs"], Callable[[torch.Tensor], torch.Tensor]]
 TargetSpec = Union[int, str, Sequence[int], np.ndarray, torch.Tensor, None]
 
-_SHAPE_WORDS = ("shape", "size", "dimension", "mat1", "mat2", "Expected", "expected", "channels")
+_SHAPE_WORDS = ("shape", "size", "dimension", "mat1", "mat2", "Expected", "expected", "channels",
+                "elements")
 
 
 def to_tensor(x: Any, *, name: str = "inputs") -> torch.Tensor:
@@ -170,6 +178,14 @@ class Model:
             )
         if t.shape[0] == 0:
             raise InputError(f"{name} is an empty batch (shape {tuple(t.shape)})")
+        if _looks_like_integer_images(t):
+            _warn_once(
+                "integer_images",
+                f"{name} are integers shaped like images {tuple(t.shape)}; unveil casts them to "
+                "float (pixel values as they are, e.g. 0..255). Pass float images scaled as the "
+                "model was trained to silence this; token ids are (N, T)",
+            )
+            t = t.to(dtype=self.dtype)
         if t.is_floating_point():
             if not bool(torch.isfinite(t).all()):
                 bad = int((~torch.isfinite(t)).sum())
@@ -235,14 +251,20 @@ class Model:
         """
         try:
             raw = self._call_raw(x)
-        except RuntimeError as exc:
+        except (UnveilError, StopForward, torch.OutOfMemoryError):
+            raise  # ours, a deliberate early stop, or a chunk too large (batching halves it)
+        except Exception as exc:
             msg = str(exc)
-            if any(w in msg for w in _SHAPE_WORDS) and not isinstance(exc, ModelError):
+            first = msg.splitlines()[0] if msg else ""
+            if isinstance(exc, RuntimeError) and any(w in msg for w in _SHAPE_WORDS):
                 raise InputError(
-                    f"the model rejected inputs of shape {tuple(x.shape)}: {msg.splitlines()[0]}."
+                    f"the model rejected inputs of shape {tuple(x.shape)}: {first}."
                     f"{self._shape_hint()} Pass a batch shaped like the model's training inputs."
                 ) from exc
-            raise
+            raise ModelError(
+                f"the model raised {type(exc).__name__} on a batch of shape {tuple(x.shape)}: "
+                f"{first or repr(exc)}"
+            ) from exc
         out = _raw_output(raw)
         if out.ndim == 0 or out.shape[0] != x.shape[0]:
             raise ModelError(
@@ -253,6 +275,7 @@ class Model:
             out = out.reshape(out.shape[0], -1)
         if not out.is_floating_point():
             out = out.to(torch.float32)
+        _check_finite(out, x.shape[0])
         if self.output == "probs":
             out = torch.sigmoid(out) if out.ndim == 1 else torch.softmax(out, dim=-1)
         elif callable(self.output):
@@ -386,6 +409,30 @@ class Model:
                         h.update(f"{k}={v!r}".encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
+
+
+def _check_finite(out: torch.Tensor, n: int) -> None:
+    """Raise :class:`NonFiniteOutputError` naming the rows whose scores are NaN or infinite."""
+    finite = torch.isfinite(out.detach())
+    if bool(finite.all()):
+        return
+    bad_rows = (~finite).reshape(n, -1).any(dim=1).nonzero().flatten().tolist()
+    raise NonFiniteOutputError(bad_rows, n)
+
+
+def _looks_like_integer_images(t: torch.Tensor) -> bool:
+    """Integer (N, C, H, W) with a few channels: images, not token ids (which are (N, T))."""
+    return (not t.is_floating_point() and t.dtype != torch.bool and t.ndim == 4
+            and t.shape[1] <= 4)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, UserWarning, stacklevel=4)
 
 
 def as_model(model: Any, **options: Any) -> Model:

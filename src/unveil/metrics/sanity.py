@@ -70,6 +70,11 @@ class SanityResult:
     passed : bool
         ``upper < threshold`` and ``final < threshold``: the maps change once the upper half of
         the layers is random, and the maps of the fully randomised model are unlike the original.
+        ``False`` when the verdict is undefined.
+    verdict : str
+        ``"passed"``, ``"failed"`` or ``"undefined"`` — when the similarity cannot be measured
+        (the original maps, or every randomised map, are constant: e.g. all zero); ``reason``
+        then says why, in words (it also explains a failure).
     threshold, measure, final, upper
         The verdict's rule: ``measure``'s mean similarity ``final`` after randomising every
         layer (cascading; for ``mode="independent"`` the mean over layers) and ``upper`` after
@@ -101,6 +106,8 @@ class SanityResult:
     independent: dict[str, dict[str, float]] = field(default_factory=dict)
     per_sample: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     random_logit: dict[str, float] = field(default_factory=dict)
+    verdict: Literal["passed", "failed", "undefined"] = "failed"
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of the figures (per-sample arrays as lists)."""
@@ -109,7 +116,7 @@ class SanityResult:
         return {k: _plain(v) for k, v in self.__dict__.items()}
 
     def __str__(self) -> str:
-        word = "passes" if self.passed else "FAILS"
+        word = {"passed": "passes", "failed": "FAILS", "undefined": "UNDEFINED"}[self.verdict]
         half = "" if math.isnan(self.upper) else \
             f"the top {math.ceil(len(self.layers) / 2)} = {self.upper:.3f}, "
         lines = [f"sanity check of {self.method!r}: {word} ({self.measure} after randomising {half}all "
@@ -118,6 +125,8 @@ class SanityResult:
             lines.append(f"  {name:<24} " + "  ".join(f"{k}={v:.3f}" for k, v in sims.items()))
         if self.random_logit:
             lines.append("  random logit           " + "  ".join(f"{k}={v:.3f}" for k, v in self.random_logit.items()))
+        if self.reason:
+            lines.append(f"  why: {self.reason}")
         return "\n".join(lines)
 
 
@@ -259,7 +268,35 @@ def sanity_check(
     if res.similarity:
         res.upper = res.similarity[order[math.ceil(len(order) / 2) - 1]][measure]
     res.passed = bool(res.final < threshold and not res.upper >= threshold)  # NaN upper: no test
+    res.verdict, res.reason = _verdict(res, int(_constant_rows(v0).sum()), v0.shape[0])
+    res.passed = res.verdict == "passed"
     return res
+
+
+def _constant_rows(v: torch.Tensor) -> torch.Tensor:
+    """Rows of maps with one value everywhere (all zero, say): nothing to rank."""
+    flat = v.reshape(v.shape[0], -1)
+    return (flat.amax(dim=1) - flat.amin(dim=1)) <= 0
+
+
+def _verdict(res: SanityResult, constant: int, n: int) -> tuple[Any, str | None]:
+    """``passed`` / ``failed`` / ``undefined`` with the reason in words."""
+    if constant == n:
+        return "undefined", (
+            f"the maps of the original model are constant (e.g. all zero) for all {n} inputs, so "
+            "there is nothing to compare; the method gives no information here (for a CAM, "
+            "try another layer=)")
+    if math.isnan(res.final):
+        return "undefined", (
+            f"the {res.measure} similarity could not be measured: after randomising the layers "
+            "the maps are constant for every input")
+    if res.passed:
+        return "passed", None
+    where = (f"{res.final:.2f} after randomising all {len(res.layers)} layers" if
+             res.final >= res.threshold else
+             f"{res.upper:.2f} after randomising the top {math.ceil(len(res.layers) / 2)}")
+    return "failed", (f"the maps hardly change when the model's weights are random: {res.measure} "
+                      f"similarity {where}, not below {res.threshold}")
 
 
 def _explainer(m: Model, method: str, opts: dict[str, Any], fn: ModelExplainFn | None) -> Reexplainer:

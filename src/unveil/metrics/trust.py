@@ -1,9 +1,13 @@
 """A trust card: four plain questions about an explanation, each answered with the figures
 behind it and the rule that turned them into yes or no.
 
-- *Faithful?* The area between the insertion and deletion curves (Petsiuk et al., 2018) is
-  larger in the map's order than in a random order: removing what the map ranks first lowers
-  the target score faster, or inserting it raises the score faster, than chance.
+- *Faithful?* One rule: the *faithfulness margin* — insertion AUC minus deletion AUC (Petsiuk
+  et al., 2018) in the map's order, minus the same in a random order — is above zero on average
+  AND for at least half of the samples: removing what the map ranks first lowers the target
+  score faster, and inserting it raises the score faster, than chance. "yes" always comes with a
+  positive margin, "no" with a margin at or below zero or a minority of samples beating chance.
+  A map that is constant (all zero, say) for a sample ranks nothing and never counts as
+  faithful; when every sample's map is constant the answer is "no", with that reason.
 - *Robust?* The map changes by less than ``robust_threshold`` of its norm under small input noise
   (max-sensitivity, Yeh et al., 2019).
 - *Passes sanity?* The map changes once the upper half of the layers is randomised, and the
@@ -24,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..core.explanation import Explanation
+from ..core.quality import degenerate_rows
 from ..errors import OptionError, UnveilError
 from ._common import _plain
 from .agreement import agreement
@@ -96,6 +101,14 @@ def _fmt(x: Any) -> str:
 
 
 def _faithful(model: Any, exp: Explanation, opts: Mapping[str, Any]) -> Verdict:
+    flat = degenerate_rows(exp.values)
+    rule = ("faithfulness margin (insertion AUC minus deletion AUC, minus the same for a random "
+            "order) above zero on average and for at least half of the samples")
+    if flat.all():
+        return Verdict(_QUESTIONS["faithful"], False, rule + "; a constant map ranks nothing",
+                       {"degenerate_samples": int(flat.sum()), "faithfulness_margin": 0.0})
+    if flat.any():
+        exp = exp[np.flatnonzero(~flat)]
     kw = {"n_steps": opts.get("n_steps", 20), "seed": opts.get("seed", 0)}
     d = deletion(model, exp, **kw)
     dr = deletion(model, exp, order="random", **kw)
@@ -103,14 +116,16 @@ def _faithful(model: Any, exp: Explanation, opts: Mapping[str, Any]) -> Verdict:
     ir = insertion(model, exp, order="random", **kw)
     score = i.per_sample - d.per_sample  # insertion minus deletion area: high when faithful
     chance = ir.per_sample - dr.per_sample
-    ok = float(np.nanmean(score)) > float(np.nanmean(chance))
-    return Verdict(_QUESTIONS["faithful"], bool(ok),
-                   "insertion AUC minus deletion AUC above the same for a random order",
-                   {"insertion_minus_deletion": float(np.nanmean(score)),
+    margin = float(np.nanmean(score - chance))
+    beating = float(np.mean(score > chance))
+    ok = margin > 0 and beating >= 0.5
+    return Verdict(_QUESTIONS["faithful"], bool(ok), rule,
+                   {"faithfulness_margin": margin, "degenerate_samples": int(flat.sum()),
+                    "insertion_minus_deletion": float(np.nanmean(score)),
                     "random_order": float(np.nanmean(chance)),
                     "deletion_auc": d.value, "random_deletion_auc": dr.value,
                     "insertion_auc": i.value, "random_insertion_auc": ir.value,
-                    "samples_beating_random": float(np.mean(score > chance))})
+                    "samples_beating_random": beating})
 
 
 def _robust(model: Any, exp: Explanation, opts: Mapping[str, Any]) -> Verdict:

@@ -146,7 +146,6 @@ def run_demo(
             budget=dict(budget or DEMO_BUDGET), retry_options={"background": data.X_train[:16]},
             class_names=data.class_names, feature_names=data.feature_names,
             labels=data.y_test[:k], data=data.X_train[:256], model_name=f"zoo:{name}",
-            data_units=None if data.preprocess is None else (data.raw(data.X_train[:256]), data.preprocess),
             description=entry.description, evaluate=evaluate, sanity=DEMO_SANITY if evaluate else False,
             trust_options={"n_steps": 10},
             on_error="record", progress=True,

@@ -80,9 +80,8 @@ def _zoo_entries() -> list[Entry]:
                          class_names=list(data.class_names), feature_names=data.feature_names,
                          samples=data.X_test, labels=data.y_test.numpy(), is_module=True,
                          background=data.X_train[:32],
-                         table=data.raw(torch.cat([data.X_train, data.X_test])) if tabular else None,
-                         table_labels=torch.cat([data.y_train, data.y_test]).numpy() if tabular else None,
-                         table_preprocess=data.preprocess if tabular else None))
+                         table=torch.cat([data.X_train, data.X_test]).numpy() if tabular else None,
+                         table_labels=torch.cat([data.y_train, data.y_test]).numpy() if tabular else None))
     return out
 
 

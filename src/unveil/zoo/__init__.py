@@ -1,8 +1,8 @@
 """Small example models trained in seconds on data that ships with scikit-learn.
 
 ``digits_cnn()`` is a CNN on scikit-learn's digits upsampled to 1×32×32 (pixels in [0, 1]);
-``breast_cancer_mlp()`` is a 30-64-64-2 ReLU network on standardised breast-cancer features,
-with logits for ``["malignant", "benign"]``. Each is trained once with a fixed seed on a fixed
+``breast_cancer_mlp()`` is a 30-64-64-2 ReLU network on breast-cancer rows in their own units
+(it standardises them inside), with logits for ``["malignant", "benign"]``. Each is trained once with a fixed seed on a fixed
 stratified split (``test_size=0.25``, ``random_state=0``) and cached as safetensors under
 ``UNVEIL_CACHE`` (default ``$XDG_CACHE_HOME/unveil`` or ``~/.cache/unveil``); it is retrained
 when the cached metadata (architecture, recipe, seed, torch and scikit-learn versions, recipe
@@ -75,9 +75,9 @@ def digits_cnn(
 def breast_cancer_mlp(
     *, cache_dir: str | os.PathLike[str] | None = None, retrain: bool = False
 ) -> nn.Module:
-    """Return the breast-cancer MLP (standardised inputs ``(N, 30)``, 2 logits), in eval mode.
+    """Return the breast-cancer MLP (rows ``(N, 30)`` in their own units, 2 logits), in eval mode.
 
-    Layers: ``features`` (linear 30→64, ReLU, linear 64→64, ReLU) and ``classifier`` (linear
+    Layers: ``standardize`` (the training rows' mean and std, applied first), ``features`` (linear 30→64, ReLU, linear 64→64, ReLU) and ``classifier`` (linear
     64→2, classes ``["malignant", "benign"]``). At least 95 % accuracy on
     ``load_dataset("breast_cancer_mlp").X_test``.
 
@@ -108,6 +108,6 @@ ZOO: dict[str, ZooModel] = {
         "breast_cancer_mlp",
         breast_cancer_mlp,
         "tabular",
-        "30-64-64-2 MLP on standardised breast-cancer features; malignant vs benign",
+        "30-64-64-2 MLP on breast-cancer measurements (standardised inside); malignant vs benign",
     ),
 }

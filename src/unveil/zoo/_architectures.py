@@ -8,9 +8,10 @@ such as ``"features.6"``. Every ReLU is its own, non-inplace module, as hook-bas
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BreastCancerMLP", "DigitsCNN"]
+__all__ = ["BreastCancerMLP", "DigitsCNN", "Standardize"]
 
 
 class DigitsCNN(nn.Module):
@@ -46,15 +47,43 @@ class DigitsCNN(nn.Module):
         return logits
 
 
-class BreastCancerMLP(nn.Module):
-    """A 30-64-64-2 ReLU network on standardised breast-cancer features, 2 logits.
+class Standardize(nn.BatchNorm1d):
+    """``(x - mean) / std`` per column: a batch norm frozen to the training rows' statistics.
 
-    ``features``: ``0`` linear 30→64, ``1`` ReLU, ``2`` linear 64→64, ``3`` ReLU;
-    ``classifier``: ``0`` linear 64→2 (classes ``["malignant", "benign"]``).
+    ``mean`` and ``var`` are the running statistics (saved with the weights), used in training
+    and evaluation alike, so a table model takes rows in the data's own units. Being a batch
+    norm, it is folded into the next dense layer by LRP's canonizer.
+    """
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__(n_features, eps=0.0, momentum=0.0, affine=False, track_running_stats=True)
+
+    def fit(self, rows: torch.Tensor) -> Standardize:
+        """Set the mean and the population variance from ``rows`` (a zero variance becomes 1)."""
+        var = rows.var(dim=0, unbiased=False)
+        assert self.running_mean is not None and self.running_var is not None
+        with torch.no_grad():
+            self.running_mean.copy_(rows.mean(dim=0))
+            self.running_var.copy_(torch.where(var > 0, var, torch.ones_like(var)))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised columns (the stored statistics, never the batch's)."""
+        return F.batch_norm(x, self.running_mean, self.running_var, None, None, False, 0.0, self.eps)
+
+
+class BreastCancerMLP(nn.Module):
+    """A 30-64-64-2 ReLU network on breast-cancer rows in their own units, 2 logits.
+
+    ``standardize``: the training rows' mean and standard deviation, applied first (so rows
+    go in as measured, e.g. a mean radius of 14.1); ``features``: ``0`` linear 30→64, ``1`` ReLU,
+    ``2`` linear 64→64, ``3`` ReLU; ``classifier``: ``0`` linear 64→2 (classes
+    ``["malignant", "benign"]``).
     """
 
     def __init__(self) -> None:
         super().__init__()
+        self.standardize = Standardize(30)
         self.features = nn.Sequential(
             nn.Linear(30, 64),
             nn.ReLU(),
@@ -64,6 +93,6 @@ class BreastCancerMLP(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(64, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map rows ``(N, 30)`` to logits ``(N, 2)``."""
-        logits: torch.Tensor = self.classifier(self.features(x))
+        """Map rows ``(N, 30)`` in their own units to logits ``(N, 2)``."""
+        logits: torch.Tensor = self.classifier(self.features(self.standardize(x)))
         return logits

@@ -1,7 +1,8 @@
 """Data sets of the zoo: scikit-learn's bundled data, split and preprocessed the same way each time.
 
 Both data sets ship with scikit-learn, so nothing is downloaded. The split is stratified, with
-``test_size=0.25`` and ``random_state=0``; preprocessing is fitted on the training rows only.
+``test_size=0.25`` and ``random_state=0``. Rows stay in their own units: a table model's
+standardisation is a layer inside it, fitted on the training rows only.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +36,8 @@ DATA_RECIPES: dict[str, dict[str, object]] = {
     },
     "breast_cancer_mlp": {
         "source": "sklearn.datasets.load_breast_cancer",
-        "scale": "standardised with the training rows' mean and population std",
+        "scale": "rows in their own units; the model standardises them inside (training rows' "
+                 "mean and population std)",
         "shape": [30],
         "split": {"test_size": TEST_SIZE, "random_state": SPLIT_RANDOM_STATE, "stratify": True},
     },
@@ -49,7 +51,9 @@ class ZooData:
     Attributes
     ----------
     X_train, X_test : torch.Tensor
-        float32 inputs, shaped ``(N, 1, 32, 32)`` for images or ``(N, F)`` for tables.
+        float32 inputs in the data set's own units, shaped ``(N, 1, 32, 32)`` for images (pixels
+        in [0, 1]) or ``(N, F)`` for tables (as measured: the zoo's table models standardise
+        inside).
     y_train, y_test : torch.Tensor
         int64 class indices, shaped ``(N,)``.
     class_names : list of str
@@ -58,9 +62,6 @@ class ZooData:
         Column names for tabular data, ``None`` for images.
     modality : {"image", "tabular"}
         The kind of input.
-    mean, std : numpy arrays or None
-        Tables: the standardisation the inputs went through (``X = (raw - mean) / std``, fitted
-        on the training rows); :meth:`raw` and :meth:`standardise` convert.
     """
 
     X_train: torch.Tensor
@@ -70,25 +71,6 @@ class ZooData:
     class_names: list[str]
     feature_names: list[str] | None
     modality: Literal["image", "tabular"]
-    mean: npt.NDArray[np.float64] | None = None
-    std: npt.NDArray[np.float64] | None = None
-
-    def raw(self, X: torch.Tensor | npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-        """Model inputs back in the data set's own units (float64)."""
-        arr = np.asarray(X.numpy() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
-        return arr if self.mean is None or self.std is None else arr * self.std + self.mean
-
-    @property
-    def preprocess(self) -> Callable[[npt.NDArray[Any]], npt.NDArray[np.float32]] | None:
-        """:meth:`standardise` for a standardised table (rows in own units -> model inputs),
-        ``None`` when the inputs are the data set's own values."""
-        return None if self.mean is None or self.std is None else self.standardise
-
-    def standardise(self, raw: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-        """Rows in the data set's own units as the zoo model takes them (float32)."""
-        arr = np.asarray(raw, dtype=np.float64)
-        out = arr if self.mean is None or self.std is None else (arr - self.mean) / self.std
-        return out.astype(np.float32)
 
 
 def split_indices(y: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -131,10 +113,7 @@ def _breast_cancer() -> ZooData:
     X = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.int64)
     train, test = split_indices(y)
-    mean = X[train].mean(axis=0)
-    std = X[train].std(axis=0)
-    std[std == 0.0] = 1.0
-    Z = torch.as_tensor(((X - mean) / std).astype(np.float32))
+    Z = torch.as_tensor(X.astype(np.float32))
     labels = torch.as_tensor(y)
     return ZooData(
         X_train=Z[torch.as_tensor(train)],
@@ -144,8 +123,6 @@ def _breast_cancer() -> ZooData:
         class_names=[str(name) for name in bunch.target_names],
         feature_names=[str(name) for name in bunch.feature_names],
         modality="tabular",
-        mean=mean,
-        std=std,
     )
 
 
@@ -192,6 +169,4 @@ def load_dataset(name: str) -> ZooData:
             class_names=list(data.class_names),
             feature_names=None if data.feature_names is None else list(data.feature_names),
             modality=data.modality,
-            mean=None if data.mean is None else data.mean.copy(),
-            std=None if data.std is None else data.std.copy(),
         )
