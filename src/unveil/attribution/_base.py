@@ -22,9 +22,17 @@ from ..core.batching import BatchSize, map_chunked, resolve_batch_size
 from ..core.explanation import Explanation
 from ..core.modality import infer_modality
 from ..core.model import Model, TargetSpec, as_model
+from ..core.quality import mark_degenerate
+from ..core.reference import Reference
 from ..core.registry import MethodInfo, get_method
+from ..errors import UnveilError
 
 __all__ = ["Attributor", "Call", "FirstPass", "Partial"]
+
+#: ``background=`` rows serve as the model's data (for the in-distribution check) from this many
+#: rows on, with this margin (a share of each feature's range, on each side).
+MIN_BACKGROUND_ROWS = 20
+BACKGROUND_MARGIN = 0.25
 
 
 @dataclass
@@ -166,7 +174,32 @@ class Attributor(abc.ABC):
         for key, value in names.items():
             if value is not None:
                 setattr(exp, key, [str(v) for v in value])
+        if exp.feature_names is None and self.model.feature_names is not None:
+            exp.feature_names = list(self.model.feature_names)
+        self._judge(exp, kwargs.get("background"))
         return exp
+
+    def _judge(self, exp: Explanation, background: Any) -> None:
+        """Quality facts every explanation gets: degenerate rows (``quality["degenerate"]``) and
+        rows outside the model's data (``quality["in_distribution"]``, when the data is known:
+        the model's ``reference=`` rows, else the call's ``background=`` rows)."""
+        info = self.declaration()
+        mark_degenerate(exp, info.family if info is not None else "")
+        ref = self.model.reference
+        if ref is None and background is not None and exp.modality in ("tabular", "image"):
+            try:  # a sample of the data: its extremes are narrower, so a wider margin
+                ref = Reference(background, feature_names=exp.feature_names,
+                                margin=BACKGROUND_MARGIN)
+            except UnveilError:
+                ref = None  # not rows at all: nothing to compare with
+            if ref is not None and ref.n_rows < MIN_BACKGROUND_ROWS:
+                ref = None  # too few rows to say what the data's range is
+        if ref is not None and exp.modality in ("tabular", "image", "sequence"):
+            try:
+                exp.quality["in_distribution"] = ref.check(exp.inputs,
+                                                           feature_names=exp.feature_names)
+            except UnveilError:
+                pass  # reference rows of another shape (e.g. token ids against embeddings)
 
     def _run(self, inputs: Any, *, target: TargetSpec = "predicted", **kwargs: Any) -> Explanation:
         """The call after its options were checked: validate, guard the model, attribute."""

@@ -26,6 +26,7 @@ from ..errors import (
     UnveilError,
 )
 from .hooks import StopForward, get_submodule, model_guard
+from .reference import Reference, as_reference
 
 __all__ = ["Model", "OutputSpec", "TargetSpec", "as_model", "to_tensor"]
 
@@ -108,6 +109,13 @@ class Model:
         ``"torch"`` or ``"numpy"``: how inputs are handed to a plain callable. ``"auto"`` uses
         torch for modules, numpy for estimators, and for a plain function tries one row as a
         tensor, falling back to numpy when it fails or returns an array.
+    reference
+        Rows of the data the model knows (its training rows, or a sample of them). Every
+        explained row is then checked against their ranges and the verdict stored in
+        ``exp.quality["in_distribution"]`` (see :mod:`unveil.core.reference`), so an input in the
+        wrong units or far from the data is flagged instead of explained with confidence.
+    feature_names
+        Column names, used in those messages.
     """
 
     def __init__(
@@ -116,6 +124,8 @@ class Model:
         *,
         output: OutputSpec = "logits",
         backend: Literal["auto", "torch", "numpy"] = "auto",
+        reference: Any = None,
+        feature_names: Sequence[str] | None = None,
     ) -> None:
         if isinstance(model, Model):
             raise TypeError("already a Model; use as_model() to pass one through")
@@ -134,6 +144,9 @@ class Model:
             elif _is_estimator(model):
                 backend = "numpy"
         self._backend: str = backend  # "auto" until probed for a plain function
+        names = None if feature_names is None else [str(n) for n in feature_names]
+        self.feature_names = names
+        self.reference: Reference | None = as_reference(reference, feature_names=names)
         self.n_evals = 0
         self._fingerprint: str | None = None
 
