@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__
 from ._frontend import LoadedModel, load_inputs, load_model, load_table, parse_option, parse_target
 from .errors import MissingExtraError, OptionError, UnveilError
+from .version import __version__
 
 __all__ = ["cli", "main"]
 
@@ -81,7 +81,7 @@ def cli(verbose: int, debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def methods_cmd(modality: str | None, as_json: bool) -> None:
     """List the registered explanation methods."""
-    from .api import methods
+    from .core.explain import methods
 
     infos = methods(modality)
     if as_json:
@@ -178,7 +178,7 @@ def explain_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs
                 texts: tuple[str, ...], rows: str | None, size: str | None, method: str,
                 target: str | None, options: tuple[str, ...], out: str | None, as_json: bool) -> None:
     """Explain a model's decisions on some inputs with one method."""
-    from .api import explain
+    from .core.explain import explain
 
     _check_out(out, (".npz", ".html", ".htm"))
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
@@ -234,7 +234,7 @@ def evaluate_cmd(model_spec: str, weights: str | None, allow_pickle: bool, exp_p
             raise FileNotFoundError(2, "no such explanation file", exp_path)
         exp = load(exp_path)
     else:
-        from .api import explain
+        from .core.explain import explain
 
         loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
         exp = explain(loaded.model, data.x, method=method)

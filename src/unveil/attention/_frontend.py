@@ -61,7 +61,7 @@ def attention(
             options.setdefault("attention_mask", mask)
             model = _masked(model, tokens["input_ids"], mask)
         tokens = tokens["input_ids"]
-    from ..api import explain
+    from ..core.explain import explain
 
     return explain(model, tokens, method=info.name, target=target, **options)
 

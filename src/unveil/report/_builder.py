@@ -223,9 +223,7 @@ def run_method(
     info: MethodInfo, model: Model, x: torch.Tensor, target: TargetSpec, options: dict[str, Any]
 ) -> Explanation:
     """Construct the method with the options its constructor takes and call it with the rest."""
-    from ..api import _split_options
-
-    init, call = _split_options(info.cls, options)
+    init, call = info.split_options(options)
     exp: Explanation = info.cls(model, **init)(x, target=target, **call)
     return exp
 

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 
-from .. import __version__
 from ..core.registry import get_method, list_methods
 from ..report import Report, build_section
 from ..report._builder import Section, skip_not_applicable
@@ -27,6 +26,7 @@ from ..report._render import (
 )
 from ..report.html import bars_html
 from ..report.narrative import display_name
+from ..version import __version__
 from ._schemas import (
     ExplainRequest,
     ExplainResponse,

@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..errors import UnveilError, require
+from ..version import __version__
 from ._state import ApiError, Store
 
 __all__ = ["DEFAULT_BUDGET", "create_app"]

@@ -311,7 +311,7 @@ def shapley_importance(
     ``"permutation_shapley"``), the interventional game over ``background`` (default: up to
     ``n_background`` rows of ``X`` drawn with ``seed``), and ``options`` such as ``n_samples=``.
     """
-    from ..api import explain
+    from ..core.explain import explain
 
     try:  # the Shapley family registers on import
         import unveil.attribution.shapley  # noqa: F401
