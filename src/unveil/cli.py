@@ -28,9 +28,9 @@ _DEBUG = False
 
 
 def _echo_json(obj: Any) -> None:
-    from .core.explanation import _jsonable
+    from .core.explanation import jsonable
 
-    click.echo(json.dumps(_jsonable(obj), indent=2))
+    click.echo(json.dumps(jsonable(obj), indent=2))
 
 
 def _model_options(f: F) -> F:
@@ -335,11 +335,11 @@ def _table_options(f: F) -> F:
 def _write_json(out: str | None, obj: Any) -> Path | None:
     if out is None:
         return None
-    from .core.explanation import _jsonable
+    from .core.explanation import jsonable
 
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(obj), indent=2), encoding="utf-8")
+    path.write_text(json.dumps(jsonable(obj), indent=2), encoding="utf-8")
     return path
 
 

@@ -133,9 +133,9 @@ class BiasAudit:
             raise OptionError(f"an audit is saved as .html or .json, got {p.name!r}")
         p.parent.mkdir(parents=True, exist_ok=True)
         if p.suffix.lower() == ".json":
-            from ..core.explanation import _jsonable
+            from ..core.explanation import jsonable
 
-            p.write_text(json.dumps(_jsonable(self.to_dict()), indent=2), encoding="utf-8")
+            p.write_text(json.dumps(jsonable(self.to_dict()), indent=2), encoding="utf-8")
         else:
             p.write_text(self.to_html(), encoding="utf-8")
         return p

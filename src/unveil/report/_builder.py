@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.explanation import Explanation, _jsonable
+from ..core.explanation import Explanation, jsonable
 from ..core.modality import infer_modality
 from ..core.model import Model, TargetSpec, as_model
 from ..core.registry import MethodInfo, get_method, list_methods
@@ -88,10 +88,10 @@ class Section:
             "model": self.model_name,
             "fingerprint": self.fingerprint,
             "input_shape": list(self.inputs.shape),
-            **_jsonable(_describe(self.settings)),
+            **jsonable(_describe(self.settings)),
             "methods": {
-                r.method: {"status": r.status, "options": _jsonable(_describe(r.options))}
-                | ({"params": _jsonable(r.explanation.params), "seed": r.explanation.seed}
+                r.method: {"status": r.status, "options": jsonable(_describe(r.options))}
+                | ({"params": jsonable(r.explanation.params), "seed": r.explanation.seed}
                    if r.explanation is not None else {})
                 for r in self.runs
             },

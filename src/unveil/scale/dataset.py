@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..core.explanation import Explanation, _jsonable
+from ..core.explanation import Explanation, jsonable
 from ..core.model import as_model
 from ..core.registry import get_method
 from ..errors import InputError, OptionError
@@ -169,7 +169,7 @@ def explain_dataset(
     out = Path(out)
     wrapped = as_model(model)
     config = {
-        "method": info.name, "options": _jsonable(options), "target": _jsonable(target), "seed": seed,
+        "method": info.name, "options": jsonable(options), "target": jsonable(target), "seed": seed,
         "shard_size": shard_size, "model": wrapped.fingerprint(), "data": describe_source(data),
     }
     manifest = _open_run(out, config, overwrite)
