@@ -31,7 +31,7 @@ import numpy as np
 
 from ..core.batching import BatchSize
 from ..errors import InputError, OptionError
-from ..surrogate._blackbox import (
+from ..surrogate.blackbox import (
     as_table,
     class_labels,
     query,

@@ -12,7 +12,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 
 from ..audit.bias import MAX_GROUPS
-from ..surrogate._blackbox import model_rows
+from ..surrogate.blackbox import model_rows
 from ._routes import _ERRORS, ModelName
 from ._schemas import (
     AuditRequest,

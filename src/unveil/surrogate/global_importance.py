@@ -23,7 +23,8 @@ import torch
 from ..core.batching import BatchSize
 from ..core.model import Model, estimator_input
 from ..errors import InputError, OptionError
-from ._blackbox import (
+from ._fit import check_positive_int
+from .blackbox import (
     Task,
     as_table,
     class_labels,
@@ -34,7 +35,6 @@ from ._blackbox import (
     true_labels,
     wrap,
 )
-from ._fit import check_positive_int
 
 __all__ = ["GlobalImportance", "PartialDependence", "partial_dependence", "permutation_importance",
            "shapley_importance"]
