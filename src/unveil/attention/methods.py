@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal, Union
 import numpy as np
 import torch
 
-from ..attribution._base import Attributor, Call
+from ..attribution import Attributor, Call
 from ..core.batching import BatchSize, run_chunked
 from ..core.model import Model
 from ..core.registry import register

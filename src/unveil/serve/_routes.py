@@ -148,7 +148,7 @@ def _has_attention(model: Any) -> bool | None:
     """Whether a torch model has attention modules unveil can read (None: not a module)."""
     if not isinstance(model, torch.nn.Module):
         return None
-    from ..attention._capture import find_sites
+    from ..attention import find_sites
     from ..errors import ModelError
 
     try:

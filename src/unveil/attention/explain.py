@@ -1,4 +1,4 @@
-"""The one-call entry point :func:`attention` (token ids, tokenizer output, or images)."""
+"""`attention(model, tokens, method)`: explain a model with an attention method in one call (token ids, tokenizer output, or images)."""
 
 from __future__ import annotations
 
