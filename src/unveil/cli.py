@@ -94,8 +94,8 @@ def methods_cmd(modality: str | None, as_json: bool) -> None:
 
 
 def _sample_lines(exp: Any, top: int = 5) -> list[dict[str, Any]]:
-    from .report._facts import class_name, method_facts
-    from .report._render import display_kind, feature_table
+    from .report.facts import class_name, method_facts
+    from .report.render import display_kind, feature_table
 
     out = []
     for i in range(len(exp)):
@@ -224,7 +224,7 @@ def evaluate_cmd(model_spec: str, weights: str | None, allow_pickle: bool, exp_p
                  as_json: bool) -> None:
     """Measure the quality of an explanation (faithfulness and other metrics)."""
     from .core.explanation import load
-    from .report._trust import figures
+    from .report.trust import figures
 
     _check_out(out, (".npz",))
     evaluate = _metrics_evaluate()

@@ -14,7 +14,7 @@ import unveil as uv
 from _util import mlp
 from report._check import check_self_contained
 from unveil._frontend import LoadedModel
-from unveil.report._render import map_for_agreement
+from unveil.report.render import map_for_agreement
 from unveil.report._stats import spearman
 
 pytest.importorskip("fastapi")

@@ -122,7 +122,9 @@ class BiasAudit:
     def to_html(self, *, title: str | None = None) -> str:
         """One self-contained HTML page for reviewers: the verdict in plain words, then every
         figure beside its threshold, the outcomes by group, attribution shares and proxies."""
-        from ._html import audit_html
+        from ..report.audit_page import (
+            audit_html,  # the permitted upward call, as Explanation.to_html
+        )
 
         return audit_html(self, title=title)
 

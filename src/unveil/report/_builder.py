@@ -19,7 +19,7 @@ from ..core.modality import infer_modality
 from ..core.model import Model, TargetSpec, as_model
 from ..core.registry import MethodInfo, get_method, list_methods
 from ..errors import OptionError, UnveilError
-from ._trust import GlobalFacts, TrustCard, global_facts, trust_card
+from .trust import GlobalFacts, TrustCard, global_facts, trust_card
 
 __all__ = ["MethodRun", "Report", "Section", "accepted_options", "build_section",
            "default_methods", "report", "run_method", "skip_not_applicable", "skip_reason"]

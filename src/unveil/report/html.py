@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.explanation import Explanation, jsonable
-from ._facts import class_name, prediction, sample_narrative, section_trust_summary
-from ._render import Row, display_kind, feature_table, image_tiles, sequence_tile, token_spans
+from .facts import class_name, prediction, sample_narrative, section_trust_summary
 from .narrative import display_name
+from .render import Row, display_kind, feature_table, image_tiles, sequence_tile, token_spans
 
 if TYPE_CHECKING:
     from ._builder import MethodRun, Report, Section
