@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..core.explanation import Explanation, jsonable
@@ -26,7 +25,7 @@ from ..core.model import as_model
 from ..core.registry import get_method
 from ..errors import InputError, OptionError
 from ._shard_task import explain_shard
-from .sources import Shard, describe_source, iter_shards
+from .sources import Shard, _shard_target, describe_source, iter_shards
 
 __all__ = ["DatasetRun", "explain_dataset"]
 
@@ -198,9 +197,3 @@ def explain_dataset(
     _atomic_write_json(out / "manifest.json", manifest)
     return DatasetRun(out, manifest, summary)
 
-
-def _shard_target(target: Any, shard: Shard) -> Any:
-    """Per-row targets given for the whole dataset are cut to the shard's rows."""
-    if isinstance(target, (list, tuple, np.ndarray, torch.Tensor)):
-        return np.asarray(target)[shard.start : shard.stop]
-    return target

@@ -152,3 +152,10 @@ def _from_loader(loader: Any, size: int, skip: set[int]) -> Iterator[Shard]:
         allx = torch.cat(buf_x)
         if k not in skip:
             yield Shard(k, start, start + len(allx), allx, np.concatenate(buf_y) if buf_y else None)
+
+
+def _shard_target(target: Any, shard: Shard) -> Any:
+    """Per-row targets given for the whole dataset are cut to the shard's rows."""
+    if isinstance(target, (list, tuple, np.ndarray, torch.Tensor)):
+        return np.asarray(target)[shard.start : shard.stop]
+    return target
