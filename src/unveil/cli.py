@@ -1,6 +1,6 @@
 """The ``unveil`` command: ``explain | evaluate | report | distill | audit | serve | methods | demo``.
 
-A thin layer: it parses arguments, loads models and inputs (:mod:`unveil._frontend`), calls the
+A thin layer: it parses arguments, loads models and inputs (:mod:`unveil.frontends`), calls the
 library and prints. User errors print one line on stderr and exit with status 1 (2 for usage
 errors), without a traceback; ``--debug`` shows it.
 """
@@ -12,16 +12,27 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from ._frontend import LoadedModel, load_inputs, load_model, load_table, parse_option, parse_target
+from . import frontends
 from .errors import MissingExtraError, OptionError, UnveilError
+from .frontends import LoadedModel, Wording
 from .version import __version__
 
 __all__ = ["cli", "main"]
+
+#: How the loaders' messages name their settings here: by this command's flags.
+FLAGS = Wording(cli=True, flags={"sources": "--input", "texts": "--text", "options": "--option"})
+load_model = partial(frontends.load_model, wording=FLAGS)
+load_inputs = partial(frontends.load_inputs, wording=FLAGS)
+load_table = partial(frontends.load_table, wording=FLAGS)
+parse_option = partial(frontends.parse_option, wording=FLAGS)
+parse_target = partial(frontends.parse_target, wording=FLAGS)
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DEBUG = False
@@ -470,7 +481,8 @@ def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str |
         raise click.BadParameter("--weights needs exactly one --model", param_hint="--weights")
     models = {}
     for spec in model_specs:
-        lm = load_model(spec, weights=weights)  # never pickle: the dashboard does not unpickle
+        # never pickle: the dashboard does not unpickle (nor offers --allow-pickle)
+        lm = load_model(spec, weights=weights, wording=replace(FLAGS, missing=frozenset({"allow_pickle"})))
         models[lm.name] = lm
     app = create_app(models=models, zoo=not no_zoo, max_upload_bytes=max_upload_kb * 1024)
     if host not in ("127.0.0.1", "localhost", "::1"):

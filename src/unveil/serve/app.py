@@ -100,7 +100,7 @@ def create_app(
     Parameters
     ----------
     models : dict, optional
-        Extra models by name: a model object or a :class:`unveil._frontend.LoadedModel`.
+        Extra models by name: a model object or a :class:`unveil.frontends.LoadedModel`.
     zoo : bool
         Offer the zoo models (loaded, and trained if not cached, on first use).
     samples : dict, optional
