@@ -23,8 +23,7 @@ from .core import (
 )
 from .errors import UnveilError
 from .report import Report, report  # eager: a _LAZY entry would be shadowed by the subpackage
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 # name -> "module:attribute" loaded on first access (keeps `import unveil` light)
 _LAZY: dict[str, str] = {

@@ -1,6 +1,6 @@
 """The ``unveil`` command: ``explain | evaluate | report | distill | audit | serve | methods | demo``.
 
-A thin layer: it parses arguments, loads models and inputs (:mod:`unveil._frontend`), calls the
+A thin layer: it parses arguments, loads models and inputs (:mod:`unveil.frontends`), calls the
 library and prints. User errors print one line on stderr and exit with status 1 (2 for usage
 errors), without a traceback; ``--debug`` shows it.
 """
@@ -12,25 +12,36 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from . import __version__
-from ._frontend import LoadedModel, load_inputs, load_model, load_table, parse_option, parse_target
+from . import frontends
 from .errors import MissingExtraError, OptionError, UnveilError
+from .frontends import LoadedModel, Wording
+from .version import __version__
 
 __all__ = ["cli", "main"]
+
+#: How the loaders' messages name their settings here: by this command's flags.
+FLAGS = Wording(cli=True, flags={"sources": "--input", "texts": "--text", "options": "--option"})
+load_model = partial(frontends.load_model, wording=FLAGS)
+load_inputs = partial(frontends.load_inputs, wording=FLAGS)
+load_table = partial(frontends.load_table, wording=FLAGS)
+parse_option = partial(frontends.parse_option, wording=FLAGS)
+parse_target = partial(frontends.parse_target, wording=FLAGS)
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DEBUG = False
 
 
 def _echo_json(obj: Any) -> None:
-    from .core.explanation import _jsonable
+    from .core.explanation import jsonable
 
-    click.echo(json.dumps(_jsonable(obj), indent=2))
+    click.echo(json.dumps(jsonable(obj), indent=2))
 
 
 def _model_options(f: F) -> F:
@@ -81,7 +92,7 @@ def cli(verbose: int, debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def methods_cmd(modality: str | None, as_json: bool) -> None:
     """List the registered explanation methods."""
-    from .api import methods
+    from .core.explain import methods
 
     infos = methods(modality)
     if as_json:
@@ -94,8 +105,8 @@ def methods_cmd(modality: str | None, as_json: bool) -> None:
 
 
 def _sample_lines(exp: Any, top: int = 5) -> list[dict[str, Any]]:
-    from .report._facts import class_name, method_facts
-    from .report._render import display_kind, feature_table
+    from .report.facts import class_name, method_facts
+    from .report.render import display_kind, feature_table
 
     out = []
     for i in range(len(exp)):
@@ -178,7 +189,7 @@ def explain_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs
                 texts: tuple[str, ...], rows: str | None, size: str | None, method: str,
                 target: str | None, options: tuple[str, ...], out: str | None, as_json: bool) -> None:
     """Explain a model's decisions on some inputs with one method."""
-    from .api import explain
+    from .core.explain import explain
 
     _check_out(out, (".npz", ".html", ".htm"))
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
@@ -224,7 +235,7 @@ def evaluate_cmd(model_spec: str, weights: str | None, allow_pickle: bool, exp_p
                  as_json: bool) -> None:
     """Measure the quality of an explanation (faithfulness and other metrics)."""
     from .core.explanation import load
-    from .report._trust import figures
+    from .report.trust import figures
 
     _check_out(out, (".npz",))
     evaluate = _metrics_evaluate()
@@ -234,7 +245,7 @@ def evaluate_cmd(model_spec: str, weights: str | None, allow_pickle: bool, exp_p
             raise FileNotFoundError(2, "no such explanation file", exp_path)
         exp = load(exp_path)
     else:
-        from .api import explain
+        from .core.explain import explain
 
         loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
         exp = explain(loaded.model, data.x, method=method)
@@ -323,11 +334,11 @@ def _table_options(f: F) -> F:
 def _write_json(out: str | None, obj: Any) -> Path | None:
     if out is None:
         return None
-    from .core.explanation import _jsonable
+    from .core.explanation import jsonable
 
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(obj), indent=2), encoding="utf-8")
+    path.write_text(json.dumps(jsonable(obj), indent=2), encoding="utf-8")
     return path
 
 
@@ -458,7 +469,8 @@ def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str |
         raise click.BadParameter("--weights needs exactly one --model", param_hint="--weights")
     models = {}
     for spec in model_specs:
-        lm = load_model(spec, weights=weights)  # never pickle: the dashboard does not unpickle
+        # never pickle: the dashboard does not unpickle (nor offers --allow-pickle)
+        lm = load_model(spec, weights=weights, wording=replace(FLAGS, missing=frozenset({"allow_pickle"})))
         models[lm.name] = lm
     app = create_app(models=models, zoo=not no_zoo, max_upload_bytes=max_upload_kb * 1024)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unveil.report._png import data_uri, encode_png, upscale
+from unveil.report.png import data_uri, encode_png, upscale
 
 
 @pytest.mark.parametrize("channels,mode", [(3, "RGB"), (4, "RGBA")])

@@ -7,7 +7,7 @@ import torch
 
 from unveil.core.explanation import Explanation
 from unveil.core.groups import FeatureGroups, patches
-from unveil.report._render import (
+from unveil.report.render import (
     _heat2d,
     display_kind,
     element_values,

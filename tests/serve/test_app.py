@@ -13,9 +13,9 @@ import torch
 import unveil as uv
 from _util import mlp
 from report._check import check_self_contained
-from unveil._frontend import LoadedModel
-from unveil.report._render import map_for_agreement
+from unveil.frontends import LoadedModel
 from unveil.report._stats import spearman
+from unveil.report.render import map_for_agreement
 
 pytest.importorskip("fastapi")
 from starlette.testclient import TestClient  # noqa: E402

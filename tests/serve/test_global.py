@@ -11,8 +11,8 @@ import torch
 
 import unveil as uv
 from report._check import check_self_contained
-from unveil._frontend import LoadedModel
 from unveil.audit.examples import credit_scorer, synthetic_credit
+from unveil.frontends import LoadedModel
 
 pytest.importorskip("fastapi")
 from starlette.testclient import TestClient  # noqa: E402

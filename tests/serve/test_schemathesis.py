@@ -13,7 +13,7 @@ pytest.importorskip("schemathesis")
 import schemathesis  # noqa: E402
 from hypothesis import HealthCheck, seed, settings  # noqa: E402
 
-from unveil._frontend import LoadedModel  # noqa: E402
+from unveil.frontends import LoadedModel  # noqa: E402
 from unveil.serve import create_app  # noqa: E402
 
 

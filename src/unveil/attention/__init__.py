@@ -12,8 +12,8 @@ imports transformers.
 
 from __future__ import annotations
 
-from ._capture import AttentionMaps, capture_attentions
-from ._frontend import attention
+from ._capture import AttentionMaps, capture_attentions, find_sites
+from .explain import attention
 from .flow import attention_flow, max_flow
 from .methods import AttentionFlow, AttentionRaw, AttentionRollout, GradAttentionRollout
 from .rollout import fuse_heads, grad_weighted_rollout, residual_attention, rollout
@@ -28,6 +28,7 @@ __all__ = [
     "attention",
     "attention_flow",
     "capture_attentions",
+    "find_sites",
     "fuse_heads",
     "grad_weighted_rollout",
     "max_flow",

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ._train import fit, one_thread
 
 __all__ = ["PatchTask", "TinyViT", "make_patch_task", "tokens_to_image", "train_tiny_vit"]
 
@@ -135,6 +134,8 @@ def train_tiny_vit(task: PatchTask, *, epochs: int = 8, seed: int = 0, **arch: i
     ``arch`` overrides :class:`TinyViT`'s options. Returns the model in eval mode with no
     ``.grad`` left on its parameters.
     """
+    from ..zoo.fitting import fit, one_thread  # here: importing unveil.zoo loads safetensors
+
     torch.manual_seed(seed)
     model = TinyViT(image_size=task.X.shape[-1], patch=task.patch, **arch)
     with one_thread():

@@ -163,7 +163,7 @@ class Attributor(abc.ABC):
         if info is None:
             return {}
         info.options.check(kwargs)
-        names = {k: kwargs.pop(k) for k in ("feature_names", "class_names") if k in kwargs}
+        names: dict[str, Any] = {k: kwargs.pop(k) for k in ("feature_names", "class_names") if k in kwargs}
         if not info.takes_seed:
             kwargs.pop("seed", None)
         return names

@@ -16,7 +16,7 @@ import torch
 
 from ..core.batching import BatchSize
 from ..core.model import Model
-from ..surrogate._blackbox import class_labels, evaluate_rows
+from ..surrogate.blackbox import class_labels, evaluate_rows
 
 __all__ = ["flip_rates", "quantile_map"]
 

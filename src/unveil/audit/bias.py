@@ -31,7 +31,7 @@ import numpy as np
 
 from ..core.batching import BatchSize
 from ..errors import InputError, OptionError
-from ..surrogate._blackbox import (
+from ..surrogate.blackbox import (
     as_table,
     class_labels,
     query,
@@ -122,7 +122,9 @@ class BiasAudit:
     def to_html(self, *, title: str | None = None) -> str:
         """One self-contained HTML page for reviewers: the verdict in plain words, then every
         figure beside its threshold, the outcomes by group, attribution shares and proxies."""
-        from ._html import audit_html
+        from ..report.audit_page import (
+            audit_html,  # the permitted upward call, as Explanation.to_html
+        )
 
         return audit_html(self, title=title)
 
@@ -133,9 +135,9 @@ class BiasAudit:
             raise OptionError(f"an audit is saved as .html or .json, got {p.name!r}")
         p.parent.mkdir(parents=True, exist_ok=True)
         if p.suffix.lower() == ".json":
-            from ..core.explanation import _jsonable
+            from ..core.explanation import jsonable
 
-            p.write_text(json.dumps(_jsonable(self.to_dict()), indent=2), encoding="utf-8")
+            p.write_text(json.dumps(jsonable(self.to_dict()), indent=2), encoding="utf-8")
         else:
             p.write_text(self.to_html(), encoding="utf-8")
         return p

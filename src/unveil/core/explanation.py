@@ -19,7 +19,7 @@ import torch
 from ..errors import InputError
 from ._archive import DEFAULT_MAX_BYTES, check_meta_text, read_archive
 
-__all__ = ["Explanation", "load"]
+__all__ = ["Explanation", "jsonable", "load"]
 
 _ARRAY_FIELDS = ("values", "inputs", "targets", "outputs", "baseline_outputs", "stderr", "delta")
 _FORMAT = "unveil.explanation/1"
@@ -33,14 +33,14 @@ def _np(x: Any) -> np.ndarray | None:
     return np.asarray(x)
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """Make method parameters JSON-safe (tensors become short descriptions)."""
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, (np.integer, np.floating)):
         return obj.item()
     if isinstance(obj, (torch.Tensor, np.ndarray)):
@@ -159,13 +159,13 @@ class Explanation:
             "n_samples": len(self),
             "shape": list(self.values.shape),
             "modality": self.modality,
-            "params": _jsonable(self.params),
+            "params": jsonable(self.params),
             "seed": self.seed,
             "n_evals": self.n_evals,
             "timings": self.timings,
             "fingerprint": self.fingerprint,
-            "quality": _jsonable(self.quality),
-            "meta": _jsonable(self.meta),
+            "quality": jsonable(self.quality),
+            "meta": jsonable(self.meta),
         }
 
     # -- persistence ----------------------------------------------------------------------
@@ -196,13 +196,13 @@ class Explanation:
         meta = {
             "format": _FORMAT,
             "method": self.method,
-            "params": _jsonable(self.params),
+            "params": jsonable(self.params),
             "seed": self.seed,
             "n_evals": self.n_evals,
             "timings": self.timings,
-            "quality": _jsonable(self.quality),
+            "quality": jsonable(self.quality),
             "groups": groups_meta,
-            "meta": _jsonable(self.meta),
+            "meta": jsonable(self.meta),
             "modality": self.modality,
             "feature_names": self.feature_names,
             "class_names": self.class_names,

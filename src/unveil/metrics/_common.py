@@ -251,7 +251,7 @@ class Reexplainer:
         self.call_options: dict[str, Any] = {}
         if explain_fn is not None:
             return
-        from ..api import make_explainer
+        from ..core.explain import make_explainer
 
         info = get_method(method)
         init_names = _init_names(info.cls)

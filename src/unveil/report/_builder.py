@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.explanation import Explanation, _jsonable
+from ..core.explanation import Explanation, jsonable
 from ..core.modality import infer_modality
 from ..core.model import Model, TargetSpec, as_model
 from ..core.registry import MethodInfo, get_method, list_methods
 from ..errors import OptionError, UnveilError
-from ._trust import GlobalFacts, TrustCard, global_facts, trust_card
+from .trust import GlobalFacts, TrustCard, global_facts, trust_card
 
 __all__ = ["MethodRun", "Report", "Section", "accepted_options", "build_section",
            "default_methods", "report", "run_method", "skip_not_applicable", "skip_reason"]
@@ -88,10 +88,10 @@ class Section:
             "model": self.model_name,
             "fingerprint": self.fingerprint,
             "input_shape": list(self.inputs.shape),
-            **_jsonable(_describe(self.settings)),
+            **jsonable(_describe(self.settings)),
             "methods": {
-                r.method: {"status": r.status, "options": _jsonable(_describe(r.options))}
-                | ({"params": _jsonable(r.explanation.params), "seed": r.explanation.seed}
+                r.method: {"status": r.status, "options": jsonable(_describe(r.options))}
+                | ({"params": jsonable(r.explanation.params), "seed": r.explanation.seed}
                    if r.explanation is not None else {})
                 for r in self.runs
             },
@@ -223,9 +223,7 @@ def run_method(
     info: MethodInfo, model: Model, x: torch.Tensor, target: TargetSpec, options: dict[str, Any]
 ) -> Explanation:
     """Construct the method with the options its constructor takes and call it with the rest."""
-    from ..api import _split_options
-
-    init, call = _split_options(info.cls, options)
+    init, call = info.split_options(options)
     exp: Explanation = info.cls(model, **init)(x, target=target, **call)
     return exp
 

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.explanation import Explanation, _jsonable
-from ._facts import class_name, prediction, sample_narrative, section_trust_summary
-from ._render import Row, display_kind, feature_table, image_tiles, sequence_tile, token_spans
+from ..core.explanation import Explanation, jsonable
+from .facts import class_name, prediction, sample_narrative, section_trust_summary
 from .narrative import display_name
+from .render import Row, display_kind, feature_table, image_tiles, sequence_tile, token_spans
 
 if TYPE_CHECKING:
     from ._builder import MethodRun, Report, Section
@@ -248,7 +248,7 @@ def _section_html(section: Section, k: int, max_samples: int) -> str:
     desc = f"<p>{escape(section.description)}</p>" if section.description else ""
     samples = "".join(_sample_html(section, i, ok) for i in range(shown))
     more = f'<p class="uv-muted">{n - shown} more inputs explained but not shown.</p>' if n > shown else ""
-    repro = json.dumps(_jsonable(section.reproducibility()), indent=2, sort_keys=True)
+    repro = json.dumps(jsonable(section.reproducibility()), indent=2, sort_keys=True)
     return (f'<section id="model-{k}"><h2>Model: {escape(section.model_name)}</h2>{desc}'
             f'<p class="uv-muted">{n} inputs of shape {escape(str(tuple(section.inputs.shape[1:])))}'
             f" ({escape(section.modality)}) · fingerprint {escape(str(section.fingerprint))}</p>"

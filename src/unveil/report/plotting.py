@@ -10,17 +10,17 @@ import numpy as np
 
 from ..core.explanation import Explanation
 from ..errors import require
-from ._render import (
+from .narrative import display_name
+from .render import (
     _heat2d,
-    _image_rgb,
     colour_map,
     display_kind,
     element_values,
     feature_table,
+    image_rgb,
     robust_scale,
     token_values,
 )
-from .narrative import display_name
 
 __all__ = ["plot_explanation"]
 
@@ -99,7 +99,7 @@ def _plot_image(exp: Explanation, i: int, ax: Any, *, alpha: float, cmap: str, o
     x = np.asarray(exp.inputs[i])
     if x.ndim == 2:
         x = x[None]
-    img = _image_rgb(x)
+    img = image_rgb(x)
     heat = _heat2d(element_values(exp)[i], img.shape[:2])
     s = robust_scale(heat)
     if overlay:

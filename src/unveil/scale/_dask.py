@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import require
 from ._shard_task import explain_shard_packed
-from .sources import Shard
+from .sources import Shard, _shard_target
 
 
 def run_on_dask(model: Any, shards: Iterator[Shard], method: str, target: Any, options: dict[str, Any],
@@ -34,8 +34,6 @@ def run_on_dask(model: Any, shards: Iterator[Shard], method: str, target: Any, o
         import uuid
 
         import cloudpickle
-
-        from .dataset import _shard_target
 
         # One future for the (token, bytes) pair. A bare tuple would be scattered element-wise,
         # and hash=True would reuse the key of an earlier run's bytes that may be mid-release.

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..api import explain
+from ..core.explain import explain
 from ..core.explanation import Explanation
 from ..core.registry import get_method
 

@@ -28,7 +28,7 @@ from ..errors import InputError, OptionError
 from ._run import InputCheck, Writer, data_digest, open_run
 from ._shard_task import explain_shard
 from ._store import fingerprint
-from .sources import Shard, describe_source, iter_shards
+from .sources import _shard_target, describe_source, iter_shards
 
 __all__ = ["DatasetRun", "explain_dataset"]
 
@@ -144,10 +144,3 @@ def _target_fingerprint(target: Any) -> Any:
     if isinstance(target, (list, tuple, np.ndarray)):
         return fingerprint(np.asarray(target))
     return fingerprint(target)
-
-
-def _shard_target(target: Any, shard: Shard) -> Any:
-    """Per-row targets given for the whole dataset are cut to the shard's rows."""
-    if isinstance(target, (list, tuple, np.ndarray, torch.Tensor)):
-        return np.asarray(target)[shard.start : shard.stop]
-    return target

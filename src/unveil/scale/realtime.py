@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from ..api import _split_options
 from ..core.explanation import Explanation
 from ..core.registry import get_method
 from ..errors import OptionError
@@ -54,7 +53,7 @@ class Explainer:
                  min_units: int = 2, max_units: int = 256, clock: Callable[[], float] = time.perf_counter,
                  **options: Any) -> None:
         self.info = get_method(method)
-        init, self.call_options = _split_options(self.info.cls, options)
+        init, self.call_options = self.info.split_options(options)
         params = inspect.signature(self.info.cls.__init__).parameters  # type: ignore[misc]
         self.knob = next((k for k in _KNOBS if k in params), None)
         if budget_ms is not None:

@@ -201,3 +201,10 @@ def _from_loader(loader: Any, size: int, skip: set[int], check: Check | None) ->
         shard = _loader_shard(k, start, allx, np.concatenate(buf_y) if buf_y else None, skip, check)
         if shard is not None:
             yield shard
+
+
+def _shard_target(target: Any, shard: Shard) -> Any:
+    """Per-row targets given for the whole dataset are cut to the shard's rows."""
+    if isinstance(target, (list, tuple, np.ndarray, torch.Tensor)):
+        return np.asarray(target)[shard.start : shard.stop]
+    return target

@@ -12,7 +12,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 
 from ..audit.bias import MAX_GROUPS
-from ..surrogate._blackbox import model_rows
+from ..surrogate.blackbox import model_rows
 from ._routes import _ERRORS, ModelName
 from ._schemas import (
     AuditRequest,
@@ -86,7 +86,7 @@ def global_router(store: Store) -> APIRouter:
     @r.post("/audit", response_model=AuditResponse)
     def audit(req: AuditRequest) -> AuditResponse:
         from ..audit import bias_audit
-        from ..audit._html import audit_sentences
+        from ..report.audit_page import audit_sentences
 
         e = store.entry(req.model)
         X, y, pre = store.table(e, req.upload)

@@ -11,22 +11,21 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 
-from .. import __version__
 from ..core.registry import get_method, list_methods
-from ..report import Report, build_section
-from ..report._builder import Section, skip_not_applicable
-from ..report._facts import class_name, prediction, sample_narrative
-from ..report._png import data_uri, upscale
-from ..report._render import (
-    _image_rgb,
+from ..report import Report, Section, build_section, skip_not_applicable
+from ..report.facts import class_name, prediction, sample_narrative
+from ..report.html import bars_html
+from ..report.narrative import display_name
+from ..report.png import data_uri, upscale
+from ..report.render import (
     display_kind,
     feature_table,
+    image_rgb,
     image_tiles,
     sequence_tile,
     token_spans,
 )
-from ..report.html import bars_html
-from ..report.narrative import display_name
+from ..version import __version__
 from ._schemas import (
     ExplainRequest,
     ExplainResponse,
@@ -75,7 +74,7 @@ def _thumb(entry: Entry, i: int) -> SampleOut:
     x = entry.samples[i].numpy()
     label = None if entry.labels is None else class_name(int(entry.labels[i]), entry.class_names)
     if entry.modality == "image" and x.ndim in (2, 3):
-        img = _image_rgb(x if x.ndim == 3 else x[None])
+        img = image_rgb(x if x.ndim == 3 else x[None])
         return SampleOut(index=i, label=label, thumbnail=data_uri(upscale(img, 64)))
     flat = x.reshape(-1)
     names = entry.feature_names or [f"x{j}" for j in range(flat.size)]
@@ -148,7 +147,7 @@ def _has_attention(model: Any) -> bool | None:
     """Whether a torch model has attention modules unveil can read (None: not a module)."""
     if not isinstance(model, torch.nn.Module):
         return None
-    from ..attention._capture import find_sites
+    from ..attention import find_sites
     from ..errors import ModelError
 
     try:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._frontend import LoadedModel, read_csv, read_image, read_npy
 from ..errors import InputError
+from ..frontends import LoadedModel, read_csv, read_image, read_npy
 
 __all__ = ["ApiError", "Entry", "Store", "Upload", "parse_upload"]
 

@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..errors import UnveilError, require
+from ..version import __version__
 from ._state import ApiError, Store
 
 __all__ = ["DEFAULT_BUDGET", "create_app"]
@@ -100,7 +100,7 @@ def create_app(
     Parameters
     ----------
     models : dict, optional
-        Extra models by name: a model object or a :class:`unveil._frontend.LoadedModel`.
+        Extra models by name: a model object or a :class:`unveil.frontends.LoadedModel`.
     zoo : bool
         Offer the zoo models (loaded, and trained if not cached, on first use).
     samples : dict, optional

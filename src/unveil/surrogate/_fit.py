@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
-from ._blackbox import Answers
 from ._rules import TreeRules, read_tree
+from .blackbox import Answers
 
 __all__ = ["LinearFit", "fit_linear", "fit_tree"]
 

@@ -23,7 +23,9 @@ from ..core.batching import BatchSize
 from ..core.model import Model
 from ..errors import OptionError
 from ._augment import synthetic_rows
-from ._blackbox import (
+from ._fit import LinearFit, check_positive_int, fit_linear, fit_tree
+from ._rules import RuleList, TreeRules, fmt_number, score_rules
+from .blackbox import (
     Answers,
     Preprocess,
     Task,
@@ -36,8 +38,6 @@ from ._blackbox import (
     with_preprocess,
     wrap,
 )
-from ._fit import LinearFit, check_positive_int, fit_linear, fit_tree
-from ._rules import RuleList, TreeRules, fmt_number, score_rules
 
 __all__ = ["FidelityCurve", "Kind", "Surrogate", "distill", "fidelity_curve"]
 

@@ -23,7 +23,8 @@ import torch
 from ..core.batching import BatchSize
 from ..core.model import Model, estimator_input
 from ..errors import InputError, OptionError
-from ._blackbox import (
+from ._fit import check_positive_int
+from .blackbox import (
     Task,
     as_table,
     class_labels,
@@ -34,7 +35,6 @@ from ._blackbox import (
     true_labels,
     wrap,
 )
-from ._fit import check_positive_int
 
 __all__ = ["GlobalImportance", "PartialDependence", "partial_dependence", "permutation_importance",
            "shapley_importance"]
@@ -311,7 +311,7 @@ def shapley_importance(
     ``"permutation_shapley"``), the interventional game over ``background`` (default: up to
     ``n_background`` rows of ``X`` drawn with ``seed``), and ``options`` such as ``n_samples=``.
     """
-    from ..api import explain
+    from ..core.explain import explain
 
     try:  # the Shapley family registers on import
         import unveil.attribution.shapley  # noqa: F401

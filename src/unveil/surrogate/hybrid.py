@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
-from ._blackbox import as_table, class_labels, query, true_labels
 from ._rules import RuleList
+from .blackbox import as_table, class_labels, query, true_labels
 from .distill import Kind, Surrogate, distill
 
 __all__ = ["HybridModel", "HybridReport", "hybrid"]

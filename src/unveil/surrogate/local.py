@@ -20,9 +20,9 @@ import torch
 from ..core.batching import BatchSize
 from ..core.model import TargetSpec
 from ..errors import InputError, OptionError
-from ._blackbox import as_table, estimator_classes, evaluate_rows, wrap
 from ._fit import check_positive_int
 from ._rules import RuleList, fmt_number, read_tree, score_rules
+from .blackbox import as_table, estimator_classes, evaluate_rows, wrap
 
 __all__ = ["LocalSurrogate", "local_surrogate"]
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attention._train import fit, one_thread
 from ..errors import OptionError
+from ..zoo.fitting import fit, one_thread
 
 __all__ = [
     "CLS_ID", "NEG_ID", "PAD_ID", "POS_ID", "SyntheticTask", "TinyTextTransformer", "VOCAB",

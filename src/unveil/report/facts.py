@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.explanation import Explanation
-from ._render import _heat2d, display_kind, element_values, feature_table, token_values
 from ._stats import concentration, region
 from .narrative import MethodFacts, Narrative, Prediction, narrate, trust_summary
+from .render import _heat2d, display_kind, element_values, feature_table, token_values
 
 if TYPE_CHECKING:
     from ._builder import MethodRun, Section

@@ -11,14 +11,16 @@ from typing import Any
 import numpy as np
 
 from ..core.explanation import Explanation
-from ._png import data_uri, upscale
+from .png import data_uri, upscale
 
 __all__ = [
-    "POS",
     "NEG",
+    "POS",
+    "Row",
     "display_kind",
     "element_values",
     "feature_table",
+    "image_rgb",
     "image_tiles",
     "map_for_agreement",
     "robust_scale",
@@ -103,7 +105,7 @@ def _heat2d(values: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.asarray(v, dtype=np.float64)
 
 
-def _image_rgb(x: np.ndarray) -> np.ndarray:
+def image_rgb(x: np.ndarray) -> np.ndarray:
     """(C, H, W) input -> (H, W, 3) in [0, 1] (min-max per image; grey for 1 channel)."""
     x = np.asarray(x, dtype=np.float64)
     img = x[:3].transpose(1, 2, 0) if x.shape[0] == 3 else np.repeat(x.mean(0)[:, :, None], 3, 2)
@@ -123,7 +125,7 @@ def image_tiles(exp: Explanation, i: int, *, min_side: int = 128) -> tuple[str, 
     x = np.asarray(exp.inputs[i])
     if x.ndim == 2:
         x = x[None]
-    img = _image_rgb(x)
+    img = image_rgb(x)
     heat = _heat2d(element_values(exp)[i], img.shape[:2])
     col, alpha = colour_map(heat, robust_scale(heat))
     a = (0.85 * alpha)[..., None]

@@ -1,4 +1,4 @@
-"""Training loop shared by the tiny example transformers (text and vision)."""
+"""Training loop shared by the tiny example transformers (text and vision): `fit`, `one_thread`."""
 
 from __future__ import annotations
 

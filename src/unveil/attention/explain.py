@@ -1,4 +1,4 @@
-"""The one-call entry point :func:`attention` (token ids, tokenizer output, or images)."""
+"""`attention(model, tokens, method)`: explain a model with an attention method in one call (token ids, tokenizer output, or images)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def attention(
             options.setdefault("attention_mask", mask)
             model = _masked(model, tokens["input_ids"], mask)
         tokens = tokens["input_ids"]
-    from ..api import explain
+    from ..core.explain import explain
 
     return explain(model, tokens, method=info.name, target=target, **options)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from ..report._render import Row
-from ..report.html import bars_html, document
+from .html import bars_html, document
+from .render import Row
 
 if TYPE_CHECKING:
-    from .bias import BiasAudit
+    from ..audit.bias import BiasAudit
 
 __all__ = ["audit_html", "audit_sentences"]
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..core.model import Model
-from ._render import display_kind, map_for_agreement
 from ._stats import Agreement, agreement
+from .render import display_kind, map_for_agreement
 
 if TYPE_CHECKING:
     from ._builder import MethodRun
@@ -157,7 +157,7 @@ def trust_card(
 
 
 def _importance(runs: Sequence[MethodRun], top_k: int = 10) -> dict[str, list[tuple[str, float]]]:
-    from ._render import element_values
+    from .render import element_values
 
     out: dict[str, list[tuple[str, float]]] = {}
     for r in runs:
@@ -187,10 +187,8 @@ def global_facts(model: Model, runs: Sequence[MethodRun], *, data: Any = None,
     if data is None or np.ndim(np.asarray(data)) != 2:
         return facts
     try:
-        import importlib
-
-        distill = importlib.import_module("unveil.surrogate").distill
-    except (ImportError, AttributeError):
+        from ..surrogate import distill
+    except ImportError:
         facts.note = "surrogate rules unavailable: unveil.surrogate is not installed"
         return facts
     try:
