@@ -43,13 +43,49 @@ def test_budget_picks_steps_that_fit() -> None:
     n = exp.params["n_steps"]
     assert exp.meta["budget"]["units"] == n
     assert 40 <= n <= 43
-    assert exp.meta["budget"]["met"] and exp.meta["budget"]["latency_ms"] == pytest.approx(n + 2, rel=1e-6)
+    assert exp.meta["budget"]["method_ms"] == pytest.approx(n + 2, rel=1e-6)
+    # the caller waited for the calibration too (warm-up and two timed runs at 2 and 8 steps)
+    calibration = (2 + 2) + (2 + 2) + (8 + 2)
+    assert exp.meta["budget"]["latency_ms"] == pytest.approx(calibration + n + 2, rel=1e-6)
+    assert not exp.meta["budget"]["met"] and "calibration" in exp.meta["budget"]["reasons"][0]
     assert "completeness_gap" in exp.meta["budget"]["quality"]
+    exp = ex(x)  # later calls pay only their own time
+    assert exp.meta["budget"]["met"] and exp.meta["budget"]["latency_ms"] < 50
     # a slower machine gets fewer steps after the running estimate updates
     clock.per_row = 2e-3
     for _ in range(8):
         exp = ex(x)
     assert 19 <= exp.params["n_steps"] <= 22
+
+
+def test_a_budget_below_the_floor_says_so() -> None:
+    clock = Clock(per_row=20e-3, per_call=0.0)  # 20 ms a row: 2 steps need ~80 ms
+    model = Timed(mlp().eval(), clock)
+    ex = Explainer(model, "integrated_gradients", budget_ms=50, clock=clock, batch_size=1024)
+    x = torch.randn(1, 6)
+    ex(x)
+    exp = ex(x)
+    b = exp.meta["budget"]
+    assert b["units"] == 2 and not b["met"] and not b["ok"]
+    assert any("minimum of 2 n_steps" in r for r in b["reasons"])
+    assert exp.quality["budget"]["ok"] is False
+
+
+def test_a_poor_completeness_gap_is_flagged() -> None:
+    clock = Clock(per_row=1e-3, per_call=0.0)
+    model = Timed(mlp().eval(), clock)
+    ex = Explainer(model, "integrated_gradients", budget_ms=50, clock=clock, batch_size=1024,
+                   max_gap=0.0)  # no gap accepted: any real gap is reported
+    x = torch.randn(1, 6)
+    ex(x)
+    exp = ex(x)
+    b = exp.meta["budget"]
+    assert b["met"] and b["quality"]["completeness_gap"] > 0
+    assert not b["ok"] and "completeness gap" in b["reasons"][0]
+    ok = Explainer(model, "integrated_gradients", budget_ms=50, clock=clock, batch_size=1024)
+    ok(x)
+    good = ok(x).meta["budget"]
+    assert good["ok"] and good["reasons"] == [] and good["quality"]["completeness_gap"] <= 0.1
 
 
 def test_fixed_options_without_budget_and_errors() -> None:

@@ -43,6 +43,12 @@ class Explainer:
         measured speed of the machine.
     min_units, max_units
         Bounds of the chosen ``n_steps`` / ``n_samples``.
+    max_gap
+        The quality the budget must still buy: the largest relative completeness gap
+        (``|delta| / |f(x) - f(b)|``, for methods that report one) accepted before a result is
+        flagged (default 0.1). Every budget-mode result says whether the budget was met and the
+        quality reached in ``exp.meta["budget"]`` (``met``, ``ok``, ``reasons``, the latency
+        including, on the first call, the calibration) and, when not, ``exp.quality["budget"]``.
     clock
         A function returning seconds (injected in tests); ``time.perf_counter`` by default.
     options
@@ -51,7 +57,7 @@ class Explainer:
 
     def __init__(self, model: Any, method: str = "integrated_gradients", *, budget_ms: float | None = None,
                  min_units: int = 2, max_units: int = 256, clock: Callable[[], float] = time.perf_counter,
-                 **options: Any) -> None:
+                 max_gap: float = 0.1, **options: Any) -> None:
         self.info = get_method(method)
         init, self.call_options = self.info.split_options(options)
         params = inspect.signature(self.info.cls.__init__).parameters  # type: ignore[misc]
@@ -65,7 +71,7 @@ class Explainer:
                     "methods with n_steps or n_samples"
                 )
         self.model, self.init, self.budget_ms, self.clock = model, init, budget_ms, clock
-        self.min_units, self.max_units = min_units, max_units
+        self.min_units, self.max_units, self.max_gap = min_units, max_units, max_gap
         self._methods: dict[int, Any] = {}
         self._fixed = 0.0  # seconds per call that do not scale with the knob
         self._per_unit: float | None = None  # seconds per knob unit
@@ -113,27 +119,55 @@ class Explainer:
     def __call__(self, x: Any, *, target: Any = "predicted", **kw: Any) -> Explanation:
         if self.budget_ms is None:
             return self._method(None)(x, target=target, **{**self.call_options, **kw})  # type: ignore[no-any-return]
+        start = self.clock()
         if self.units is None:
             self.calibrate(x, target=target, **kw)
         assert self.units is not None
         units = self.units
         exp, seconds = self._timed(x, units, target=target, **kw)
+        total = self.clock() - start  # what the caller waited: the first call's calibration too
         # running estimate of the per-unit cost and its recent spread, then the next knob
         assert self._per_unit is not None
         observed = max(seconds - self._fixed, 1e-9) / units
         self._recent.append(observed)
         self._per_unit = 0.7 * self._per_unit + 0.3 * observed
         self.units = self._choose()
+        quality = _quality(exp)
+        reasons = self._reasons(total, units, quality)
         exp.meta["budget"] = {
             "budget_ms": self.budget_ms,
-            "latency_ms": seconds * 1e3,
-            "met": seconds * 1e3 <= self.budget_ms,
+            "latency_ms": total * 1e3,
+            "method_ms": seconds * 1e3,
+            "met": total * 1e3 <= self.budget_ms,
+            "ok": not reasons,
+            "reasons": reasons,
             "knob": self.knob,
             "units": units,
-            "quality": _quality(exp),
+            "quality": quality,
         }
+        if reasons:
+            exp.quality["budget"] = {"ok": False, "reasons": reasons}
         exp.params[str(self.knob)] = units
         return exp
+
+    def _reasons(self, total: float, units: int, quality: dict[str, float]) -> list[str]:
+        """Why this result falls short of what the budget promises, in words (empty if it
+        does not)."""
+        assert self.budget_ms is not None
+        out = []
+        if total * 1e3 > self.budget_ms:
+            out.append(f"took {total * 1e3:.0f} ms, over the budget of {self.budget_ms:g} ms"
+                       + (" (the first call includes the calibration)" if len(self._recent) == 1 else ""))
+        need = self._fixed + (self._per_unit or 0.0) * self.min_units
+        if units <= self.min_units and need * 1e3 > self.budget_ms:
+            out.append(f"the budget cannot fit more than the minimum of {self.min_units} "
+                       f"{self.knob} on this machine now (that alone needs about {need * 1e3:.0f} "
+                       "ms); raise budget_ms or run on a less loaded machine")
+        gap = quality.get("completeness_gap")
+        if gap is not None and gap > self.max_gap:
+            out.append(f"completeness gap {gap:.2f} above {self.max_gap:g}: with {units} {self.knob} "
+                       "the attributions do not add up to the change in score; raise budget_ms")
+        return out
 
 
 def _quality(exp: Explanation) -> dict[str, float]:
