@@ -16,16 +16,13 @@ import numpy as np
 import torch
 
 from ..core.explanation import Explanation
-from ..core.registry import get_method, list_methods
+from ..core.registry import MethodInfo, get_method, list_methods
 from ..errors import OptionError
-from ._common import MetricResult, Prepared, Reexplainer, accepts, element_values, nanmean, prepare
+from ._common import MetricResult, Prepared, Reexplainer, element_values, nanmean, prepare
 from .similarity import spearman, top_k_intersection
 
 __all__ = ["agreement", "default_methods", "rank_agreement", "top_k_agreement"]
 
-# methods tried, in this order, when none are named: cheap and deterministic ones first
-_PREFERRED = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion", "smoothgrad",
-              "gradient_shap", "grad_cam", "kernel_shap", "lime")
 
 
 def _maps(e: Explanation | Any) -> torch.Tensor:
@@ -51,22 +48,26 @@ def top_k_agreement(a: Explanation | Any, b: Explanation | Any, *, k: int | floa
     return top_k_intersection(_maps(a), _maps(b), k, absolute=absolute).cpu().numpy()
 
 
+def _order(info: MethodInfo, modality: str) -> tuple[bool, int, bool, str]:
+    """Those preferred for the modality first (by their declared rank), then deterministic
+    ones before sampling ones, then by name."""
+    rank = info.preferred_for.get(modality)
+    return (rank is None, 0 if rank is None else rank, info.stochastic, info.name)
+
+
 def default_methods(p: Prepared, exclude: str, n: int = 2) -> list[str]:
-    """Up to ``n`` registered methods, other than ``exclude``, that can explain these inputs."""
+    """Up to ``n`` registered methods, other than ``exclude``, that can explain these inputs:
+    those the registry prefers for their modality first, then deterministic ones."""
     modality = p.exp.modality
-    available = {m.name: m for m in list_methods()}
     out = []
-    for name in _PREFERRED + tuple(sorted(available)):
-        info = available.get(name)
-        if info is None or name == exclude or name in out:
-            continue
-        if modality not in info.modalities:
+    for info in sorted(list_methods(modality), key=lambda m: _order(m, modality)):
+        if info.name == exclude:
             continue
         if info.needs_gradients and not (p.x.is_floating_point() and p.model.differentiable):
             continue
         if info.needs_module and p.model.module is None:
             continue
-        out.append(name)
+        out.append(info.name)
         if len(out) == n:
             break
     return out
@@ -79,10 +80,11 @@ def agreement(
 ) -> MetricResult:
     """Agreement of ``exp`` with other methods on the same inputs and targets.
 
-    ``methods`` names registered methods (default: two applicable ones, integrated gradients
-    and saliency first); ``method_options`` maps a method's name to its options. ``per_sample``
-    is the mean Spearman rank correlation over the other methods; ``details`` holds, per
-    method, its mean rank correlation and top-``k`` intersection. Higher means more agreement.
+    ``methods`` names registered methods (default: two applicable ones, those the registry
+    prefers for the inputs' modality first); ``method_options`` maps a method's name to its
+    options. ``per_sample`` is the mean Spearman rank correlation over the other methods;
+    ``details`` holds, per method, its mean rank correlation and top-``k`` intersection.
+    Higher means more agreement.
     """
     p = prepare(model, exp)
     names = list(methods) if methods is not None else default_methods(p, exp.method)
@@ -95,7 +97,7 @@ def agreement(
     details: dict[str, Any] = {}
     for name in names:
         opts = dict((method_options or {}).get(name, {}))
-        if seed is not None and accepts(name, "seed"):
+        if seed is not None and get_method(name).takes_seed:
             opts.setdefault("seed", seed)
         other = Reexplainer(p.model, name, opts)(p.x, p.targets)
         om = other.sum(1).double().cpu() if other.ndim == 4 else other.double().cpu()
