@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import importlib
 import io
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError, ModelError, OptionError, TargetError
+from .core.options import OptionSet
+from .errors import InputError, ModelError, TargetError
 
 __all__ = ["Inputs", "LoadedModel", "Table", "load_inputs", "load_model", "load_table", "parse_option",
            "parse_rows", "parse_target", "read_csv", "read_image", "read_npy", "zoo_names"]
@@ -417,15 +417,15 @@ def parse_target(spec: str | None, class_names: Sequence[str] | None) -> Any:
     raise TargetError(f"--target must be 'predicted', an int or a class name, got {spec!r}{known}")
 
 
-def parse_option(items: Sequence[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are read as JSON when they parse, as strings otherwise."""
+def parse_option(items: Sequence[str], declared: OptionSet | None = None) -> dict[str, Any]:
+    """``name=value`` pairs. With ``declared`` (a method's options), each value is read by the
+    type its option declares (see :mod:`unveil._option_text`); values of undeclared options,
+    or without ``declared``, are read as JSON when they parse and kept as text otherwise."""
+    from ._option_text import read_option, split_item
+
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise OptionError(f"--option must look like name=value, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(val)
-        except json.JSONDecodeError:
-            out[key.strip()] = val
+        _, key, text = split_item(item)
+        opt = declared.by_name.get(key) if declared is not None else None
+        out[key] = read_option(text, [opt] if opt is not None else [])
     return out

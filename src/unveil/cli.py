@@ -78,11 +78,20 @@ def cli(verbose: int, debug: bool) -> None:
 
 @cli.command("methods")
 @click.option("--modality", type=click.Choice(["image", "tabular", "text", "sequence"]))
+@click.option("--options", "options_of", metavar="NAME",
+              help="Show the options one method takes (type, default, range, meaning).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def methods_cmd(modality: str | None, as_json: bool) -> None:
-    """List the registered explanation methods."""
-    from .api import methods
+def methods_cmd(modality: str | None, options_of: str | None, as_json: bool) -> None:
+    """List the registered explanation methods, or the options of one."""
+    from .api import methods, options
 
+    if options_of is not None:
+        table = options(options_of)
+        if as_json:
+            _echo_json([o.as_dict() for o in table])
+        else:
+            click.echo(repr(table))
+        return
     infos = methods(modality)
     if as_json:
         _echo_json([m.as_dict() for m in infos])
@@ -179,11 +188,15 @@ def explain_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs
                 target: str | None, options: tuple[str, ...], out: str | None, as_json: bool) -> None:
     """Explain a model's decisions on some inputs with one method."""
     from .api import explain
+    from .core.registry import get_method
 
     _check_out(out, (".npz", ".html", ".htm"))
+    info = get_method(method)
+    opts = parse_option(options, info.options)
+    info.split_options(opts)  # an unknown or ill-typed option fails before the model loads
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
     exp = explain(loaded.model, data.x, method=method,
-                  target=parse_target(target, loaded.class_names), **parse_option(options))
+                  target=parse_target(target, loaded.class_names), **opts)
     _decorate(exp, loaded, data)
     path = _write(exp, out, f"{method} · {loaded.name}")
     lines = _sample_lines(exp)
@@ -296,13 +309,11 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
                data_path: str | None, no_evaluate: bool, as_json: bool) -> None:
     """Write one self-contained HTML report comparing several methods."""
     from .report import Report, build_section
+    from .report._builder import check_options
 
+    budget, per_method = _report_options(options)
+    check_options(list(method_names), per_method, budget)  # before the model loads
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
-    budget: dict[str, Any] = {}
-    per_method: dict[str, dict[str, Any]] = {}
-    for k, v in parse_option([o.replace(".", "__", 1) for o in options]).items():
-        meth, sep, name = k.partition("__")
-        (per_method.setdefault(meth, {}).__setitem__(name, v) if sep else budget.__setitem__(k, v))
     train = _training_rows(loaded, data_path)
     units = _zoo_units(loaded, data_path, train)
     section = build_section(
@@ -321,6 +332,26 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
              "note": r.error or r.skipped} for r in section.runs]})
         return
     click.echo(f"wrote {path}")
+
+
+def _report_options(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``-o name=value`` (for every method that declares it) and ``-o method.name=value``, each
+    value read by the type the method(s) declare."""
+    from ._option_text import read_option, split_item
+    from .core.registry import get_method, list_methods
+
+    budget: dict[str, Any] = {}
+    per_method: dict[str, dict[str, Any]] = {}
+    for item in items:
+        scope, key, text = split_item(item, scoped=True)
+        if scope is None:
+            budget[key] = read_option(text, [m.options[key] for m in list_methods()
+                                             if key in m.options])
+        else:
+            declared = get_method(scope).options
+            opt = declared.by_name.get(key)
+            per_method.setdefault(scope, {})[key] = read_option(text, [opt] if opt else [])
+    return budget, per_method
 
 
 def _table_options(f: F) -> F:
@@ -520,7 +551,7 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 def _error_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
-    return str(exc) or type(exc).__name__
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 from .. import __version__
 from ..core.registry import get_method, list_methods
 from ..report import Report, build_section
-from ..report._builder import Section, skip_not_applicable
+from ..report._builder import Section, check_options, skip_not_applicable
 from ..report._facts import class_name, prediction, sample_narrative
 from ..report._png import data_uri, upscale
 from ..report._render import (
@@ -222,13 +222,18 @@ def api_router(store: Store) -> APIRouter:
         x, label, tokens = store.input(e, req.sample, req.upload, req.row)
         for name in req.methods:
             get_method(name)
+        stray = sorted(set(req.options) - set(req.methods))
+        if stray:
+            raise ApiError(422, f"options given for {', '.join(map(repr, stray))}, which "
+                                f"{'is' if len(stray) == 1 else 'are'} not among the methods")
+        check_options(req.methods, req.options, store.budget)  # OptionError: 422 before any work
         if isinstance(req.target, int) and e.class_names and req.target >= len(e.class_names):
             raise ApiError(422, f"target {req.target} is out of range: the model has "
                                 f"{len(e.class_names)} classes")
         with store.lock:
             section = build_section(
                 store.model(e), x, list(dict.fromkeys(req.methods)), target=req.target,
-                budget=store.budget, class_names=e.class_names, feature_names=e.feature_names,
+                options={k: dict(v) for k, v in req.options.items()}, budget=store.budget, class_names=e.class_names, feature_names=e.feature_names,
                 tokens=tokens, labels=None if label is None else [label], model_name=e.name,
                 description=e.description, evaluate=req.evaluate, on_error="record",
                 retry_options={} if e.background is None else {"background": e.background})
