@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import functools
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -14,9 +15,11 @@ from ..core.batching import BatchSize, map_chunked, resolve_batch_size
 from ..core.explanation import Explanation
 from ..core.modality import infer_modality
 from ..core.model import Model, TargetSpec, as_model
+from ..core.options import suggest
 from ..core.registry import MethodInfo, get_method
+from ..errors import OptionError
 
-__all__ = ["Attributor", "Call"]
+__all__ = ["Attributor", "Call", "refuse_options"]
 
 
 @dataclass
@@ -52,16 +55,15 @@ class Attributor(abc.ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Check constructor options against the method's declaration before ``__init__``."""
         super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            return
+        # a class without its own constructor gets a checked one too (its declaration may differ)
+        init = cls.__dict__.get("__init__", cls.__init__)
 
         @functools.wraps(init)
         def checked(self: Attributor, model: Any, *args: Any, **options: Any) -> None:
             if type(self) is owner:  # the outermost constructor checks; super() calls do not
                 info = self.declaration()
                 if info is not None:
-                    info.options.check(options)
+                    _check_where(info, options, "init")
             init(self, model, *args, **options)
 
         owner = cls
@@ -100,8 +102,8 @@ class Attributor(abc.ABC):
         info = self.declaration()
         if info is None:
             return {}
-        info.options.check(kwargs)
-        names = {k: kwargs.pop(k) for k in ("feature_names", "class_names") if k in kwargs}
+        _check_where(info, kwargs, "call")
+        names: dict[str, Any] = {k: kwargs.pop(k) for k in ("feature_names", "class_names") if k in kwargs}
         if not info.takes_seed:
             kwargs.pop("seed", None)
         return names
@@ -167,6 +169,30 @@ class Attributor(abc.ABC):
             _fingerprint_fn=call.model.fingerprint,
             **result,
         )
+
+
+def _check_where(info: MethodInfo, options: Mapping[str, Any], where: str) -> None:
+    """Check ``options`` against the declaration and that each belongs ``where`` it was given."""
+    info.options.check(options)
+    wrong = sorted(k for k in options if info.options[k].where != where)
+    if wrong:
+        given, other = ("constructor", "call") if where == "init" else ("call", "constructor")
+        raise OptionError(
+            f"{info.name!r}: {', '.join(wrong)} {'is an option' if len(wrong) == 1 else 'are options'} "
+            f"of the {other}, not of the {given} (uv.explain takes both)"
+        )
+
+
+def refuse_options(method: str, extra: Mapping[str, Any], takes: Iterable[str]) -> None:
+    """Raise :class:`OptionError` for call options ``extra`` that a method does not take.
+
+    A registered method never gets here (``__call__`` checks its declaration first); this
+    guards subclasses without a declaration, in the same words.
+    """
+    if extra:
+        key, names = sorted(extra)[0], sorted(takes)
+        raise OptionError(f"{method!r} takes no option {key!r}.{suggest(key, names)} Valid "
+                          f"options of the call: {', '.join(names)}")
 
 
 def _numpy(t: Any) -> Any:

@@ -21,7 +21,7 @@ import torch
 
 from ..core.explanation import Explanation
 from ..core.model import Model, TargetSpec
-from ._base import Attributor, Call
+from ._base import Attributor, Call, refuse_options
 
 __all__ = ["PassResult", "SinglePassAttributor"]
 
@@ -72,14 +72,9 @@ class SinglePassAttributor(Attributor):
         return _calls().get(id(self))
 
     def _check_call_options(self, kwargs: dict[str, Any]) -> None:
-        """Reject unknown call options before any work (override to accept some)."""
-        if kwargs:
-            from ..errors import OptionError
-
-            raise OptionError(
-                f"{self.name!r} takes no call options {sorted(kwargs)}; pass only target= "
-                "(method options go to the constructor)"
-            )
+        """Refuse call options before any work (a registered method's are checked already;
+        this guards subclasses without a declaration; override to accept some)."""
+        refuse_options(self.name, kwargs, ("target",))
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         p = self._pending
