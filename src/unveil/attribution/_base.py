@@ -96,20 +96,23 @@ class Attributor(abc.ABC):
             k: v for k, v in vars(self).items() if k not in ("model",) and not k.startswith("_")
         }
 
-    def _common_call_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Check the call options against the declaration; take out the common ones the base
-        handles (``feature_names``, ``class_names``; ``seed`` for methods without randomness)."""
+    def _common_call_options(self, kwargs: dict[str, Any], target: Any) -> dict[str, Any]:
+        """Check the call options (``target`` too) against the declaration; take out the common
+        ones the base handles (``feature_names``, ``class_names``; ``seed`` for methods without
+        randomness)."""
         info = self.declaration()
         if info is None:
             return {}
-        _check_where(info, kwargs, "call")
-        names: dict[str, Any] = {k: kwargs.pop(k) for k in ("feature_names", "class_names") if k in kwargs}
+        _check_where(info, {"target": target, **kwargs}, "call")
+        names: dict[str, Any] = {
+            k: kwargs.pop(k) for k in ("feature_names", "class_names") if k in kwargs
+        }
         if not info.takes_seed:
             kwargs.pop("seed", None)
         return names
 
     def __call__(self, inputs: Any, *, target: TargetSpec = "predicted", **kwargs: Any) -> Explanation:
-        names = self._common_call_options(kwargs)
+        names = self._common_call_options(kwargs, target)
         exp = self._run(inputs, target=target, **kwargs)
         for key, value in names.items():
             if value is not None:
