@@ -17,7 +17,8 @@ UploadId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
 Target = Union[Literal["predicted"], Annotated[int, Field(ge=0, le=100_000)]]
 OptionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 OptionValue = Union[StrictBool, StrictInt, StrictFloat, Annotated[str, Field(max_length=200)], None]
-MethodOptions = Annotated[dict[OptionName, OptionValue], Field(max_length=16)]
+_CLOSED = {"additionalProperties": False}  # keys must match their pattern (JSON schema)
+MethodOptions = Annotated[dict[OptionName, OptionValue], Field(max_length=16, json_schema_extra=_CLOSED)]
 
 
 class _Strict(BaseModel):
@@ -83,8 +84,9 @@ class ExplainRequest(_Strict):
     target: Target = "predicted"
     evaluate: bool = True
     options: Annotated[dict[MethodName, MethodOptions], Field(
-        max_length=8, description="options of the methods named in 'methods', by method, as "
-                                  "each declares them (an undeclared one is refused with 422)")] = {}
+        max_length=8, json_schema_extra=_CLOSED,
+        description="options of the methods named in 'methods', by method, as each declares "
+                    "them (an undeclared one is refused with 422)")] = {}
 
 
 class SanityRequest(_Strict):
