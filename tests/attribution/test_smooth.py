@@ -18,6 +18,7 @@ from torch import nn
 
 from _util import Raises, TinyCNN, assert_unchanged, mlp, snapshot
 from unveil.attribution.gradient_shap import GradientShap, gradient_shap_draws
+from unveil.attribution.path import IntegratedGradients
 from unveil.attribution.smooth import SmoothGrad, VarGrad, normal_draws
 from unveil.errors import BaselineError, OptionError
 
@@ -78,6 +79,19 @@ def test_smoothgrad_of_ig_matches_captum(resnet: Any, monkeypatch: pytest.Monkey
                                           target=0, n_steps=8).detach()
     assert ref.abs().max() > 1e-4
     torch.testing.assert_close(_t(e.values), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_inner_call_options_reach_the_inner_method() -> None:
+    net = mlp().eval()
+    x, b, bg = torch.randn(3, 6), torch.full((1, 6), 0.5), torch.randn(4, 6)
+    ig = IntegratedGradients(net, n_steps=8)
+    sg = SmoothGrad(net, inner="integrated_gradients", inner_options={"n_steps": 8}, n_samples=2,
+                    stdev=0.0)  # no noise: the mean of identical copies is the inner method
+    for opts in ({"baseline": b}, {"background": bg}):
+        want = ig(x, target=1, **opts).values
+        assert np.abs(want - ig(x, target=1).values).max() > 1e-3  # the option matters
+        np.testing.assert_allclose(sg(x, target=1, seed=0, **opts).values, want, rtol=1e-5,
+                                   atol=1e-6)
 
 
 def test_quadratic_closed_form_over_64_seeds() -> None:

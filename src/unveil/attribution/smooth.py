@@ -171,8 +171,10 @@ class SmoothGrad(_NoiseTunnel):
     Parameters
     ----------
     inner : str
-        The wrapped method's registry name (default ``"saliency"``, i.e. the mean of
-        ``|gradient|``; pass ``inner_options={"abs": False}`` for signed gradients).
+        The wrapped method's registry name, one of the declaration's ``wraps`` (``saliency``,
+        ``input_x_gradient``, ``integrated_gradients``, ``guided_backprop``, ``deconvnet``,
+        ``deeplift``); default ``"saliency"``, i.e. the mean of ``|gradient|`` (pass
+        ``inner_options={"abs": False}`` for signed gradients).
     n_samples : int
         Noisy copies per row (default 16; the paper used 50).
     noise_level : float
@@ -186,9 +188,9 @@ class SmoothGrad(_NoiseTunnel):
     batch_size : int or "auto"
         Rows per chunk.
 
-    Call with ``seed=`` (recorded in ``exp.seed``), ``layer=``, ``neuron=`` and the inner
-    method's call options (e.g. ``baseline=``). ``exp.stderr`` is the Monte-Carlo standard
-    error of the mean.
+    Call with ``seed=`` (recorded in ``exp.seed``), ``layer=``, ``neuron=``, and ``baseline=``
+    or ``background=`` for an inner method that takes them (``integrated_gradients``,
+    ``deeplift``). ``exp.stderr`` is the Monte-Carlo standard error of the mean.
     """
 
     def __init__(
