@@ -21,8 +21,8 @@ LAYER = Option(
     "dotted name of a layer: attribute to its output instead of the input", where="call")
 NEURON = Option(
     "neuron", NeuronSpec, None,
-    "explain one unit instead of the target score: ('layer.name', index), an index into "
-    "layer='s output, or a callable of it", where="call")
+    "explain one unit instead of the target score: ('layer.name', index or callable), or an "
+    "index or callable into the output of layer=", where="call")
 MASK_ID = Option(
     "mask_id", Union[int, None], None,
     "token id that replaces removed tokens (token-id inputs)", low=0, where="call")
