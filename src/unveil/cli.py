@@ -193,6 +193,8 @@ def explain_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs
     _check_out(out, (".npz", ".html", ".htm"))
     info = get_method(method)
     opts = parse_option(options, info.options)
+    if "target" in opts:
+        raise OptionError("the target is given with --target, not -o target=")
     info.split_options(opts)  # an unknown or ill-typed option fails before the model loads
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
     exp = explain(loaded.model, data.x, method=method,
