@@ -127,6 +127,25 @@ def test_explainer_takes_it_and_refuses_a_typo(x) -> None:
         uv.Explainer(make_model(), NAME, budget_ms=10)
 
 
+def test_metrics_reexplain_with_the_stored_option_and_refuse_a_typo(x) -> None:
+    from unveil.metrics._common import stored_options
+
+    model = make_model()
+    exp = uv.explain(model, x, method=NAME, scale=2.0)
+    exp.params["_scratch"] = 1  # a stored entry the method does not declare is dropped
+    assert stored_options(exp) == {"scale": 2.0, "batch_size": "auto"}
+    exp.params["scale"] = "2"  # no longer fits the declared type: the default applies
+    assert "scale" not in stored_options(exp)
+    res = uv.evaluate(model, uv.explain(model, x, method="saliency"), metrics=["agreement"],
+                      agreement={"methods": [NAME], "k": 2, "method_options": {NAME: {"scale": 3.0}}})
+    assert res["agreement"].params["methods"] == [NAME]
+    with pytest.raises(OptionError, match=MISSPELT):
+        uv.evaluate(model, exp, metrics=["max_sensitivity"], explain_options={"scal": 3.0})
+    with pytest.raises(OptionError, match=MISSPELT):
+        uv.evaluate(model, exp, metrics=["agreement"], agreement={
+            "methods": [NAME], "k": 2, "method_options": {NAME: {"scal": 3.0}}})
+
+
 def test_report_takes_it_per_method_and_as_a_budget(x) -> None:
     rep = uv.report(make_model(), x, [NAME], options={NAME: {"scale": 2.0}}, evaluate=False)
     np.testing.assert_allclose(rep.explanations[NAME].values, 2 * x.numpy())

@@ -257,7 +257,9 @@ class Reexplainer:
 
         declared = get_method(method).options
         given = dict(options or {})
-        declared.check(given)
+        for k in given:
+            if k not in declared:
+                raise OptionError(declared.unknown_message(k))
         if "target" in given:
             raise OptionError(f"{method!r}: the targets are the metric's; target= is not an "
                               "option of the re-explanation")
@@ -269,6 +271,7 @@ class Reexplainer:
                     f"the explanation was made with {k}= a tensor, which it does not store; pass "
                     f"explain_options={{'{k}': <the same tensor>}} to re-explain new inputs"
                 )
+        declared.check(given)
         self.call_options = {k: v for k, v in opts.items() if declared[k].where == "call"}
         self.explainer = make_explainer(
             model, method, **{k: v for k, v in opts.items() if declared[k].where == "init"})
