@@ -313,7 +313,7 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
     from .report import Report, build_section
     from .report._builder import check_options
 
-    budget, per_method = _report_options(options)
+    budget, per_method = _report_options(options, method_names)
     check_options(list(method_names), per_method, budget)  # before the model loads
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
     train = _training_rows(loaded, data_path)
@@ -336,22 +336,31 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
     click.echo(f"wrote {path}")
 
 
-def _report_options(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """``-o name=value`` (for every method that declares it) and ``-o method.name=value``, each
-    value read by the type the method(s) declare."""
+def _report_options(items: Sequence[str], methods: Sequence[str]
+                    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``-o method.name=value`` for one method and ``-o name=value`` for every method that
+    declares it, each value read by the type that method declares. With ``methods`` named, an
+    unscoped option becomes an option of each of them that declares it (``-o layer=3`` is then
+    a name for a CAM and an index for raw attention); otherwise, or when none of them declares
+    it, it stays a budget option read by the first declaration it fits."""
     from ._option_text import read_option, split_item
     from .core.registry import get_method, list_methods
+    from .report._builder import accepted_options
 
     budget: dict[str, Any] = {}
     per_method: dict[str, dict[str, Any]] = {}
-    for item in items:
-        scope, key, text = split_item(item, scoped=True)
-        if scope is None:
+    parsed = [split_item(item, scoped=True) for item in items]
+    for scope, key, text in parsed:
+        takers = [get_method(m) for m in dict.fromkeys(methods)] if scope is None else []
+        takers = [info for info in takers if accepted_options(info, {key: text})]
+        for info in takers:
+            per_method.setdefault(info.name, {})[key] = read_option(text, [info.options[key]])
+        if scope is None and not takers:
             budget[key] = read_option(text, [m.options[key] for m in list_methods()
                                              if key in m.options])
-        else:
-            declared = get_method(scope).options
-            opt = declared.by_name.get(key)
+    for scope, key, text in parsed:  # an option for one method wins over one for all
+        if scope is not None:
+            opt = get_method(scope).options.by_name.get(key)
             per_method.setdefault(scope, {})[key] = read_option(text, [opt] if opt else [])
     return budget, per_method
 

@@ -168,6 +168,19 @@ def test_cli_report_reads_both_forms(capsys, tmp_path: Path, x) -> None:
         assert code == 1 and MISSPELT in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_cli_report_reads_an_option_for_all_by_each_method_s_type() -> None:
+    from unveil.cli import _report_options
+
+    budget, per = _report_options(["layer=3", "seed=1", "grad_cam.layer=features"],
+                                  ["grad_cam", "attention_raw", "rise"])
+    assert budget == {}
+    assert per["attention_raw"] == {"layer": 3}  # an index there (and no seed: it takes none)
+    assert per["grad_cam"] == {"layer": "features"}  # the method's own -o wins
+    assert per["rise"] == {"seed": 1}
+    budget, per = _report_options(["layer=3", "n_steps=8"], [])  # no methods named: a budget
+    assert per == {} and budget == {"layer": 3, "n_steps": 8}
+
+
 def test_dashboard_refuses_an_undeclared_option_with_422(x) -> None:
     pytest.importorskip("fastapi")
     from starlette.testclient import TestClient
