@@ -183,7 +183,10 @@ def _main(capsys, *args: str) -> tuple[int, str, str]:
     (("--rows", "0:1", "--target", "maybe"), "class names: malignant, benign"),
     (("--rows", "5000:"), "selects no rows or rows out of range"),
     (("--rows", "0:1", "-o", "n_steps"), "--option must look like name=value"),
-    (("--rows", "0:1", "-o", "n_steps=0"), "n_steps must be >= 1"),
+    (("--rows", "0:1", "-o", "n_steps=0"), "option n_steps=0 is outside >= 1"),
+    (("--rows", "0:1", "-o", "n_step=8"), "Did you mean 'n_steps'"),
+    (("--rows", "0:1", "-o", "n_steps=many"), "option n_steps='many' should be int"),
+    (("--rows", "0:1", "-o", "target=1"), "the target is given with --target"),
 ])
 def test_bad_options_print_one_line(capsys, args: tuple[str, ...], fragment: str) -> None:
     code, _, err = _main(capsys, "explain", "-m", "zoo:breast_cancer_mlp", "-i",

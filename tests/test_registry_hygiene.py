@@ -3,7 +3,6 @@ leaves the model as it found it: no hooks, same flags, parameters, gradients and
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from typing import Any
 
@@ -17,10 +16,6 @@ from _util import Raises, TinyCNN, assert_unchanged, mlp, snapshot
 # small budgets so the whole registry runs in seconds; only options a method accepts are passed
 SMALL = {"n_steps": 4, "n_samples": 32, "max_evals": 64, "n_iter": 2}
 FAMILIES_WITH_OWN_TESTS = {"attention"}  # need attention modules; covered in tests/attention
-
-
-def _accepted(fn: Any) -> set[str]:
-    return set(inspect.signature(fn).parameters)
 
 
 def _setup(modality: str) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -42,12 +37,11 @@ def _cases() -> list[Any]:
 
 def _run(name: str, model: torch.nn.Module, x: torch.Tensor, bg: torch.Tensor) -> uv.Explanation:
     info = {m.name: m for m in uv.methods()}[name]
-    init = {k: v for k, v in SMALL.items() if k in _accepted(info.cls.__init__)}
-    call_params = _accepted(info.cls._attribute)
+    init = {k: v for k, v in SMALL.items() if k in info.options.names("init")}
     call: dict[str, Any] = {}
-    if "background" in call_params:
+    if "background" in info.options and not info.wraps:  # a wrapper's default inner takes none
         call["background"] = bg
-    if "seed" in call_params:
+    if info.takes_seed:
         call["seed"] = 0
     return info.cls(model, **init)(x, target=1, **call)  # type: ignore[no-any-return]
 

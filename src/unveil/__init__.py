@@ -52,6 +52,9 @@ _LAZY: dict[str, str] = {
     "dataset_examples": "unveil.featurevis:dataset_examples",
 }
 
+# the base-class machinery of methods, public in unveil.attribution but not the facade's API
+_METHOD_PARTS = ("Attributor", "Call", "FirstPass", "Partial", "refuse_options")
+
 __all__ = [
     "Explanation",
     "Report",

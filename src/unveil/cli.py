@@ -89,11 +89,21 @@ def cli(verbose: int, debug: bool) -> None:
 
 @cli.command("methods")
 @click.option("--modality", type=click.Choice(["image", "tabular", "text", "sequence"]))
+@click.option("--options", "options_of", metavar="NAME",
+              help="Show the options one method takes (type, default, range, meaning).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def methods_cmd(modality: str | None, as_json: bool) -> None:
-    """List the registered explanation methods."""
+def methods_cmd(modality: str | None, options_of: str | None, as_json: bool) -> None:
+    """List the registered explanation methods, or the options of one."""
     from .core.explain import methods
+    from .core.registry import options
 
+    if options_of is not None:
+        table = options(options_of)
+        if as_json:
+            _echo_json([o.as_dict() for o in table])
+        else:
+            click.echo(repr(table))
+        return
     infos = methods(modality)
     if as_json:
         _echo_json([m.as_dict() for m in infos])
@@ -190,11 +200,17 @@ def explain_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs
                 target: str | None, options: tuple[str, ...], out: str | None, as_json: bool) -> None:
     """Explain a model's decisions on some inputs with one method."""
     from .core.explain import explain
+    from .core.registry import get_method
 
     _check_out(out, (".npz", ".html", ".htm"))
+    info = get_method(method)
+    opts = parse_option(options, info.options)
+    if "target" in opts:
+        raise OptionError("the target is given with --target, not -o target=")
+    info.split_options(opts)  # an unknown or ill-typed option fails before the model loads
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
     exp = explain(loaded.model, data.x, method=method,
-                  target=parse_target(target, loaded.class_names), **parse_option(options))
+                  target=parse_target(target, loaded.class_names), **opts)
     _decorate(exp, loaded, data)
     path = _write(exp, out, f"{method} · {loaded.name}")
     lines = _sample_lines(exp)
@@ -295,14 +311,11 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
                out: str, title: str, sanity: bool, metric_names: tuple[str, ...],
                data_path: str | None, no_evaluate: bool, as_json: bool) -> None:
     """Write one self-contained HTML report comparing several methods."""
-    from .report import Report, build_section
+    from .report import Report, build_section, check_options
 
+    budget, per_method = _report_options(options, method_names)
+    check_options(list(method_names), per_method, budget)  # before the model loads
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
-    budget: dict[str, Any] = {}
-    per_method: dict[str, dict[str, Any]] = {}
-    for k, v in parse_option([o.replace(".", "__", 1) for o in options]).items():
-        meth, sep, name = k.partition("__")
-        (per_method.setdefault(meth, {}).__setitem__(name, v) if sep else budget.__setitem__(k, v))
     train = _training_rows(loaded, data_path)
     section = build_section(
         loaded.model, data.x, list(method_names) or None, data=train,
@@ -320,6 +333,35 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
              "note": r.error or r.skipped} for r in section.runs]})
         return
     click.echo(f"wrote {path}")
+
+
+def _report_options(items: Sequence[str], methods: Sequence[str]
+                    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``-o method.name=value`` for one method and ``-o name=value`` for every method that
+    declares it, each value read by the type that method declares. With ``methods`` named, an
+    unscoped option becomes an option of each of them that declares it (``-o layer=3`` is then
+    a name for a CAM and an index for raw attention); otherwise, or when none of them declares
+    it, it stays a budget option read by the first declaration it fits."""
+    from .core.registry import get_method, list_methods
+    from .frontends.option_text import read_option, split_item
+    from .report import accepted_options
+
+    budget: dict[str, Any] = {}
+    per_method: dict[str, dict[str, Any]] = {}
+    parsed = [split_item(item, scoped=True) for item in items]
+    for scope, key, text in parsed:
+        takers = [get_method(m) for m in dict.fromkeys(methods)] if scope is None else []
+        takers = [info for info in takers if accepted_options(info, {key: text})]
+        for info in takers:
+            per_method.setdefault(info.name, {})[key] = read_option(text, [info.options[key]])
+        if scope is None and not takers:
+            budget[key] = read_option(text, [m.options[key] for m in list_methods()
+                                             if key in m.options])
+    for scope, key, text in parsed:  # an option for one method wins over one for all
+        if scope is not None:
+            opt = get_method(scope).options.by_name.get(key)
+            per_method.setdefault(scope, {})[key] = read_option(text, [opt] if opt else [])
+    return budget, per_method
 
 
 def _table_options(f: F) -> F:
@@ -520,7 +562,7 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 def _error_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
-    return str(exc) or type(exc).__name__
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> None:

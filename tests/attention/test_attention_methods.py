@@ -216,13 +216,15 @@ def test_registry_entries():
 
 def test_option_and_input_errors(synthetic):
     model, ids, _ = synthetic
-    with pytest.raises(OptionError, match="query must be a token index or 'mean'"):
+    with pytest.raises(OptionError, match=r"query='cls' should be int \| 'mean'"):
         AttentionRollout(model, query="cls")  # type: ignore[arg-type]
-    with pytest.raises(OptionError, match="head_fusion must be"):
+    with pytest.raises(OptionError, match=r"head_fusion='sum' should be 'mean' \| 'max' \| 'min'"):
         AttentionRollout(model, head_fusion="sum")  # type: ignore[arg-type]
-    with pytest.raises(OptionError, match=r"residual must be in \[0, 1\)"):
+    with pytest.raises(OptionError, match=r"residual=1.5 is outside \[0, 1\]"):
         AttentionRollout(model, residual=1.5)
-    with pytest.raises(OptionError, match="needs one query token"):
+    with pytest.raises(OptionError, match=r"residual must be in \[0, 1\)"):  # 1 itself: semantic
+        AttentionRollout(model, residual=1.0)
+    with pytest.raises(OptionError, match="query='mean' should be int"):
         uv.explain(model, ids[:2], method="attention_flow", query="mean")
     with pytest.raises(OptionError, match="query=40 is out of range"):
         uv.explain(model, ids[:2], method="attention_rollout", query=40)
@@ -230,7 +232,7 @@ def test_option_and_input_errors(synthetic):
         uv.explain(model, ids[:2], method="attention_raw", layer=5)
     with pytest.raises(InputError, match="attention_mask must be"):
         uv.explain(model, ids[:2], method="attention_rollout", attention_mask=torch.ones(2, 3))
-    with pytest.raises(OptionError, match=r"takes no call options \['baseline'\]"):
+    with pytest.raises(OptionError, match="'attention_rollout' takes no option 'baseline'"):
         uv.explain(model, ids[:2], method="attention_rollout", baseline="zeros")
     with pytest.raises(OptionError, match="method must be one of"):
         attention(model, ids[:2], method="integrated_gradients")

@@ -135,7 +135,7 @@ def test_bad_inputs_and_options() -> None:
         Saliency(net)(x, neuron=("1", (0, 1)))
     with pytest.raises(OptionError, match="out of range"):
         Saliency(net)(x, neuron=("1", 99))
-    with pytest.raises(OptionError, match="takes no call options"):
+    with pytest.raises(OptionError, match="'saliency' takes no option 'baseline'"):
         Saliency(net)(x, baseline="zeros")
     with pytest.raises(InputError, match="no nn.Embedding"):
         Saliency(net)(torch.randint(0, 3, (2, 6)))

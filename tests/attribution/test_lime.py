@@ -173,13 +173,13 @@ def test_bad_inputs():
         Lime(net)(x, target=0, background=torch.randn(10, 6), baseline="mean")
     with pytest.raises(BaselineError, match="several background rows"):
         Lime(net)(x, target=0, background=torch.randn(1, 6))
-    with pytest.raises(OptionError, match="kernel_width must be a positive"):
+    with pytest.raises(OptionError, match="kernel_width must be positive"):
         Lime(net, kernel_width=0)
-    with pytest.raises(OptionError, match="alpha must be a non-negative"):
+    with pytest.raises(OptionError, match="option alpha=-1 is outside >= 0"):
         Lime(net, alpha=-1)
-    with pytest.raises(OptionError, match="n_samples must be an int"):
+    with pytest.raises(OptionError, match="option n_samples=1 is outside >= 2"):
         Lime(net, n_samples=1)
-    with pytest.raises(OptionError, match="groups must be a FeatureGroups"):
+    with pytest.raises(OptionError, match="option groups=.* should be FeatureGroups"):
         Lime(net)(x, target=0, groups=np.zeros(6))
     # with groups= a table is perturbed by replacing columns with a baseline
     g = FeatureGroups(2, ["a", "b"], "columns", labels=torch.tensor([[0, 0, 0, 1, 1, 1]]))

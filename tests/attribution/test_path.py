@@ -145,10 +145,12 @@ def test_batch_size_invariance() -> None:
 def test_bad_options_and_baselines() -> None:
     net = mlp().eval()
     x = torch.randn(2, 6)
-    with pytest.raises(OptionError, match="n_steps must be >= 1"):
+    with pytest.raises(OptionError, match="option n_steps=0 is outside >= 1"):
         IntegratedGradients(net, n_steps=0)
-    with pytest.raises(OptionError, match="unknown rule"):
+    with pytest.raises(OptionError, match=r"rule='simpson' should be 'gausslegendre' \| 'riemann_left'"):
         IntegratedGradients(net, rule="simpson")  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match=">= 2 for the trapezoid rule"):  # semantic, kept
+        IntegratedGradients(net, n_steps=1, rule="riemann_trapezoid")
     with pytest.raises(OptionError, match="tol > 0"):
         IntegratedGradients(net, n_steps="auto", tol=0)
     with pytest.raises(BaselineError, match="cannot be broadcast"):

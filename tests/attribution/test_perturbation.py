@@ -165,15 +165,17 @@ def test_bad_inputs(cnn):
         Occlusion(net, window=4, stride=6)(x, target=0)
     with pytest.raises(OptionError, match="window must be a positive int"):
         Occlusion(net, window=(1, 2, 3, 4))(x, target=0)
-    with pytest.raises(OptionError, match="groups must be a FeatureGroups"):
+    with pytest.raises(OptionError, match=r"groups='patches' should be FeatureGroups \| None"):
         FeatureAblation(net)(x, target=0, groups="patches")
     with pytest.raises(InputError, match="RISE explains images"):
         RISE(mlp().eval())(torch.randn(2, 6), target=0)
-    with pytest.raises(OptionError, match="keep_prob must be in"):
+    with pytest.raises(OptionError, match=r"keep_prob=1.5 is outside \[0, 1\]"):
         RISE(net, keep_prob=1.5)
-    with pytest.raises(OptionError, match="grid must be a positive int"):
+    with pytest.raises(OptionError, match="keep_prob must be strictly between 0 and 1"):
+        RISE(net, keep_prob=1.0)
+    with pytest.raises(OptionError, match="option grid=0 is outside >= 1"):
         RISE(net, grid=0)
-    with pytest.raises(OptionError, match="n_samples must be an int"):
+    with pytest.raises(OptionError, match="option n_samples=1 is outside >= 2"):
         RISE(net, n_samples=1)
 
 

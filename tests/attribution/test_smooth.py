@@ -18,8 +18,9 @@ from torch import nn
 
 from _util import Raises, TinyCNN, assert_unchanged, mlp, snapshot
 from unveil.attribution.gradient_shap import GradientShap, gradient_shap_draws
+from unveil.attribution.path import IntegratedGradients
 from unveil.attribution.smooth import SmoothGrad, VarGrad, normal_draws
-from unveil.errors import BaselineError, OptionError, UnknownMethodError
+from unveil.errors import BaselineError, OptionError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 
@@ -78,6 +79,19 @@ def test_smoothgrad_of_ig_matches_captum(resnet: Any, monkeypatch: pytest.Monkey
                                           target=0, n_steps=8).detach()
     assert ref.abs().max() > 1e-4
     torch.testing.assert_close(_t(e.values), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_inner_call_options_reach_the_inner_method() -> None:
+    net = mlp().eval()
+    x, b, bg = torch.randn(3, 6), torch.full((1, 6), 0.5), torch.randn(4, 6)
+    ig = IntegratedGradients(net, n_steps=8)
+    sg = SmoothGrad(net, inner="integrated_gradients", inner_options={"n_steps": 8}, n_samples=2,
+                    stdev=0.0)  # no noise: the mean of identical copies is the inner method
+    for opts in ({"baseline": b}, {"background": bg}):
+        want = ig(x, target=1, **opts).values
+        assert np.abs(want - ig(x, target=1).values).max() > 1e-3  # the option matters
+        np.testing.assert_allclose(sg(x, target=1, seed=0, **opts).values, want, rtol=1e-5,
+                                   atol=1e-6)
 
 
 def test_quadratic_closed_form_over_64_seeds() -> None:
@@ -148,23 +162,27 @@ def test_gradient_shap_linear_expectation_over_64_seeds() -> None:
 def test_bad_options() -> None:
     net = mlp().eval()
     x = torch.randn(2, 6)
-    with pytest.raises(OptionError, match="n_samples must be an int >= 2"):
+    with pytest.raises(OptionError, match="option n_samples=1 is outside >= 2"):
         SmoothGrad(net, n_samples=1)
-    with pytest.raises(OptionError, match="must be >= 0"):
+    with pytest.raises(OptionError, match="option noise_level=-0.1 is outside >= 0"):
         SmoothGrad(net, noise_level=-0.1)
-    with pytest.raises(OptionError, match="would nest noise wrappers"):
-        VarGrad(net, inner="smoothgrad")
-    with pytest.raises(UnknownMethodError, match="no method named 'salincy'"):
-        SmoothGrad(net, inner="salincy")(x, seed=0)
-    with pytest.raises(OptionError, match="inner_options do not fit"):
-        SmoothGrad(net, inner_options={"n_steps": 3})(x, seed=0)
-    with pytest.raises(OptionError, match="seed must be an int"):
+    with pytest.raises(OptionError, match="inner='smoothgrad' should be 'saliency' \\| "):
+        VarGrad(net, inner="smoothgrad")  # the wrappable methods are the declaration's wraps=
+    with pytest.raises(OptionError, match="inner='salincy' should be"):
+        SmoothGrad(net, inner="salincy")
+    with pytest.raises(OptionError, match="inner_options do not fit 'saliency': .*'n_steps'"):
+        SmoothGrad(net, inner_options={"n_steps": 3})  # checked at construction
+    with pytest.raises(OptionError, match="inner_options do not fit .*baseline is not for its"):
+        SmoothGrad(net, inner="integrated_gradients", inner_options={"baseline": 0.5})
+    with pytest.raises(OptionError, match="inner='saliency' takes no baseline="):
+        SmoothGrad(net)(x, baseline="zeros", seed=0)
+    with pytest.raises(OptionError, match="option seed='a' should be int"):
         SmoothGrad(net)(x, seed="a")
     with pytest.raises(BaselineError, match="pass background="):
         GradientShap(net)(x)
-    with pytest.raises(OptionError, match="takes background=, not baseline="):
+    with pytest.raises(OptionError, match="'gradient_shap' takes no option 'baseline'"):
         GradientShap(net)(x, background=torch.zeros(2, 6), baseline="zeros")
-    with pytest.raises(OptionError, match="positive int"):
+    with pytest.raises(OptionError, match="option n_samples=0 is outside >= 1"):
         GradientShap(net, n_samples=0)
 
 

@@ -91,6 +91,8 @@ def test_out_of_memory_halves_the_chunk() -> None:
 
 def test_bad_batch_size() -> None:
     with pytest.raises(OptionError, match="positive int or 'auto'"):
+        batching.resolve_batch_size(0)
+    with pytest.raises(OptionError, match="option batch_size=0 is outside >= 1"):  # declared
         uv.Saliency(TinyCNN(), batch_size=0)
 
 

@@ -8,7 +8,7 @@ import torch
 from _mutil import Sliding, digits, linear, make_exp, paste
 
 import unveil as uv
-from unveil.errors import InputError, OptionError
+from unveil.errors import InputError, LayerNotFoundError, OptionError
 from unveil.metrics import (
     agreement,
     boxes_to_masks,
@@ -107,6 +107,25 @@ def test_agreement_reexplains_with_other_methods() -> None:
     np.testing.assert_allclose(same.per_sample, 1.0)
     with pytest.raises(OptionError, match="no other registered method"):
         agreement(model, sal, methods=[])
+
+
+def test_agreement_defaults_come_from_the_registry_and_skip_what_does_not_apply() -> None:
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).eval()  # images, but no feature map
+    x = torch.rand(2, 1, 8, 8)
+    ig = uv.explain(model, x, method="integrated_gradients")
+    preferred = sorted((m for m in uv.methods("image") if "image" in m.preferred_for),
+                       key=lambda m: m.preferred_for["image"])
+    assert [m.name for m in preferred][:2] == ["integrated_gradients", "grad_cam"]  # the premise
+    res = agreement(model, ig)
+    assert res.params["methods"] == [m.name for m in preferred[2:4]]  # grad_cam passed over
+    assert set(res.details) == set(res.params["methods"])
+    with pytest.raises(LayerNotFoundError, match="a CAM needs a convolutional feature map"):
+        agreement(model, ig, methods=["grad_cam"])  # a named method is not passed over
+    with pytest.raises(OptionError, match="Did you mean 'n_steps'"):
+        agreement(model, ig, methods=["saliency"], method_options={"integrated_gradients": {"n_step": 4}})
 
 
 def test_complexity_closed_forms() -> None:

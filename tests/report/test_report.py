@@ -15,7 +15,7 @@ from torch import nn
 
 import unveil as uv
 from _util import TinyCNN, assert_unchanged, mlp, snapshot
-from unveil.errors import OptionError, UnknownMethodError
+from unveil.errors import BaselineError, OptionError, UnknownMethodError
 from unveil.report import Report, build_section, report
 
 
@@ -72,18 +72,25 @@ def test_narrative_names_the_decisive_feature() -> None:
 def test_failures_are_recorded_or_raised() -> None:
     net = mlp().eval()
     x = torch.randn(2, 6)
-    rep = report(net, x, methods=["saliency", "integrated_gradients"], on_error="record",
-                 options={"integrated_gradients": {"n_steps": 0}})
+    bad = {"integrated_gradients": {"baseline": torch.zeros(2, 5)}}  # fails when it runs
+    rep = report(net, x, methods=["saliency", "integrated_gradients"], on_error="record", options=bad)
     runs = {r.method: r for r in rep.sections[0].runs}
     assert runs["saliency"].status == "ok"
     assert runs["integrated_gradients"].status == "error"
-    assert "n_steps must be >= 1" in runs["integrated_gradients"].error
+    assert "cannot be broadcast to inputs of shape (2, 6)" in runs["integrated_gradients"].error
     assert rep.errors == [("Sequential", "integrated_gradients", runs["integrated_gradients"].error)]
-    assert "n_steps must be &gt;= 1" in rep.html
-    with pytest.raises(OptionError, match="n_steps must be >= 1"):
-        report(net, x, methods=["integrated_gradients"], options={"integrated_gradients": {"n_steps": 0}})
+    assert "baseline of shape (2, 5) cannot be broadcast" in rep.html
+    with pytest.raises(BaselineError, match="cannot be broadcast"):
+        report(net, x, methods=["integrated_gradients"], options=bad)
     with pytest.raises(UnknownMethodError, match="no method named 'salincy'"):
         report(net, x, methods=["salincy"], on_error="record")
+    # an option the declaration refuses stops the report before any work, even when recording
+    for opts in ({"n_steps": 0}, {"n_step": 8}):
+        with pytest.raises(OptionError, match="n_steps"):
+            report(net, x, methods=["saliency", "integrated_gradients"], on_error="record",
+                   options={"integrated_gradients": opts})
+    with pytest.raises(OptionError, match="no method takes the option 'n_step'"):
+        report(net, x, methods=["saliency"], budget={"n_step": 8}, on_error="record")
 
 
 def test_gradient_method_on_numpy_model_is_skipped_or_refused() -> None:
@@ -173,6 +180,7 @@ def test_global_section_has_surrogate_rules() -> None:
 def test_retry_options_go_only_to_methods_that_ask(monkeypatch) -> None:
     from unveil.attribution import Attributor, Partial
     from unveil.core import registry
+    from unveil.core.options import OptionSet
     from unveil.errors import OptionError as OptErr
 
     class NeedsBackground(Attributor):
@@ -186,7 +194,8 @@ def test_retry_options_go_only_to_methods_that_ask(monkeypatch) -> None:
             return Partial(values=call.x - torch.as_tensor(background).mean(0))
 
     info = registry.MethodInfo("needs_background", NeedsBackground, "test", ("tabular",), False,
-                               False, False, "")
+                               False, False, "", options=OptionSet("needs_background", (),
+                                                                   common=("background",)))
     monkeypatch.setitem(registry._REGISTRY, "needs_background", info)
     bg = torch.ones(5, 6)
     x = torch.randn(2, 6)

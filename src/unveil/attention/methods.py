@@ -9,15 +9,18 @@ image inputs (a vision transformer) the patch tokens are mapped back onto the im
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, Union
 
 import numpy as np
 import torch
 
-from ..attribution import Attributor, Call, Partial
+from ..attribution import Attributor, Call, Partial, refuse_options
 from ..core.batching import BatchSize, run_chunked
-from ..core.model import Model
+from ..core.explanation import Explanation
+from ..core.model import Model, TargetSpec
+from ..core.options import ArrayLike, Option
 from ..core.registry import register
 from ..errors import InputError, NotDifferentiableError, OptionError
 from ._capture import Site, attention_context, find_sites, forward_capture
@@ -34,6 +37,23 @@ __all__ = [
 
 Query = Union[int, Literal["mean"]]
 _MODALITIES = ("text", "image")
+
+# the options of the attention methods, declared once and composed per method below
+_QUERY = Option("query", Query, 0, "the output token whose row is reported (0: [CLS]), or "
+                "'mean' over the non-padding tokens")
+_HEAD_FUSION = Option("head_fusion", HeadFusion, "mean", "how heads are fused: 'mean' (paper), "
+                      "'max' or 'min'")
+_MODULES = Option("modules", Union[Sequence[str], None], None, "dotted names of the attention "
+                  "modules when they are not found automatically")
+_PREFIX = Option("prefix_tokens", int, 1, "for image inputs: tokens before the patch tokens "
+                 "(1 for [CLS])", low=0)
+_KEEP = Option("keep_attentions", bool, True, "store the captured maps (N, L, H, T, T) in "
+               "extras['attentions']")
+_RESIDUAL = Option("residual", float, 0.5, "weight of the identity mixed into each layer's "
+                   "attention for the residual connection, in [0, 1)", low=0, high=1)
+_MASK = Option("attention_mask", Union[ArrayLike, None], None, "(N, T) mask of the real tokens: "
+               "padding gets 0 (and is left out of query='mean')", where="call")
+_COMMON = (_QUERY, _HEAD_FUSION, _MODULES, _PREFIX, _KEEP, _MASK)
 
 
 class _AttentionMethod(Attributor):
@@ -53,17 +73,17 @@ class _AttentionMethod(Attributor):
         batch_size: BatchSize = "auto",
     ) -> None:
         super().__init__(model, batch_size=batch_size)
-        if not (query == "mean" or (isinstance(query, int) and not isinstance(query, bool))):
-            raise OptionError(f"query must be a token index or 'mean', got {query!r}")
-        if head_fusion not in ("mean", "max", "min"):
-            raise OptionError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}")
-        if prefix_tokens < 0:
-            raise OptionError(f"prefix_tokens must be >= 0, got {prefix_tokens}")
         self.query = query
         self.head_fusion = head_fusion
         self.modules = None if modules is None else list(modules)
         self.prefix_tokens = prefix_tokens
         self.keep_attentions = keep_attentions
+
+    def _run(self, inputs: Any, *, target: TargetSpec = "predicted", **kwargs: Any) -> Explanation:
+        # a registered method's call options are checked already; this guards subclasses
+        refuse_options(self.name, {k: v for k, v in kwargs.items() if k != "attention_mask"},
+                       ("target", "attention_mask"))
+        return super()._run(inputs, target=target, **kwargs)
 
     # -- capture ------------------------------------------------------------------------------
     def _sites(self, model: Model) -> list[Site]:
@@ -150,7 +170,9 @@ class _AttentionMethod(Attributor):
         return Partial(values=tokens, extras=extras, meta=meta, modality="text")
 
 
-@register("attention_raw", family="attention", modalities=_MODALITIES)
+@register("attention_raw", family="attention", modalities=_MODALITIES,
+          display_name="Raw Attention", signed=False,
+          options=(Option("layer", int, -1, "which self-attention layer (-1: the last)"), *_COMMON))
 class AttentionRaw(_AttentionMethod):
     """Raw attention of one layer: the query token's attention to every token.
 
@@ -173,8 +195,7 @@ class AttentionRaw(_AttentionMethod):
                          batch_size=batch_size)
         self.layer = layer
 
-    def _attribute(self, call: Call, *, attention_mask: Any = None, **kwargs: Any) -> Partial:
-        _reject(kwargs, self.name)
+    def _attribute(self, call: Call, *, attention_mask: Any = None) -> Partial:
         probs, _, names = self._capture(call)
         n_layers = probs.shape[1]
         if not -n_layers <= self.layer < n_layers:
@@ -187,7 +208,9 @@ class AttentionRaw(_AttentionMethod):
                             {"layers": names, "layer": names[self.layer]})
 
 
-@register("attention_rollout", family="attention", modalities=_MODALITIES)
+@register("attention_rollout", family="attention", modalities=_MODALITIES,
+          display_name="Attention Rollout", signed=False, preferred_for={"text": 1},
+          options=(_RESIDUAL, *_COMMON))
 class AttentionRollout(_AttentionMethod):
     """Attention rollout (Abnar & Zuidema, ACL 2020): attention multiplied through the layers.
 
@@ -223,8 +246,7 @@ class AttentionRollout(_AttentionMethod):
         residual_attention(torch.zeros(1, 1), residual)  # validate early
         self.residual = residual
 
-    def _attribute(self, call: Call, *, attention_mask: Any = None, **kwargs: Any) -> Partial:
-        _reject(kwargs, self.name)
+    def _attribute(self, call: Call, *, attention_mask: Any = None) -> Partial:
         probs, _, names = self._capture(call)
         rel = rollout(fuse_heads(probs, self.head_fusion), self.residual)
         valid = self._valid(call, rel.shape[-1], attention_mask)
@@ -234,7 +256,14 @@ class AttentionRollout(_AttentionMethod):
         return self._result(call, self._query_row(rel, valid), extras, {"layers": names})
 
 
-@register("attention_flow", family="attention", modalities=_MODALITIES)
+@register(
+    "attention_flow", family="attention", modalities=_MODALITIES, display_name="Attention Flow",
+    signed=False,
+    options=(_RESIDUAL, dataclasses.replace(_QUERY, type=int, meaning="the output token whose "
+                                            "inflow is reported (0: [CLS]); not 'mean'"),
+             Option("normalize", bool, True, "divide each sample's flows by their sum"),
+             *(o for o in _COMMON if o.name != "query")),
+)
 class AttentionFlow(_AttentionMethod):
     """Attention flow (Abnar & Zuidema, ACL 2020): max-flow through the attention graph.
 
@@ -255,7 +284,7 @@ class AttentionFlow(_AttentionMethod):
                  normalize: bool = True, head_fusion: HeadFusion = "mean",
                  modules: Sequence[str] | None = None, prefix_tokens: int = 1,
                  keep_attentions: bool = True, batch_size: BatchSize = "auto") -> None:
-        if not isinstance(query, int) or isinstance(query, bool):
+        if not isinstance(query, int) or isinstance(query, bool):  # a subclass's own query
             raise OptionError("attention_flow needs one query token (an int), not 'mean'")
         super().__init__(model, query=query, head_fusion=head_fusion, modules=modules,
                          prefix_tokens=prefix_tokens, keep_attentions=keep_attentions,
@@ -264,8 +293,7 @@ class AttentionFlow(_AttentionMethod):
         self.residual = residual
         self.normalize = normalize
 
-    def _attribute(self, call: Call, *, attention_mask: Any = None, **kwargs: Any) -> Partial:
-        _reject(kwargs, self.name)
+    def _attribute(self, call: Call, *, attention_mask: Any = None) -> Partial:
         probs, _, names = self._capture(call)
         cap = residual_attention(fuse_heads(probs, self.head_fusion), self.residual)
         t = cap.shape[-1]
@@ -282,7 +310,8 @@ class AttentionFlow(_AttentionMethod):
 
 
 @register("grad_attention_rollout", family="attention", modalities=_MODALITIES,
-          needs_gradients=True)
+          needs_gradients=True, display_name="Gradient-weighted Attention Rollout", signed=False,
+          options=tuple(o for o in _COMMON if o.name != "head_fusion"))
 class GradAttentionRollout(_AttentionMethod):
     """Gradient-weighted attention rollout (Chefer, Gur & Wolf, ICCV 2021).
 
@@ -307,8 +336,7 @@ class GradAttentionRollout(_AttentionMethod):
         super().__init__(model, query=query, modules=modules, prefix_tokens=prefix_tokens,
                          keep_attentions=keep_attentions, batch_size=batch_size)
 
-    def _attribute(self, call: Call, *, attention_mask: Any = None, **kwargs: Any) -> Partial:
-        _reject(kwargs, self.name)
+    def _attribute(self, call: Call, *, attention_mask: Any = None) -> Partial:
         call.model.require_gradients(self.name)
         probs, grads, names = self._capture(call)
         assert grads is not None
@@ -318,11 +346,3 @@ class GradAttentionRollout(_AttentionMethod):
         if self.keep_attentions:
             extras.update(attentions=probs, gradients=grads)
         return self._result(call, self._query_row(rel, valid), extras, {"layers": names})
-
-
-def _reject(kwargs: dict[str, Any], name: str) -> None:
-    if kwargs:
-        raise OptionError(
-            f"{name!r} takes no call options {sorted(kwargs)}; it takes target= and "
-            "attention_mask= (N, T)"
-        )

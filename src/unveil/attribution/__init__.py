@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._base import Attributor, Call, FirstPass, Partial
+from ._base import Attributor, Call, FirstPass, Partial, refuse_options
 from .cam import (
     AblationCAM,
     EigenCAM,
@@ -57,4 +57,5 @@ __all__ = [
     "SmoothGrad",
     "VarGrad",
     "XGradCAM",
+    "refuse_options",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import functools
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,12 +23,13 @@ from ..core.batching import BatchSize, map_chunked, resolve_batch_size
 from ..core.explanation import Explanation
 from ..core.modality import infer_modality
 from ..core.model import Model, TargetSpec, as_model
+from ..core.options import suggest
 from ..core.quality import mark_degenerate
 from ..core.reference import Reference
 from ..core.registry import MethodInfo, get_method
-from ..errors import UnveilError
+from ..errors import OptionError, UnveilError
 
-__all__ = ["Attributor", "Call", "FirstPass", "Partial"]
+__all__ = ["Attributor", "Call", "FirstPass", "Partial", "refuse_options"]
 
 #: ``background=`` rows serve as the model's data (for the in-distribution check) from this many
 #: rows on, with this margin (a share of each feature's range, on each side).
@@ -114,16 +116,15 @@ class Attributor(abc.ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Check constructor options against the method's declaration before ``__init__``."""
         super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            return
+        # a class without its own constructor gets a checked one too (its declaration may differ)
+        init = cls.__dict__.get("__init__", cls.__init__)
 
         @functools.wraps(init)
         def checked(self: Attributor, model: Any, *args: Any, **options: Any) -> None:
             if type(self) is owner:  # the outermost constructor checks; super() calls do not
                 info = self.declaration()
                 if info is not None:
-                    info.options.check(options)
+                    _check_where(info, options, "init")
             init(self, model, *args, **options)
 
         owner = cls
@@ -156,20 +157,23 @@ class Attributor(abc.ABC):
             k: v for k, v in vars(self).items() if k not in ("model",) and not k.startswith("_")
         }
 
-    def _common_call_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Check the call options against the declaration; take out the common ones the base
-        handles (``feature_names``, ``class_names``; ``seed`` for methods without randomness)."""
+    def _common_call_options(self, kwargs: dict[str, Any], target: Any) -> dict[str, Any]:
+        """Check the call options (``target`` too) against the declaration; take out the common
+        ones the base handles (``feature_names``, ``class_names``; ``seed`` for methods without
+        randomness)."""
         info = self.declaration()
         if info is None:
             return {}
-        info.options.check(kwargs)
-        names: dict[str, Any] = {k: kwargs.pop(k) for k in ("feature_names", "class_names") if k in kwargs}
+        _check_where(info, {"target": target, **kwargs}, "call")
+        names: dict[str, Any] = {
+            k: kwargs.pop(k) for k in ("feature_names", "class_names") if k in kwargs
+        }
         if not info.takes_seed:
             kwargs.pop("seed", None)
         return names
 
     def __call__(self, inputs: Any, *, target: TargetSpec = "predicted", **kwargs: Any) -> Explanation:
-        names = self._common_call_options(kwargs)
+        names = self._common_call_options(kwargs, target)
         exp = self._run(inputs, target=target, **kwargs)
         for key, value in names.items():
             if value is not None:
@@ -272,6 +276,30 @@ class Attributor(abc.ABC):
             modality=result.modality or infer_modality(call.x),
             _fingerprint_fn=call.model.fingerprint,
         )
+
+
+def _check_where(info: MethodInfo, options: Mapping[str, Any], where: str) -> None:
+    """Check ``options`` against the declaration and that each belongs ``where`` it was given."""
+    info.options.check(options)
+    wrong = sorted(k for k in options if info.options[k].where != where)
+    if wrong:
+        given, other = ("constructor", "call") if where == "init" else ("call", "constructor")
+        raise OptionError(
+            f"{info.name!r}: {', '.join(wrong)} {'is an option' if len(wrong) == 1 else 'are options'} "
+            f"of the {other}, not of the {given} (uv.explain takes both)"
+        )
+
+
+def refuse_options(method: str, extra: Mapping[str, Any], takes: Iterable[str]) -> None:
+    """Raise :class:`OptionError` for call options ``extra`` that a method does not take.
+
+    A registered method never gets here (``__call__`` checks its declaration first); this
+    guards subclasses without a declaration, in the same words.
+    """
+    if extra:
+        key, names = sorted(extra)[0], sorted(takes)
+        raise OptionError(f"{method!r} takes no option {key!r}.{suggest(key, names)} Valid "
+                          f"options of the call: {', '.join(names)}")
 
 
 def _numpy(t: Any) -> Any:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..core.model import Model, TargetSpec
-from ._base import Attributor, Call, FirstPass, Partial
+from ._base import Attributor, Call, FirstPass, Partial, refuse_options
 
 __all__ = ["PassResult", "SinglePassAttributor"]
 
@@ -42,14 +42,9 @@ class SinglePassAttributor(Attributor):
     """
 
     def _check_call_options(self, kwargs: dict[str, Any]) -> None:
-        """Reject unknown call options before any work (override to accept some)."""
-        if kwargs:
-            from ..errors import OptionError
-
-            raise OptionError(
-                f"{self.name!r} takes no call options {sorted(kwargs)}; pass only target= "
-                "(method options go to the constructor)"
-            )
+        """Refuse call options before any work (a registered method's are checked already;
+        this guards subclasses without a declaration; override to accept some)."""
+        refuse_options(self.name, kwargs, ("target",))
 
     def _first_pass(self, x: torch.Tensor, target: TargetSpec, **kwargs: Any) -> FirstPass:
         self._check_call_options(kwargs)

@@ -25,12 +25,13 @@ all (row, channel) pairs in chunks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal, Union
 
 import torch
 
 from ..core.batching import BatchSize, run_chunked
+from ..core.options import Option
 from ..core.registry import register
 from ..errors import ModelError, OptionError
 from . import _cam_maps as maps_
@@ -75,8 +76,6 @@ class _CAM(SinglePassAttributor):
 
     def __init__(self, model: Any, *, layer: str | None = None, batch_size: BatchSize = "auto") -> None:
         super().__init__(model, batch_size=batch_size)
-        if layer is not None and not isinstance(layer, str):
-            raise OptionError(f"layer must be a dotted layer name (str) or None, got {layer!r}")
         self.layer = layer
         self._default_layers: dict[tuple[Any, ...], str] = {}
         self._formats: dict[tuple[Any, ...], torch.memory_format] = {}
@@ -206,10 +205,15 @@ _PARAMS_DOC = """
 """
 
 
+_LAYER = Option("layer", Union[str, None], None, "dotted name of the target layer; None picks "
+                "the last spatial layer the prediction depends on")
+
+
 def _cam(
-    name: str, *, gradients: bool, combine: _GradFn | None = None
+    name: str, display_name: str, *, gradients: bool, combine: _GradFn | None = None,
+    options: tuple[Option, ...] = (), preferred_for: Mapping[str, int] | None = None,
 ) -> Callable[[type[_CAM]], type[_CAM]]:
-    """Register a CAM class, with its map formula and the shared parameter docs."""
+    """Register a CAM class, with its map formula, its options and the shared parameter docs."""
 
     def deco(cls: type[_CAM]) -> type[_CAM]:
         if combine is not None:
@@ -217,12 +221,14 @@ def _cam(
         if "Parameters" not in (cls.__doc__ or ""):
             cls.__doc__ = (cls.__doc__ or "") + _PARAMS_DOC
         return register(name, family="cam", modalities=("image", "sequence"),
-                        needs_gradients=gradients, needs_module=True)(cls)
+                        needs_gradients=gradients, needs_module=True, display_name=display_name,
+                        signed=False, preferred_for=preferred_for,
+                        options=(_LAYER, *options))(cls)
 
     return deco
 
 
-@_cam("grad_cam", gradients=True, combine=maps_.grad_cam)
+@_cam("grad_cam", "Grad-CAM", gradients=True, combine=maps_.grad_cam, preferred_for={"image": 1})
 class GradCAM(_CAM):
     """Grad-CAM: channel maps weighted by their spatially averaged gradient.
 
@@ -231,7 +237,7 @@ class GradCAM(_CAM):
     """
 
 
-@_cam("grad_cam_plus_plus", gradients=True, combine=maps_.grad_cam_plus_plus)
+@_cam("grad_cam_plus_plus", "Grad-CAM++", gradients=True, combine=maps_.grad_cam_plus_plus)
 class GradCAMPlusPlus(_CAM):
     """Grad-CAM++: channel weights from positive gradients weighted by higher-order terms.
 
@@ -240,7 +246,7 @@ class GradCAMPlusPlus(_CAM):
     """
 
 
-@_cam("xgrad_cam", gradients=True, combine=maps_.xgrad_cam)
+@_cam("xgrad_cam", "XGrad-CAM", gradients=True, combine=maps_.xgrad_cam)
 class XGradCAM(_CAM):
     """XGrad-CAM: channel weights ``sum(g * A) / sum(A)``, from the axioms of sensitivity and
     conservation.
@@ -250,7 +256,7 @@ class XGradCAM(_CAM):
     """
 
 
-@_cam("layer_cam", gradients=True, combine=maps_.layer_cam)
+@_cam("layer_cam", "LayerCAM", gradients=True, combine=maps_.layer_cam)
 class LayerCAM(_CAM):
     """LayerCAM: activations weighted element-wise by their positive gradients.
 
@@ -259,7 +265,7 @@ class LayerCAM(_CAM):
     """
 
 
-@_cam("hires_cam", gradients=True, combine=maps_.hires_cam)
+@_cam("hires_cam", "HiResCAM", gradients=True, combine=maps_.hires_cam)
 class HiResCAM(_CAM):
     """HiResCAM: activations weighted element-wise by their gradients (no averaging).
 
@@ -268,7 +274,7 @@ class HiResCAM(_CAM):
     """
 
 
-@_cam("eigen_cam", gradients=False)
+@_cam("eigen_cam", "Eigen-CAM", gradients=False)
 class EigenCAM(_CAM):
     """Eigen-CAM: the activations' projection on their first principal component.
 
@@ -297,7 +303,9 @@ class _PerturbCAM(_CAM):
         return {"maps": to_maps(act, grid), "layer_out": layer_out}
 
 
-@_cam("score_cam", gradients=False)
+@_cam("score_cam", "Score-CAM", gradients=False, options=(
+    Option("align_corners", bool, False, "corner alignment of the bilinear mask upsampling "
+           "(True: pytorch-grad-cam's)"),))
 class ScoreCAM(_PerturbCAM):
     """Score-CAM: channel weights from the scores of the input masked by each channel map.
 
@@ -329,7 +337,9 @@ class ScoreCAM(_PerturbCAM):
         return maps_.weighted_sum(w, a)
 
 
-@_cam("ablation_cam", gradients=False)
+@_cam("ablation_cam", "Ablation-CAM", gradients=False, options=(
+    Option("ablation_value", Union[float, Literal["auto"]], "auto", "what an ablated channel "
+           "is set to; 'auto': 0 for non-negative activations, else far below the minimum"),))
 class AblationCAM(_PerturbCAM):
     """Ablation-CAM: channel weights from the relative score drop when a channel is removed.
 
@@ -348,10 +358,8 @@ class AblationCAM(_PerturbCAM):
     """
 
     def __init__(self, model: Any, *, layer: str | None = None,
-                 ablation_value: float | str = "auto", batch_size: BatchSize = "auto") -> None:
+                 ablation_value: float | Literal["auto"] = "auto", batch_size: BatchSize = "auto") -> None:
         super().__init__(model, layer=layer, batch_size=batch_size)
-        if ablation_value != "auto" and not isinstance(ablation_value, (int, float)):
-            raise OptionError(f"ablation_value must be a number or 'auto', got {ablation_value!r}")
         self.ablation_value = ablation_value
 
     def _raw(self, call: Call, result: PassResult) -> torch.Tensor:
@@ -365,7 +373,7 @@ class AblationCAM(_PerturbCAM):
         return maps_.weighted_sum(w, result.rows["maps"])
 
 
-@_cam("guided_grad_cam", gradients=True, combine=maps_.grad_cam)
+@_cam("guided_grad_cam", "Guided Grad-CAM", gradients=True, combine=maps_.grad_cam)
 class GuidedGradCAM(_CAM):
     """Guided Grad-CAM: guided backpropagation times the upsampled, normalised Grad-CAM.
 

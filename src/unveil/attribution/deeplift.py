@@ -30,10 +30,12 @@ import torch.nn.functional as F
 
 from ..core.baselines import BaselineSpec
 from ..core.batching import BatchSize, run_chunked
+from ..core.options import Option
 from ..core.registry import register
-from ..errors import ModelError, OptionError
+from ..errors import ModelError
 from ._base import Attributor, Call, Partial
 from ._layers import NeuronSpec, Space
+from ._options import BASELINE, SPACE
 from ._override import (
     ACTIVATION_OPS,
     ACTIVATIONS,
@@ -222,7 +224,12 @@ def deeplift_values(
     return values, f_ref.view(-1, m).mean(dim=1)
 
 
-@register("deeplift", family="gradient", needs_gradients=True)
+_EPS = Option("eps", float, 1e-10, "below this |z - z_b| an activation passes its ordinary "
+              "gradient", low=0)
+
+
+@register("deeplift", family="gradient", needs_gradients=True, display_name="DeepLIFT",
+          signed=True, takes_seed=True, common=("background",), options=(_EPS, BASELINE, *SPACE))
 class DeepLift(Attributor):
     """DeepLIFT (Rescale rule): ``(x - b) * m`` with multipliers from a modified backward pass.
 
@@ -248,8 +255,6 @@ class DeepLift(Attributor):
 
     def __init__(self, model: Any, *, eps: float = 1e-10, batch_size: BatchSize = "auto") -> None:
         super().__init__(model, batch_size=batch_size)
-        if not eps >= 0:
-            raise OptionError(f"eps must be >= 0, got {eps}")
         self.eps = eps
 
     def _attribute(
@@ -288,13 +293,26 @@ class DeepLift(Attributor):
                        params={"baseline": refs.label})
 
 
-@register("deeplift_shap", family="gradient", needs_gradients=True)
+@register("deeplift_shap", family="gradient", needs_gradients=True,
+          display_name="DeepLIFT-SHAP", signed=True, common=("background",),
+          options=(_EPS, *SPACE))
 class DeepLiftShap(DeepLift):
     """DeepLIFT-SHAP: DeepLIFT averaged over every row of a background set.
 
     Lundberg & Lee, NeurIPS 2017. Equals ``captum.attr.DeepLiftShap``. Call with
-    ``background=`` (M, ...) reference inputs; costs M DeepLIFT passes per row.
-    ``exp.delta`` compares with ``f(x) - mean f(b)``.
+    ``background=`` (M, ...) reference inputs (required; no ``baseline=``), ``layer=``,
+    ``neuron=``; costs M DeepLIFT passes per row. ``exp.delta`` compares with
+    ``f(x) - mean f(b)``.
     """
 
     _needs_background = True
+
+    def _attribute(  # type: ignore[override]  # the background replaces baseline= and seed=
+        self,
+        call: Call,
+        *,
+        background: Any = None,
+        layer: str | None = None,
+        neuron: NeuronSpec = None,
+    ) -> Partial:
+        return super()._attribute(call, background=background, layer=layer, neuron=neuron)

@@ -19,10 +19,11 @@ import torch
 
 from ..core.batching import BatchSize, map_chunked, run_chunked
 from ..core.model import Model, TargetSpec
+from ..core.options import Option
 from ..core.registry import register
-from ..errors import OptionError
-from ._base import Attributor, Call, FirstPass, Partial
+from ._base import Attributor, Call, FirstPass, Partial, refuse_options
 from ._layers import Context, NeuronSpec, Space
+from ._options import SPACE
 
 __all__ = [
     "Fused", "InputXGradient", "Saliency", "SinglePass", "batched_gradient", "fused_pass",
@@ -137,7 +138,7 @@ class SinglePass(Attributor):
         self, x: torch.Tensor, target: TargetSpec, *, layer: str | None = None,
         neuron: NeuronSpec = None, **kwargs: Any,
     ) -> FirstPass:
-        _reject(kwargs, self.name)
+        refuse_options(self.name, kwargs, ("target", "layer", "neuron"))
         model = self.model
         if model.backend == "auto":  # a plain function not probed yet: the generic flow
             return super()._first_pass(x, target)
@@ -149,9 +150,8 @@ class SinglePass(Attributor):
         return FirstPass(fused.all_outputs, fused.targets, state=fused)
 
     def _attribute(
-        self, call: Call, *, layer: str | None = None, neuron: NeuronSpec = None, **kwargs: Any
+        self, call: Call, *, layer: str | None = None, neuron: NeuronSpec = None
     ) -> Partial:
-        _reject(kwargs, self.name)
         if isinstance(call.first_pass, Fused):  # the first pass did the work
             call.outputs = call.first_pass.outputs
             return call.first_pass.space.finish(Partial(values=call.first_pass.values))
@@ -162,15 +162,19 @@ class SinglePass(Attributor):
             call.outputs = space.outputs()
         return space.finish(self._attribute_space(space))
 
-    def _attribute_space(self, space: Space, **kwargs: Any) -> Partial:
+    def _attribute_space(self, space: Space) -> Partial:
         """Values at every point of ``space`` (used directly by SmoothGrad)."""
-        _reject(kwargs, self.name)
         values = gradient_values(space, self._combine, context=self._context(),
                                  batch_size=self.batch_size)
         return Partial(values=values)
 
 
-@register("saliency", family="gradient", needs_gradients=True)
+@register(
+    "saliency", family="gradient", needs_gradients=True, display_name="Saliency", signed=False,
+    preferred_for={"image": 3, "tabular": 2, "text": 3, "sequence": 2},
+    options=(Option("abs", bool, True, "return |gradient| (the paper's saliency map) rather "
+                    "than the signed gradient"), *SPACE),
+)
 class Saliency(SinglePass):
     """Gradient of the target score with respect to the input (Simonyan et al., 2014).
 
@@ -197,7 +201,8 @@ class Saliency(SinglePass):
         return g.abs() if self.abs else g
 
 
-@register("input_x_gradient", family="gradient", needs_gradients=True)
+@register("input_x_gradient", family="gradient", needs_gradients=True,
+          display_name="Input × Gradient", signed=True, options=SPACE)
 class InputXGradient(SinglePass):
     """Input times gradient (Shrikumar et al., 2016; Gradient x Activation at a layer).
 
@@ -214,10 +219,3 @@ class InputXGradient(SinglePass):
 
     def _combine(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return z * g
-
-
-def _reject(kwargs: dict[str, Any], name: str) -> None:
-    if kwargs:
-        raise OptionError(
-            f"{name!r} takes no call options {sorted(kwargs)}; pass target=, layer= or neuron="
-        )

@@ -11,18 +11,19 @@ each background row, and in expectation satisfies completeness against ``E f(b)`
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 
-from ..core.baselines import BaselineSpec
 from ..core.batching import BatchSize, run_chunked
+from ..core.options import Option
 from ..core.registry import register
-from ..errors import OptionError
 from ._base import Attributor, Call, Partial
 from ._layers import NeuronSpec, Space
+from ._options import SPACE
 from ._refs import make_refs
-from .smooth import noise_scale, resolve_seed
+from .smooth import NOISE_LEVEL, STDEV, noise_scale, resolve_seed
 
 __all__ = ["GradientShap", "gradient_shap_draws"]
 
@@ -47,7 +48,15 @@ def gradient_shap_draws(
     )
 
 
-@register("gradient_shap", family="gradient", needs_gradients=True, stochastic=True)
+@register(
+    "gradient_shap", family="gradient", needs_gradients=True, stochastic=True,
+    display_name="Gradient SHAP", signed=True, common=("background",),
+    options=(
+        Option("n_samples", int, 16, "random draws (background row, point on the segment) per "
+               "explained row", low=1),
+        dataclasses.replace(NOISE_LEVEL, default=0.0), STDEV, *SPACE,
+    ),
+)
 class GradientShap(Attributor):
     """GradientSHAP: the mean of ``(x - b) * grad f(b + alpha (x - b))`` over random draws.
 
@@ -81,12 +90,6 @@ class GradientShap(Attributor):
         batch_size: BatchSize = "auto",
     ) -> None:
         super().__init__(model, batch_size=batch_size)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise OptionError(f"n_samples must be a positive int, got {n_samples!r}")
-        if not noise_level >= 0 or (stdev is not None and not stdev >= 0):
-            raise OptionError(
-                f"noise_level and stdev must be >= 0, got noise_level={noise_level}, stdev={stdev}"
-            )
         self.n_samples = n_samples
         self.noise_level = noise_level
         self.stdev = stdev
@@ -99,12 +102,10 @@ class GradientShap(Attributor):
         seed: int | None = None,
         layer: str | None = None,
         neuron: NeuronSpec = None,
-        baseline: BaselineSpec = None,
     ) -> Partial:
         space = Space.of_call(call, method=self.name, batch_size=self.batch_size, layer=layer,
                               neuron=neuron)
-        res = self._attribute_space(space, background=background, seed=resolve_seed(seed),
-                                    baseline=baseline)
+        res = self._attribute_space(space, background=background, seed=resolve_seed(seed))
         return space.finish(res)
 
     def _attribute_space(
@@ -113,11 +114,10 @@ class GradientShap(Attributor):
         *,
         background: Any = None,
         seed: int | None = None,
-        baseline: BaselineSpec = None,
     ) -> Partial:
         """GradientSHAP values at every point of ``space``."""
         seed = resolve_seed(seed)
-        refs = make_refs(space, baseline, background, seed=seed, require_background=True)
+        refs = make_refs(space, None, background, seed=seed, require_background=True)
         pts, s = space.points, self.n_samples
         sigma = noise_scale(pts, self.noise_level, self.stdev)
         noisy = bool((sigma > 0).any())

@@ -23,7 +23,7 @@ with ``sample_weight``) solved for all rows at once in float64.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -31,11 +31,13 @@ import torch
 from ..core.baselines import BaselineSpec, make_background
 from ..core.batching import BatchSize, map_chunked
 from ..core.groups import columns
+from ..core.options import Option
 from ..core.registry import register
 from ..errors import BaselineError, OptionError
 from ._base import Attributor, Call, Partial
+from ._options import REFERENCE
 from ._value_functions import make_game, resolve_groups
-from .shapley import check_n_samples, resolve_seed
+from .shapley import resolve_seed
 
 __all__ = ["Lime", "quartile_sampler", "weighted_ridge"]
 
@@ -137,7 +139,18 @@ def _sample_tables(
     return vals.view(n * s, f).to(x.dtype), same
 
 
-@register("lime", family="perturbation", stochastic=True)
+@register(
+    "lime", family="perturbation", stochastic=True, display_name="LIME", signed=True,
+    common=("background",), preferred_for={"tabular": 3},
+    options=(
+        Option("n_samples", Union[int, None], None, "perturbed samples per row, the input "
+               "included; None: 5000 for tables and token ids, 1000 for images", low=2),
+        Option("kernel_width", Union[float, None], None, "width of the exponential kernel "
+               "(> 0); None: 0.75 sqrt(F) for tables, 0.25 otherwise", low=0),
+        Option("alpha", float, 1.0, "ridge penalty of the surrogate", low=0),
+        *REFERENCE,
+    ),
+)
 class Lime(Attributor):
     """LIME: coefficients of a weighted ridge surrogate on interpretable features.
 
@@ -164,11 +177,9 @@ class Lime(Attributor):
         alpha: float = 1.0, batch_size: BatchSize = "auto",
     ) -> None:
         super().__init__(model, batch_size=batch_size)
-        self.n_samples = None if n_samples is None else check_n_samples(n_samples, 2)
-        if kernel_width is not None and not (isinstance(kernel_width, (int, float)) and kernel_width > 0):
-            raise OptionError(f"kernel_width must be a positive number, got {kernel_width!r}")
-        if not isinstance(alpha, (int, float)) or alpha < 0:
-            raise OptionError(f"alpha must be a non-negative number, got {alpha!r}")
+        if kernel_width is not None and not kernel_width > 0:
+            raise OptionError(f"kernel_width must be positive, got {kernel_width!r}")
+        self.n_samples = None if n_samples is None else int(n_samples)
         self.kernel_width = kernel_width
         self.alpha = float(alpha)
 

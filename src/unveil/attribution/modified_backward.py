@@ -23,6 +23,7 @@ import torch
 
 from ..core.registry import register
 from ._layers import Context
+from ._options import SPACE
 from ._override import RELU_OPS, RELUS, Handler, parse_activation, require_python_model, swapped
 from .gradient import SinglePass
 
@@ -66,7 +67,8 @@ def relu_rule(kind: str, method: str) -> Callable[[], AbstractContextManager[Any
     return lambda: swapped(handlers, method=method, watched=RELU_OPS)
 
 
-@register("guided_backprop", family="gradient", needs_gradients=True)
+@register("guided_backprop", family="gradient", needs_gradients=True,
+          display_name="Guided Backprop", signed=False, options=SPACE)
 class GuidedBackprop(SinglePass):
     """Guided backpropagation: only positive gradients pass ReLUs, and only where active.
 
@@ -90,7 +92,8 @@ class GuidedBackprop(SinglePass):
         return relu_rule("guided", self.name)
 
 
-@register("deconvnet", family="gradient", needs_gradients=True)
+@register("deconvnet", family="gradient", needs_gradients=True, display_name="Deconvnet",
+          signed=False, options=SPACE)
 class Deconvnet(SinglePass):
     """Deconvnet: gradients pass ReLUs rectified, regardless of the forward activation.
 

@@ -10,10 +10,12 @@ import torch
 
 from ..core.baselines import BaselineSpec
 from ..core.batching import BatchSize, run_chunked
+from ..core.options import Option
 from ..core.registry import register
 from ..errors import OptionError
 from ._base import Attributor, Call, Partial
 from ._layers import NeuronSpec, Space
+from ._options import BASELINE, SPACE
 from ._refs import Refs, make_refs
 
 __all__ = ["IntegratedGradients", "quadrature"]
@@ -48,7 +50,21 @@ def quadrature(n_steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
     raise OptionError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
 
 
-@register("integrated_gradients", family="gradient", needs_gradients=True)
+@register(
+    "integrated_gradients", family="gradient", needs_gradients=True,
+    display_name="Integrated Gradients", signed=True, takes_seed=True, common=("background",),
+    preferred_for={"image": 0, "tabular": 0, "text": 0, "sequence": 0},
+    options=(
+        Option("n_steps", Steps, 50, "points on the path from the baseline to the input; 'auto' "
+               "doubles them per row from 16 until |delta| <= tol * |f(x) - f(b)|", low=1),
+        Option("rule", Rule, "gausslegendre", "quadrature rule along the path"),
+        Option("tol", float, 0.01, "completeness tolerance of n_steps='auto', relative to "
+               "|f(x) - f(b)|", low=0),
+        Option("max_steps", int, 512, f"step limit of n_steps='auto', at least {AUTO_START}",
+               low=1),
+        BASELINE, *SPACE,
+    ),
+)
 class IntegratedGradients(Attributor):
     """Integrated Gradients: ``(x - b) * mean over the straight path of the gradient``.
 

@@ -28,11 +28,13 @@ import torch.nn.functional as F
 from ..core.baselines import BaselineSpec, make_baseline
 from ..core.batching import BatchSize, run_chunked
 from ..core.groups import FeatureGroups
+from ..core.options import Option
 from ..core.registry import register
 from ..errors import InputError, OptionError
 from ._base import Attributor, Call, Partial
+from ._options import BASELINE, GROUPS, MASK_ID
 from ._value_functions import Masker, make_game, resolve_groups
-from .shapley import check_n_samples, resolve_seed
+from .shapley import resolve_seed
 
 __all__ = ["RISE", "FeatureAblation", "Occlusion", "occlusion_windows"]
 
@@ -88,7 +90,18 @@ def occlusion_windows(
     return win, std, starts
 
 
-@register("occlusion", family="perturbation")
+@register(
+    "occlusion", family="perturbation", display_name="Occlusion", signed=True, takes_seed=True,
+    common=("background",), preferred_for={"image": 2, "text": 2, "sequence": 1},
+    options=(
+        Option("window", Window, None, "window shape over a sample's trailing axes (an int: the "
+               "last two axes of an image, the last one otherwise); None: 8x8 for images, one "
+               "step otherwise", low=1),
+        Option("stride", Window, None, "step of the window; None: half the default window, or "
+               "the window when one is given", low=1),
+        BASELINE, MASK_ID,
+    ),
+)
 class Occlusion(Attributor):
     """Occlusion: the target score's drop when a sliding window is replaced by a baseline.
 
@@ -178,7 +191,8 @@ def _spread(drops: torch.Tensor, inside: list[torch.Tensor]) -> torch.Tensor:
     return total / count.unsqueeze(0)
 
 
-@register("feature_ablation", family="perturbation")
+@register("feature_ablation", family="perturbation", display_name="Feature Ablation",
+          signed=True, takes_seed=True, common=("background",), options=(GROUPS, BASELINE, MASK_ID))
 class FeatureAblation(Attributor):
     """Feature ablation: the target score's drop when one feature group is replaced.
 
@@ -218,7 +232,17 @@ class FeatureAblation(Attributor):
         )
 
 
-@register("rise", family="perturbation", modalities=("image",), stochastic=True)
+@register(
+    "rise", family="perturbation", modalities=("image",), stochastic=True, display_name="RISE",
+    signed=False,
+    options=(
+        Option("n_samples", int, 2000, "number of random masks, shared by the batch", low=2),
+        Option("grid", int, 8, "cells per side of the low-resolution binary grid", low=1),
+        Option("keep_prob", float, 0.5, "probability that a cell is kept (strictly between 0 "
+               "and 1)", low=0, high=1),
+        BASELINE,
+    ),
+)
 class RISE(Attributor):
     """RISE: random smooth masks weighted by the score of the masked image (Petsiuk et al., 2018).
 
@@ -243,12 +267,10 @@ class RISE(Attributor):
         batch_size: BatchSize = "auto",
     ) -> None:
         super().__init__(model, batch_size=batch_size)
-        self.n_samples = check_n_samples(n_samples, 2)
-        if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-            raise OptionError(f"grid must be a positive int, got {grid!r}")
-        if not isinstance(keep_prob, (int, float)) or not 0 < keep_prob < 1:
-            raise OptionError(f"keep_prob must be in (0, 1), got {keep_prob!r}")
-        self.grid = grid
+        if not 0 < keep_prob < 1:
+            raise OptionError(f"keep_prob must be strictly between 0 and 1, got {keep_prob!r}")
+        self.n_samples = int(n_samples)
+        self.grid = int(grid)
         self.keep_prob = float(keep_prob)
 
     def _attribute(self, call: Call, *, baseline: BaselineSpec = None, seed: int | None = None) -> Partial:

@@ -22,13 +22,14 @@ value estimation".
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
 from ..core.baselines import BaselineSpec
 from ..core.batching import BatchSize
+from ..core.options import Option
 from ..core.registry import register
 from ..errors import OptionError
 from ._base import Attributor, Call, Partial
@@ -40,6 +41,7 @@ from ._coalitions import (
     permutation_estimate,
 )
 from ._kernel_estimators import choose_degree, solve_kernel, solve_stratified
+from ._options import REFERENCE
 from ._value_functions import Game, make_game, resolve_groups
 
 __all__ = ["ExactShapley", "KernelShap", "PermutationShapley", "resolve_seed"]
@@ -47,20 +49,15 @@ __all__ = ["ExactShapley", "KernelShap", "PermutationShapley", "resolve_seed"]
 _LARGE_EXACT_JOB = 1 << 18  # model rows above which exact_shapley warns and names a cheaper way
 
 
-def resolve_seed(seed: Any) -> int:
-    """A non-negative int seed; ``None`` draws a fresh one (recorded in ``exp.seed``)."""
+_N_SAMPLES = Option("n_samples", int, 512, "coalitions per explained row, the empty and full "
+                    "ones included (exact values when 2**groups <= n_samples)", low=4)
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The seed as an int; ``None`` draws a fresh one (recorded in ``exp.seed``)."""
     if seed is None:
         return int(np.random.SeedSequence().generate_state(1)[0])
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise OptionError(f"seed must be a non-negative int or None, got {seed!r}")
     return int(seed)
-
-
-def check_n_samples(n_samples: Any, minimum: int = 2) -> int:
-    """Validate a sample budget."""
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < minimum:
-        raise OptionError(f"n_samples must be an int >= {minimum}, got {n_samples!r}")
-    return int(n_samples)
 
 
 def _classes(active: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -93,7 +90,7 @@ class _Shapley(Attributor):
 
     def __init__(self, model: Any, *, n_samples: int = 512, batch_size: BatchSize = "auto") -> None:
         super().__init__(model, batch_size=batch_size)
-        self.n_samples = check_n_samples(n_samples, 4)
+        self.n_samples = int(n_samples)
 
     def _estimate(
         self, game: Game, rows: torch.Tensor, act: torch.Tensor, c: int,
@@ -159,7 +156,12 @@ class _Shapley(Attributor):
         return out
 
 
-@register("exact_shapley", family="shapley")
+@register(
+    "exact_shapley", family="shapley", display_name="Exact Shapley", signed=True,
+    takes_seed=True, common=("background",),
+    options=(Option("max_groups", int, 20, "refuse more active groups per sample than this "
+                    "(2**groups coalitions per row)", low=1, high=30), *REFERENCE),
+)
 class ExactShapley(_Shapley):
     """Exact Shapley values of feature groups from all ``2**groups`` coalitions.
 
@@ -179,9 +181,7 @@ class ExactShapley(_Shapley):
 
     def __init__(self, model: Any, *, max_groups: int = 20, batch_size: BatchSize = "auto") -> None:
         Attributor.__init__(self, model, batch_size=batch_size)
-        if isinstance(max_groups, bool) or not isinstance(max_groups, int) or not 1 <= max_groups <= 30:
-            raise OptionError(f"max_groups must be an int in [1, 30], got {max_groups!r}")
-        self.max_groups = max_groups
+        self.max_groups = int(max_groups)
 
     def _estimate(
         self, game: Game, rows: torch.Tensor, act: torch.Tensor, c: int,
@@ -204,7 +204,9 @@ class ExactShapley(_Shapley):
         return self._exact(game, rows, act, c, v0, vfull)
 
 
-@register("permutation_shapley", family="shapley", stochastic=True)
+@register("permutation_shapley", family="shapley", stochastic=True,
+          display_name="Permutation Shapley", signed=True, common=("background",),
+          options=(_N_SAMPLES, *REFERENCE))
 class PermutationShapley(_Shapley):
     """Shapley values by antithetic permutation sampling (Štrumbelj & Kononenko, 2014).
 
@@ -233,7 +235,18 @@ class PermutationShapley(_Shapley):
         return phi, se, int(design.z.shape[0]) + 2
 
 
-@register("kernel_shap", family="shapley", stochastic=True)
+@register(
+    "kernel_shap", family="shapley", stochastic=True, display_name="Kernel SHAP", signed=True,
+    common=("background",), preferred_for={"tabular": 1},
+    options=(
+        _N_SAMPLES,
+        Option("estimator", Literal["stratified", "wls"], "stratified", "'stratified' (a "
+               "regression estimator per coalition size) or 'wls' (the classic kernel fit)"),
+        Option("sampling", Literal["kernel", "leverage"], "kernel", "share of the budget per "
+               "coalition size: by the Shapley kernel's mass, or equal (leverage scores)"),
+        *REFERENCE,
+    ),
+)
 class KernelShap(_Shapley):
     """Shapley values by KernelSHAP (Lundberg & Lee, 2017): regression of the values of
     sampled coalitions on the coalitions, with the Shapley kernel.
@@ -274,15 +287,11 @@ class KernelShap(_Shapley):
         model: Any,
         *,
         n_samples: int = 512,
-        estimator: str = "stratified",
-        sampling: str = "kernel",
+        estimator: Literal["stratified", "wls"] = "stratified",
+        sampling: Literal["kernel", "leverage"] = "kernel",
         batch_size: BatchSize = "auto",
     ) -> None:
         super().__init__(model, n_samples=n_samples, batch_size=batch_size)
-        if estimator not in ("stratified", "wls"):
-            raise OptionError(f"estimator must be 'stratified' or 'wls', got {estimator!r}")
-        if sampling not in ("kernel", "leverage"):
-            raise OptionError(f"sampling must be 'kernel' or 'leverage', got {sampling!r}")
         self.estimator = estimator
         self.sampling = sampling
 

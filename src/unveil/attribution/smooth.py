@@ -13,27 +13,49 @@ answer, for any batch size) and evaluated by the inner method in auto-sized chun
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal, Union
 
 import torch
 
+from ..core.baselines import BaselineSpec
 from ..core.batching import BatchSize
+from ..core.options import Option
 from ..core.registry import get_method, register
 from ..errors import OptionError
 from ._base import Attributor, Call, Partial
 from ._layers import NeuronSpec, Space
+from ._options import BASELINE, SPACE
 
-__all__ = ["SmoothGrad", "VarGrad", "normal_draws", "resolve_seed"]
+__all__ = ["NOISE_LEVEL", "STDEV", "SmoothGrad", "VarGrad", "normal_draws", "resolve_seed"]
+
+#: The gradient methods a noise wrapper may wrap (those that attribute in a given space).
+WRAPPABLE = ("saliency", "input_x_gradient", "integrated_gradients", "guided_backprop",
+             "deconvnet", "deeplift")
+
+NOISE_LEVEL = Option("noise_level", float, 0.15, "noise standard deviation as a fraction of "
+                     "each row's value range max(x) - min(x)", low=0)
+STDEV = Option("stdev", Union[float, None], None, "absolute noise standard deviation "
+               "(overrides noise_level)", low=0)
+_TUNNEL = (
+    Option("inner", Literal[WRAPPABLE], "saliency", "the wrapped gradient method's registry name"),
+    Option("n_samples", int, 16, "noisy copies per row", low=2),
+    NOISE_LEVEL, STDEV,
+    Option("inner_options", Union[Mapping[str, Any], None], None,
+           "constructor options of the inner method, e.g. {'n_steps': 16}"),
+    dataclasses.replace(BASELINE, meaning="the inner method's baseline= (integrated_gradients, "
+                        "deeplift)"),
+    *SPACE,
+)
 
 
 def resolve_seed(seed: int | None) -> int:
     """``seed``, or a fresh one from torch's global generator (so it can be recorded)."""
     if seed is None:
         return int(torch.randint(0, 2**31 - 1, ()).item())
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise OptionError(f"seed must be an int or None, got {seed!r}")
-    return seed
+    return int(seed)
 
 
 def normal_draws(
@@ -63,38 +85,34 @@ class _NoiseTunnel(Attributor):
         n_samples: int = 16,
         noise_level: float = 0.15,
         stdev: float | None = None,
-        inner_options: dict[str, Any] | None = None,
+        inner_options: Mapping[str, Any] | None = None,
         batch_size: BatchSize = "auto",
     ) -> None:
         super().__init__(model, batch_size=batch_size)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
-            raise OptionError(f"n_samples must be an int >= 2, got {n_samples!r}")
-        if not noise_level >= 0 or (stdev is not None and not stdev >= 0):
-            raise OptionError(
-                f"noise_level and stdev must be >= 0, got noise_level={noise_level}, stdev={stdev}"
-            )
-        if inner in ("smoothgrad", "vargrad"):
-            raise OptionError(f"inner={inner!r} would nest noise wrappers; pick a gradient method")
+        wraps = get_method(self.name).wraps
+        if inner not in wraps:
+            raise OptionError(f"{self.name!r} cannot wrap inner={inner!r}; it wraps "
+                              f"{', '.join(map(repr, wraps))}")
         self.inner = inner
         self.n_samples = n_samples
         self.noise_level = noise_level
         self.stdev = stdev
         self.inner_options = dict(inner_options or {})
+        options = get_method(inner).options
+        try:
+            options.check(self.inner_options)
+        except OptionError as exc:
+            raise OptionError(f"inner_options do not fit {inner!r}: {exc}") from None
+        misplaced = sorted(k for k in self.inner_options
+                           if options[k].where != "init" or k == "batch_size")
+        if misplaced:
+            raise OptionError(f"inner_options do not fit {inner!r}: {', '.join(misplaced)} "
+                              f"{'is' if len(misplaced) == 1 else 'are'} not for its constructor "
+                              "(the wrapper passes batch_size; call options go to the call)")
 
     def _make_inner(self) -> Any:
-        from . import deeplift, gradient, modified_backward, path  # noqa: F401  # register them
-
-        cls = get_method(self.inner).cls
-        if not hasattr(cls, "_attribute_space"):
-            raise OptionError(
-                f"inner={self.inner!r} cannot be wrapped; use a gradient method: 'saliency', "
-                "'input_x_gradient', 'integrated_gradients', 'guided_backprop', 'deconvnet', "
-                "'deeplift'"
-            )
-        try:
-            return cls(self.model, batch_size=self.batch_size, **self.inner_options)
-        except TypeError as exc:
-            raise OptionError(f"inner_options do not fit {self.inner!r}: {exc}") from None
+        return get_method(self.inner).cls(self.model, batch_size=self.batch_size,
+                                          **self.inner_options)
 
     def _attribute(
         self,
@@ -103,8 +121,16 @@ class _NoiseTunnel(Attributor):
         seed: int | None = None,
         layer: str | None = None,
         neuron: NeuronSpec = None,
-        **inner_kwargs: Any,
+        baseline: BaselineSpec = None,
+        background: Any = None,
     ) -> Partial:
+        inner_kwargs = {k: v for k, v in (("baseline", baseline), ("background", background))
+                        if v is not None}
+        takes = get_method(self.inner).options.names("call")
+        refused = sorted(k for k in inner_kwargs if k not in takes)
+        if refused:
+            raise OptionError(f"{self.name!r}: inner={self.inner!r} takes no "
+                              f"{'= or '.join(refused)}=")
         inner = self._make_inner()
         seed = resolve_seed(seed)
         space = Space.of_call(call, method=self.name, batch_size=self.batch_size, layer=layer,
@@ -130,7 +156,10 @@ class _NoiseTunnel(Attributor):
         return Partial(values=v.mean(dim=1), stderr=v.std(dim=1) / math.sqrt(s))
 
 
-@register("smoothgrad", family="gradient", needs_gradients=True, stochastic=True)
+@register("smoothgrad", family="gradient", needs_gradients=True, stochastic=True,
+          display_name="SmoothGrad", signed=True, common=("background",), wraps=WRAPPABLE,
+          options=(*_TUNNEL, Option("squared", bool, False, "SmoothGrad² (the mean of squared "
+                                    "values) instead of SmoothGrad")))
 class SmoothGrad(_NoiseTunnel):
     """SmoothGrad: the mean of a gradient method's values over noisy copies of each input.
 
@@ -142,8 +171,10 @@ class SmoothGrad(_NoiseTunnel):
     Parameters
     ----------
     inner : str
-        The wrapped method's registry name (default ``"saliency"``, i.e. the mean of
-        ``|gradient|``; pass ``inner_options={"abs": False}`` for signed gradients).
+        The wrapped method's registry name, one of the declaration's ``wraps`` (``saliency``,
+        ``input_x_gradient``, ``integrated_gradients``, ``guided_backprop``, ``deconvnet``,
+        ``deeplift``); default ``"saliency"``, i.e. the mean of ``|gradient|`` (pass
+        ``inner_options={"abs": False}`` for signed gradients).
     n_samples : int
         Noisy copies per row (default 16; the paper used 50).
     noise_level : float
@@ -157,9 +188,9 @@ class SmoothGrad(_NoiseTunnel):
     batch_size : int or "auto"
         Rows per chunk.
 
-    Call with ``seed=`` (recorded in ``exp.seed``), ``layer=``, ``neuron=`` and the inner
-    method's call options (e.g. ``baseline=``). ``exp.stderr`` is the Monte-Carlo standard
-    error of the mean.
+    Call with ``seed=`` (recorded in ``exp.seed``), ``layer=``, ``neuron=``, and ``baseline=``
+    or ``background=`` for an inner method that takes them (``integrated_gradients``,
+    ``deeplift``). ``exp.stderr`` is the Monte-Carlo standard error of the mean.
     """
 
     def __init__(
@@ -171,7 +202,7 @@ class SmoothGrad(_NoiseTunnel):
         noise_level: float = 0.15,
         stdev: float | None = None,
         squared: bool = False,
-        inner_options: dict[str, Any] | None = None,
+        inner_options: Mapping[str, Any] | None = None,
         batch_size: BatchSize = "auto",
     ) -> None:
         super().__init__(model, inner=inner, n_samples=n_samples, noise_level=noise_level,
@@ -179,7 +210,9 @@ class SmoothGrad(_NoiseTunnel):
         self.squared = squared
 
 
-@register("vargrad", family="gradient", needs_gradients=True, stochastic=True)
+@register("vargrad", family="gradient", needs_gradients=True, stochastic=True,
+          display_name="VarGrad", signed=False, common=("background",), wraps=WRAPPABLE,
+          options=_TUNNEL)
 class VarGrad(_NoiseTunnel):
     """VarGrad: the variance of a gradient method's values over noisy copies of each input.
 

@@ -3,11 +3,12 @@ options."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from ..core.options import OptionSet
 from ..errors import InputError, OptionError, TargetError
+from .option_text import read_option, split_item
 from .wording import PYTHON, Wording
 
 __all__ = ["parse_option", "parse_rows", "parse_target"]
@@ -49,15 +50,19 @@ def parse_target(spec: str | None, class_names: Sequence[str] | None, *,
                       f"got {spec!r}{known}")
 
 
-def parse_option(items: Sequence[str], *, wording: Wording = PYTHON) -> dict[str, Any]:
-    """``key=value`` pairs; values are read as JSON when they parse, as strings otherwise."""
+def parse_option(items: Sequence[str], declared: OptionSet | None = None, *,
+                 wording: Wording = PYTHON) -> dict[str, Any]:
+    """``name=value`` pairs. With ``declared`` (a method's options), each value is read by the
+    type its option declares (see :mod:`unveil.frontends.option_text`); values of undeclared
+    options, or without ``declared``, are read as JSON when they parse and kept as text
+    otherwise."""
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise OptionError(f"{wording.name('options')} must look like name=value, got {item!r}")
         try:
-            out[key.strip()] = json.loads(val)
-        except json.JSONDecodeError:
-            out[key.strip()] = val
+            _, key, text = split_item(item)
+        except OptionError:
+            raise OptionError(f"{wording.name('options')} must look like name=value, got "
+                              f"{item!r}") from None
+        opt = declared.by_name.get(key) if declared is not None else None
+        out[key] = read_option(text, [opt] if opt is not None else [])
     return out

@@ -3,7 +3,6 @@ scoring perturbed inputs in chunks, and re-explaining through the registry."""
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from ..core.batching import BatchSize, resolve_batch_size, run_chunked
 from ..core.explanation import Explanation
 from ..core.groups import FeatureGroups
 from ..core.model import Model, TargetSpec, as_model
+from ..core.options import Option, check_value
 from ..core.registry import get_method
 from ..errors import InputError, OptionError
 
@@ -230,10 +230,12 @@ class Reexplainer:
     """Explains new inputs with a registered method: ``Reexplainer(model, "saliency", options)``
     or, the way an explanation was made, :meth:`of` (the options stored in ``exp.params``).
 
-    Options the method's constructor accepts go to it, those its call accepts go to the call;
-    stored options neither accepts are dropped, given ones raise. ``explain_fn(x, targets)``,
-    when given, is used instead (it returns values or an Explanation). Called with inputs
-    (M, ...) and targets (M,) it returns element-level values (M, ...).
+    The method's declaration (see :func:`unveil.options`) says which options go to its
+    constructor and which to its call; given options it does not declare raise
+    :class:`~unveil.errors.OptionError`, stored ones it does not declare are dropped.
+    ``explain_fn(x, targets)``, when given, is used instead (it returns values or an
+    Explanation). Called with inputs (M, ...) and targets (M,) it returns element-level values
+    (M, ...).
     """
 
     def __init__(
@@ -253,19 +255,15 @@ class Reexplainer:
             return
         from ..core.explain import make_explainer
 
-        info = get_method(method)
-        init_names = _init_names(info.cls)
-        call_names = _call_names(info.cls)
+        declared = get_method(method).options
         given = dict(options or {})
-        unknown = sorted(set(given) - init_names - call_names)
-        if unknown and _takes_any(info.cls):
-            call_names |= set(unknown)  # its call reads **kwargs: let the method judge them
-        elif unknown:
-            raise OptionError(
-                f"{method!r} takes no option(s) {unknown}; its options are "
-                f"{sorted((init_names | call_names) - {'model'})}"
-            )
-        opts = {k: v for k, v in (stored or {}).items() if k in init_names | call_names}
+        for k in given:
+            if k not in declared:
+                raise OptionError(declared.unknown_message(k))
+        if "target" in given:
+            raise OptionError(f"{method!r}: the targets are the metric's; target= is not an "
+                              "option of the re-explanation")
+        opts = {k: v for k, v in (stored or {}).items() if k in declared and k != "target"}
         opts.update(given)
         for k, v in opts.items():
             if isinstance(v, str) and (v == "tensor" or v.startswith("<")):
@@ -273,8 +271,10 @@ class Reexplainer:
                     f"the explanation was made with {k}= a tensor, which it does not store; pass "
                     f"explain_options={{'{k}': <the same tensor>}} to re-explain new inputs"
                 )
-        self.call_options = {k: v for k, v in opts.items() if k in call_names and k not in init_names}
-        self.explainer = make_explainer(model, method, **{k: v for k, v in opts.items() if k in init_names})
+        declared.check(given)
+        self.call_options = {k: v for k, v in opts.items() if declared[k].where == "call"}
+        self.explainer = make_explainer(
+            model, method, **{k: v for k, v in opts.items() if declared[k].where == "init"})
 
     @classmethod
     def of(
@@ -303,38 +303,41 @@ class Reexplainer:
 
 
 def stored_options(exp: Explanation) -> dict[str, Any]:
-    """The options ``exp`` was made with that its method accepts (plus its seed), e.g. to
-    explain other inputs the same way. Placeholders of tensors that were not stored stay in,
-    so that :class:`Reexplainer` can ask for them."""
+    """The options ``exp`` was made with that its method declares (plus its seed, for a method
+    that takes one), e.g. to explain other inputs the same way.
+
+    A stored value that no longer fits the declared type (a tuple read back from JSON as a
+    list is turned back into a tuple) is dropped, so the method's default applies. Placeholders
+    of tensors that were not stored stay in, so that :class:`Reexplainer` can ask for them.
+    """
     info = get_method(exp.method)
-    names = _init_names(info.cls) | _call_names(info.cls)
-    out = {k: v for k, v in exp.params.items() if k in names}
-    if exp.seed is not None and "seed" in names:
+    out: dict[str, Any] = {}
+    for k, v in exp.params.items():
+        if k not in info.options or k == "target":
+            continue
+        if isinstance(v, str) and (v == "tensor" or v.startswith("<")):
+            out[k] = v
+            continue
+        fitted = _fit(info.options[k], v)
+        if fitted is not _MISFIT:
+            out[k] = fitted
+    if exp.seed is not None and info.takes_seed:
         out.setdefault("seed", exp.seed)
     return out
 
 
+_MISFIT: Any = object()
+
+
+def _fit(opt: Option, value: Any) -> Any:
+    """``value`` as the option takes it (a list read back from JSON may be a tuple), or
+    ``_MISFIT``."""
+    for v in (value, tuple(value) if isinstance(value, list) else _MISFIT):
+        if v is not _MISFIT and check_value(v, opt.type):
+            return v
+    return _MISFIT
+
+
 def accepts(method: str, option: str) -> bool:
-    """Whether the registered ``method`` takes ``option`` (in its constructor or its call)."""
-    info = get_method(method)
-    return option in _init_names(info.cls) | _call_names(info.cls)
-
-
-def _init_names(cls: type) -> set[str]:
-    return _keyword_names(cls.__init__)  # type: ignore[misc]  # reading a registered class's options
-
-
-def _call_names(cls: type) -> set[str]:
-    return _keyword_names(cls._attribute) - {"call"}  # type: ignore[attr-defined]  # an Attributor
-
-
-def _takes_any(cls: type) -> bool:
-    """Whether the method's call accepts arbitrary keyword options (``**kwargs``)."""
-    params = inspect.signature(cls._attribute).parameters.values()  # type: ignore[attr-defined]
-    return any(p.kind == p.VAR_KEYWORD for p in params)
-
-
-def _keyword_names(fn: Any) -> set[str]:
-    sig = inspect.signature(fn)
-    return {p.name for p in sig.parameters.values()
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
+    """Whether the registered ``method`` declares ``option`` (see :func:`unveil.options`)."""
+    return option in get_method(method).options

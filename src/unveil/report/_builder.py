@@ -3,10 +3,9 @@ and keep the facts the HTML and the narrative are written from."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,15 @@ import torch
 from ..core.explanation import Explanation, jsonable
 from ..core.modality import infer_modality
 from ..core.model import Model, TargetSpec, as_model
+from ..core.options import suggest
 from ..core.registry import MethodInfo, get_method, list_methods
 from ..errors import OptionError, UnveilError
 from .trust import GlobalFacts, TrustCard, global_facts, trust_card
 
-__all__ = ["MethodRun", "Report", "Section", "accepted_options", "build_section",
+__all__ = ["MethodRun", "Report", "Section", "accepted_options", "build_section", "check_options",
            "default_methods", "report", "run_method", "skip_not_applicable", "skip_reason"]
 
 log = logging.getLogger("unveil.report")
-
-_PREFERRED = {
-    "image": ("integrated_gradients", "grad_cam", "occlusion", "saliency"),
-    "tabular": ("integrated_gradients", "kernel_shap", "saliency", "lime"),
-    "text": ("integrated_gradients", "attention_rollout", "occlusion", "saliency"),
-    "sequence": ("integrated_gradients", "occlusion", "saliency"),
-}
 
 
 @dataclass
@@ -186,19 +179,36 @@ def skip_not_applicable(runs: Sequence[MethodRun]) -> None:
 
 
 # -- methods ------------------------------------------------------------------------------
-def _param_names(fn: Any) -> set[str]:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return set()
-    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {
-        "self", "model", "call", "inputs"}
+def accepted_options(info: MethodInfo, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``options`` that the method declares (``seed`` only for a method that
+    takes one; never ``target``, which the report gives itself)."""
+    return {k: v for k, v in options.items()
+            if k in info.options and k != "target" and (k != "seed" or info.takes_seed)}
 
 
-def accepted_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``options`` that ``cls``'s constructor or call declares by name."""
-    names = _param_names(getattr(cls, "__init__", None)) | _param_names(getattr(cls, "_attribute", None))
-    return {k: v for k, v in options.items() if k in names}
+def check_options(names: Sequence[str], options: Mapping[str, Mapping[str, Any]],
+                  budget: Mapping[str, Any]) -> None:
+    """Raise :class:`OptionError` before any work for an option a method does not declare or a
+    value of the wrong type: per-method ``options`` against their method, ``budget`` options
+    against every method of ``names`` that declares them (a budget option no registered
+    method declares is a typo)."""
+    if "target" in budget:
+        raise OptionError("target= is an argument of the report, not a budget option")
+    declared = {n for m in list_methods() for n in m.options.names()}
+    for key in budget:
+        if key not in declared:
+            raise OptionError(f"no method takes the option {key!r}.{suggest(key, declared)} "
+                              "uv.options(method) lists the options of a method")
+    for name, opts in options.items():
+        info = get_method(name)
+        if not isinstance(opts, Mapping):
+            raise OptionError(f"options of {name!r} should be a dict, got {type(opts).__name__}")
+        info.options.check(opts)
+        if "target" in opts:
+            raise OptionError(f"{name!r}: target= is an argument of the report, not an option")
+    for name in names:
+        info = get_method(name)
+        info.options.check(accepted_options(info, budget))
 
 
 def skip_reason(info: MethodInfo, modality: str, model: Model) -> str | None:
@@ -213,16 +223,18 @@ def skip_reason(info: MethodInfo, modality: str, model: Model) -> str | None:
 
 
 def default_methods(modality: str, model: Model, k: int = 3) -> list[str]:
-    """Up to ``k`` registered methods that suit the modality, preferred ones first."""
-    usable = [m.name for m in list_methods(modality) if skip_reason(m, modality, model) is None]
-    pref = [n for n in _PREFERRED.get(modality, ()) if n in usable]
-    return (pref + [n for n in usable if n not in pref])[:k]
+    """Up to ``k`` registered methods that suit the modality: those declared preferred for it
+    (``preferred_for``, by rank) first, then the others in registry order."""
+    usable = [m for m in list_methods(modality) if skip_reason(m, modality, model) is None]
+    pref = sorted((m for m in usable if modality in m.preferred_for),
+                  key=lambda m: m.preferred_for[modality])
+    return [m.name for m in pref + [m for m in usable if modality not in m.preferred_for]][:k]
 
 
 def run_method(
     info: MethodInfo, model: Model, x: torch.Tensor, target: TargetSpec, options: dict[str, Any]
 ) -> Explanation:
-    """Construct the method with the options its constructor takes and call it with the rest."""
+    """Construct the method with its declared constructor options and call it with the rest."""
     init, call = info.split_options(options)
     exp: Explanation = info.cls(model, **init)(x, target=target, **call)
     return exp
@@ -280,7 +292,7 @@ def _run_all(
                 raise OptionError(f"method {name!r} cannot explain this model: it {reason}")
             runs.append(MethodRun(name, skipped=reason))
             continue
-        opts = {**accepted_options(info.cls, budget), **options.get(name, {})}
+        opts = {**accepted_options(info, budget), **options.get(name, {})}
         runs.append(_run_one(info, model, x, target, opts, retry, on_error))
     return runs
 
@@ -317,14 +329,15 @@ def build_section(
     """
     if on_error not in ("raise", "record"):
         raise OptionError(f"on_error must be 'raise' or 'record', got {on_error!r}")
+    budget = {"seed": seed, **(budget or {})} if seed is not None else dict(budget or {})
+    check_options(list(methods or ()), dict(options or {}), budget)  # before any work
     m = as_model(model)
     xt = m.prepare(x)
     scores = _predict(m, xt)
     modality = infer_modality(xt)
     names = list(methods) if methods is not None else default_methods(modality, m)
-    for n in names:
-        get_method(n)  # unknown names fail before any work
-    budget = {"seed": seed, **(budget or {})} if seed is not None else dict(budget or {})
+    if methods is None:
+        check_options(names, {}, budget)
     retry = dict(retry_options or {})
     if data is not None and "background" not in retry:
         retry["background"] = m.prepare(data)[:64]  # for the methods that ask for one
@@ -391,9 +404,12 @@ def report(
     target : int, sequence or "predicted"
         The class explained (default: the predicted one).
     options : dict, optional
-        Per-method options, e.g. ``{"integrated_gradients": {"n_steps": 32}}``.
+        Per-method options, e.g. ``{"integrated_gradients": {"n_steps": 32}}``; an option the
+        method does not declare (see :func:`unveil.options`) raises
+        :class:`~unveil.errors.OptionError` before any work.
     budget : dict, optional
-        Options applied to every method that declares them (``n_steps``, ``n_samples``...).
+        Options applied to every method that declares them (``n_steps``, ``n_samples``...);
+        one that no registered method declares raises :class:`~unveil.errors.OptionError`.
     seed : int or None
         Passed to every method that takes a seed (default 0), for reproducible reports.
     class_names, feature_names, tokens, labels

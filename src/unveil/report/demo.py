@@ -17,7 +17,7 @@ from typing import Any
 
 from ..core.groups import FeatureGroups, column_groups, patches
 from ..core.registry import list_methods
-from ._builder import MethodRun, Report, accepted_options, build_section, skip_not_applicable
+from ._builder import MethodRun, Report, build_section, skip_not_applicable
 
 __all__ = ["DEMO_BUDGET", "DemoResult", "run_demo"]
 
@@ -70,9 +70,8 @@ def _demo_options(methods: Sequence[str], groups: FeatureGroups | None) -> dict[
 
     out: dict[str, dict[str, Any]] = {}
     for name in methods:
-        cls = get_method(name).cls
-        if groups is not None and accepted_options(cls, {"max_groups": 0, "groups": 0}) == {
-                "max_groups": 0, "groups": 0}:
+        declared = get_method(name).options
+        if groups is not None and "max_groups" in declared and "groups" in declared:
             out[name] = {"groups": groups}
     return out
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.explanation import Explanation
+from ..core.registry import get_method
+from ..errors import UnknownMethodError
 from ._stats import concentration, region
 from .narrative import MethodFacts, Narrative, Prediction, narrate, trust_summary
 from .render import _heat2d, display_kind, element_values, feature_table, token_values
@@ -55,20 +57,18 @@ def prediction(section: Section, i: int) -> Prediction:
                       true_label=true)
 
 
-#: Methods whose values carry a sign even when a map happens to have no negative value.
-SIGNED_METHODS = frozenset({
-    "integrated_gradients", "input_x_gradient", "gradient_shap", "deeplift", "deeplift_shap",
-    "lrp", "occlusion", "feature_ablation", "exact_shapley", "permutation_shapley", "kernel_shap",
-    "lime", "smoothgrad"})
-
-
 def is_signed(exp: Explanation) -> bool:
-    """Whether the map's sign means "for" / "against" (rather than a magnitude)."""
+    """Whether the map's sign means "for" / "against" (rather than a magnitude): a map with
+    negative values is signed; one made with ``abs=True`` is not; otherwise the method's
+    declaration says (``signed=`` at registration; an unregistered method counts as unsigned)."""
     if bool((np.asarray(exp.values) < 0).any()):
         return True
     if exp.params.get("abs") is True:
         return False
-    return exp.method in SIGNED_METHODS
+    try:
+        return get_method(exp.method).signed
+    except UnknownMethodError:
+        return False
 
 
 def _delta_rel(exp: Explanation, i: int) -> float | None:

@@ -11,15 +11,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.registry import get_method
+from ..errors import UnknownMethodError
 from ._stats import Agreement
 
 __all__ = ["MethodFacts", "Narrative", "Prediction", "display_name", "narrate", "trust_summary"]
 
 _ACRONYMS = {"cam": "CAM", "lrp": "LRP", "lime": "LIME", "rise": "RISE", "shap": "SHAP",
-             "deeplift": "DeepLIFT", "hirescam": "HiResCAM", "xgrad": "XGrad", "x": "×"}
-_SPECIAL = {"grad_cam": "Grad-CAM", "grad_cam_plus_plus": "Grad-CAM++", "hires_cam": "HiResCAM",
-            "input_x_gradient": "Input × Gradient", "deeplift_shap": "DeepLIFT-SHAP",
-            "smoothgrad": "SmoothGrad", "vargrad": "VarGrad", "xgrad_cam": "XGrad-CAM"}
+             "deeplift": "DeepLIFT", "x": "×"}
 
 AGREE_WELL = 0.6
 AGREE_PARTLY = 0.3
@@ -29,10 +28,12 @@ MIN_FEATURES_TO_COMPARE = 5  # a rank correlation over fewer features says littl
 
 
 def display_name(method: str) -> str:
-    """A readable name for a registry name: ``integrated_gradients`` -> ``Integrated Gradients``."""
-    if method in _SPECIAL:
-        return _SPECIAL[method]
-    return " ".join(_ACRONYMS.get(w, w.capitalize()) for w in method.split("_"))
+    """The readable name a method declares (``grad_cam`` -> ``Grad-CAM``); for a name that is
+    not registered, its words capitalised (``my_method`` -> ``My Method``)."""
+    try:
+        return get_method(method).display_name
+    except UnknownMethodError:
+        return " ".join(_ACRONYMS.get(w, w.capitalize()) for w in method.split("_"))
 
 
 @dataclass

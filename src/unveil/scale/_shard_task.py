@@ -11,13 +11,6 @@ from ..core.explanation import Explanation
 from ..core.registry import get_method
 
 
-def _takes_seed(method: str) -> bool:
-    import inspect
-
-    cls: Any = get_method(method).cls
-    return any("seed" in inspect.signature(f).parameters for f in (cls.__init__, cls._attribute))
-
-
 def shard_seed(seed: int | None, index: int) -> int | None:
     """The seed of shard ``index``: the same whichever engine or worker runs it."""
     return None if seed is None else int(seed) * 1_000_003 + index
@@ -49,7 +42,7 @@ def explain_shard(model: Any, x: torch.Tensor, method: str, target: Any, options
         torch.set_num_threads(threads)
     opts = dict(options)
     s = shard_seed(seed, index)
-    if s is not None and _takes_seed(method):
+    if s is not None and get_method(method).takes_seed:
         opts["seed"] = s
     exp = explain(model, x, method=method, target=target, **opts)
     _ = exp.fingerprint  # computed here, so the model is not sent back with the result

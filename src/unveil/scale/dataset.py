@@ -89,9 +89,12 @@ def explain_dataset(
         configuration resumes; one of another configuration, or whose finished rows no longer
         hash as they did, is refused with :class:`~unveil.errors.InputError`.
     options
-        The method's options (``n_steps=``, ``baseline=`` ...).
+        The method's options as it declares them (``n_steps=``, ``baseline=`` ...; see
+        ``uv.options(method)``); an unknown or ill-typed one raises
+        :class:`~unveil.errors.OptionError` before any work.
     """
     info = get_method(method)
+    info.split_options(options)  # an unknown or ill-typed option fails before any work
     if not isinstance(shard_size, int) or shard_size < 1:
         raise OptionError(f"shard_size must be a positive int, got {shard_size!r}")
     if engine not in ("local", "dask"):

@@ -11,7 +11,6 @@ standard error).
 from __future__ import annotations
 
 import collections
-import inspect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,16 +51,21 @@ class Explainer:
     clock
         A function returning seconds (injected in tests); ``time.perf_counter`` by default.
     options
-        The method's options.
+        The method's options, as it declares them (``uv.options(method)``); an unknown or
+        ill-typed one raises :class:`~unveil.errors.OptionError` here.
     """
 
     def __init__(self, model: Any, method: str = "integrated_gradients", *, budget_ms: float | None = None,
                  min_units: int = 2, max_units: int = 256, clock: Callable[[], float] = time.perf_counter,
                  max_gap: float = 0.1, **options: Any) -> None:
         self.info = get_method(method)
-        init, self.call_options = self.info.split_options(options)
-        params = inspect.signature(self.info.cls.__init__).parameters  # type: ignore[misc]
-        self.knob = next((k for k in _KNOBS if k in params), None)
+        init, self.call_options = self.info.split_options(options)  # OptionError before any work
+        if "target" in self.call_options:
+            raise OptionError(f"{method!r}: target= is an argument of each call, not an option "
+                              "of the Explainer")
+        declared = self.info.options
+        self.knob = next((k for k in _KNOBS if k in declared), None)
+        self._knob_in_call = self.knob is not None and declared[self.knob].where == "call"
         if budget_ms is not None:
             if budget_ms <= 0:
                 raise OptionError(f"budget_ms must be positive, got {budget_ms}")
@@ -82,12 +86,14 @@ class Explainer:
         key = -1 if units is None else units
         if key not in self._methods:
             opts = dict(self.init)
-            if units is not None and self.knob is not None:
+            if units is not None and self.knob is not None and not self._knob_in_call:
                 opts[self.knob] = units
             self._methods[key] = self.info.cls(self.model, **opts)
         return self._methods[key]
 
     def _timed(self, x: Any, units: int | None, **kw: Any) -> tuple[Explanation, float]:
+        if units is not None and self.knob is not None and self._knob_in_call:
+            kw = {**kw, self.knob: units}
         t0 = self.clock()
         exp = self._method(units)(x, **{**self.call_options, **kw})
         return exp, self.clock() - t0

@@ -12,7 +12,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 
 from ..core.registry import get_method, list_methods
-from ..report import Report, Section, build_section, skip_not_applicable
+from ..report import Report, Section, build_section, check_options, skip_not_applicable
 from ..report.facts import class_name, prediction, sample_narrative
 from ..report.html import bars_html
 from ..report.narrative import display_name
@@ -221,13 +221,18 @@ def api_router(store: Store) -> APIRouter:
         x, label, tokens = store.input(e, req.sample, req.upload, req.row)
         for name in req.methods:
             get_method(name)
+        stray = sorted(set(req.options) - set(req.methods))
+        if stray:
+            raise ApiError(422, f"options given for {', '.join(map(repr, stray))}, which "
+                                f"{'is' if len(stray) == 1 else 'are'} not among the methods")
+        check_options(req.methods, req.options, store.budget)  # OptionError: 422 before any work
         if isinstance(req.target, int) and e.class_names and req.target >= len(e.class_names):
             raise ApiError(422, f"target {req.target} is out of range: the model has "
                                 f"{len(e.class_names)} classes")
         with store.lock:
             section = build_section(
                 store.model(e), x, list(dict.fromkeys(req.methods)), target=req.target,
-                budget=store.budget, class_names=e.class_names, feature_names=e.feature_names,
+                options={k: dict(v) for k, v in req.options.items()}, budget=store.budget, class_names=e.class_names, feature_names=e.feature_names,
                 tokens=tokens, labels=None if label is None else [label], model_name=e.name,
                 description=e.description, evaluate=req.evaluate, on_error="record",
                 retry_options={} if e.background is None else {"background": e.background})

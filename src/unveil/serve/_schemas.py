@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 __all__ = ["AuditRequest", "AuditResponse", "ColumnOut", "DistillRequest", "DistillResponse",
            "ExplainRequest", "ExplainResponse", "MapOut", "MethodOut", "MetricsOut", "ModelOut",
@@ -15,6 +15,10 @@ Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_
 MethodName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
 UploadId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
 Target = Union[Literal["predicted"], Annotated[int, Field(ge=0, le=100_000)]]
+OptionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+OptionValue = Union[StrictBool, StrictInt, StrictFloat, Annotated[str, Field(max_length=200)], None]
+_CLOSED = {"additionalProperties": False}  # keys must match their pattern (JSON schema)
+MethodOptions = Annotated[dict[OptionName, OptionValue], Field(max_length=16, json_schema_extra=_CLOSED)]
 
 
 class _Strict(BaseModel):
@@ -70,7 +74,7 @@ class UploadOut(BaseModel):
 
 
 class ExplainRequest(_Strict):
-    """Which model, which input (a sample index or an upload row) and which methods."""
+    """Which model, which input (a sample index or an upload row), which methods and their options."""
 
     model: Name
     sample: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
@@ -79,6 +83,10 @@ class ExplainRequest(_Strict):
     methods: Annotated[list[MethodName], Field(min_length=1, max_length=8)]
     target: Target = "predicted"
     evaluate: bool = True
+    options: Annotated[dict[MethodName, MethodOptions], Field(
+        max_length=8, json_schema_extra=_CLOSED,
+        description="options of the methods named in 'methods', by method, as each declares "
+                    "them (an undeclared one is refused with 422)")] = {}
 
 
 class SanityRequest(_Strict):

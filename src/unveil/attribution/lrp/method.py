@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Union
 
 import torch
 
 from ...core.batching import BatchSize, run_chunked
 from ...core.model import Model
+from ...core.options import ArrayLike, Option
 from ...core.registry import register
-from ...errors import InputError, ModelError, OptionError
+from ...errors import InputError, ModelError
 from .._base import Call, Partial
 from .._cam_pass import PassResult, SinglePassAttributor, select_scores
 from ._engine import Prepared, prepare
@@ -18,7 +19,25 @@ from .composites import PRESETS, Composite, preset
 __all__ = ["LRP"]
 
 
-@register("lrp", family="lrp", modalities=("image", "tabular", "sequence"), needs_gradients=True)
+_BOUND = Union[float, ArrayLike, None]
+
+
+@register(
+    "lrp", family="lrp", modalities=("image", "tabular", "sequence"), needs_gradients=True,
+    display_name="LRP", signed=True,
+    options=(
+        Option("composite", Union[Literal[PRESETS], Composite], "epsilon_plus",
+               "the rules per layer: a preset name or a Composite"),
+        Option("epsilon", float, 1e-6, "ε of the ε-rule in the presets", low=0),
+        Option("stabilizer", float, 1e-6, "stabiliser of the other rules' denominators in the "
+               "presets", low=0),
+        Option("gamma", float, 0.25, "γ of the γ-rule in 'epsilon_gamma_box'", low=0),
+        Option("low", _BOUND, None, "lower box bound of the z^B rule in 'epsilon_gamma_box' "
+               "(None: each row's minimum)"),
+        Option("high", _BOUND, None, "upper box bound of the z^B rule in 'epsilon_gamma_box' "
+               "(None: each row's maximum)"),
+    ),
+)
 class LRP(SinglePassAttributor):
     """Layer-wise relevance propagation (Bach et al., 2015; Montavon et al., 2019).
 
@@ -67,18 +86,11 @@ class LRP(SinglePassAttributor):
         batch_size: BatchSize = "auto",
     ) -> None:
         super().__init__(model, batch_size=batch_size)
-        if epsilon < 0 or stabilizer < 0:
-            raise OptionError(f"epsilon and stabilizer must be >= 0, got {epsilon}, {stabilizer}")
         if isinstance(composite, str):
             self._composite = preset(composite, epsilon=epsilon, stabilizer=stabilizer,
                                      gamma=gamma, low=low, high=high)
-        elif isinstance(composite, Composite):
-            self._composite = composite
         else:
-            raise OptionError(
-                f"composite must be one of {', '.join(PRESETS)} or a Composite, got "
-                f"{type(composite).__name__}"
-            )
+            self._composite = composite
         self.composite = composite if isinstance(composite, str) else composite.name
         self.epsilon = float(epsilon)
         self.stabilizer = float(stabilizer)
