@@ -3,7 +3,6 @@ raw exception; integer images are explained as images, not as token ids."""
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from typing import Any
 
@@ -19,17 +18,13 @@ from unveil.errors import ModelError, NonFiniteOutputError
 SMALL = {"n_steps": 4, "n_samples": 32, "max_evals": 64, "n_iter": 2}
 
 
-def _accepted(fn: Any) -> set[str]:
-    return set(inspect.signature(fn).parameters)
-
-
 def _run(name: str, model: Any, x: torch.Tensor, bg: torch.Tensor) -> uv.Explanation:
-    info = {m.name: m for m in uv.methods()}[name]
-    init = {k: v for k, v in SMALL.items() if k in _accepted(info.cls.__init__)}
+    info = uv.core.get_method(name)
+    init = {k: v for k, v in SMALL.items() if k in info.options.names("init")}
     call: dict[str, Any] = {}
-    if "background" in _accepted(info.cls._attribute):
+    if "background" in info.options and not info.wraps:  # a wrapper's inner saliency takes none
         call["background"] = bg
-    if "seed" in _accepted(info.cls._attribute):
+    if info.takes_seed:
         call["seed"] = 0
     return info.cls(model, **init)(x, target="predicted", **call)  # type: ignore[no-any-return]
 
