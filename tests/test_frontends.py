@@ -210,6 +210,11 @@ def test_a_module_that_fails_to_import_is_one_error(capsys: pytest.CaptureFixtur
     line = _error_line(capsys, "explain", "-m", "brokenmod:make", "-i", "x.npy")
     assert "importing module 'brokenmod' for model 'brokenmod:make' failed: SystemExit: 3" in line
     assert sys.path == before and "brokenmod" not in sys.modules
+    (workdir / "lazymod.py").write_text("def __getattr__(name):\n    raise RuntimeError('lazy failed')\n")
+    line = _error_line(capsys, "explain", "-m", "lazymod:make", "-i", "x.npy")
+    assert "getting 'make' from module 'lazymod' failed: RuntimeError: lazy failed" in line
+    assert sys.path == before
+    sys.modules.pop("lazymod", None)
 
 
 class _Marker:

@@ -152,9 +152,12 @@ def _import_object(spec: str) -> Any:
         raise ModelError(f"importing module {mod_name!r} for model {spec!r} failed: "
                          f"{_one_line(exc)}") from exc
     for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ModelError(f"module {mod_name!r} has no attribute {attr!r} (model {spec!r})")
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ModelError(f"module {mod_name!r} has no attribute {attr!r} (model {spec!r})") from None
+        except (Exception, SystemExit) as exc:  # a lazy module's __getattr__ that failed
+            raise ModelError(f"getting {attr!r} from module {mod_name!r} failed: {_one_line(exc)}") from exc
     return obj
 
 
