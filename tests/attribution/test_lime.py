@@ -183,7 +183,7 @@ def test_bad_inputs():
         Lime(net)(x, target=0, groups=np.zeros(6))
     # with groups= a table is perturbed by replacing columns with a baseline
     g = FeatureGroups(2, ["a", "b"], "columns", labels=torch.tensor([[0, 0, 0, 1, 1, 1]]))
-    e = Lime(net, n_samples=100)(x, target=0, groups=g, seed=0)
+    e = Lime(net, n_samples=100)(x, target=0, groups=g, seed=0, baseline=0.0)
     assert e.extras["group_values"].shape == (2, 2)
 
 

@@ -89,7 +89,8 @@ def test_feature_ablation_tables_closed_form_and_numpy_model():
     e = FeatureAblation(lambda a: a @ w)(x, target=None, background=bg)
     np.testing.assert_allclose(e.values, w * (x - bg.mean(0)), atol=1e-5)
     grp = column_groups({"first two": [0, 1]}, 5)
-    e = uv.explain(lambda a: a @ w, x, method="feature_ablation", target=None, groups=grp)
+    e = uv.explain(lambda a: a @ w, x, method="feature_ablation", target=None, groups=grp,
+                   baseline=0.0)
     np.testing.assert_allclose(e.extras["group_values"][:, 0], x[:, :2] @ w[:2], atol=1e-5)
     np.testing.assert_allclose(e.values[:, 1], x[:, :2] @ w[:2], atol=1e-5)
     ref = captum_attr.FeatureAblation(lambda t: t @ torch.tensor(w, dtype=torch.float32)).attribute(

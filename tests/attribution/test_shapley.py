@@ -315,9 +315,9 @@ def test_bad_inputs(game):
     with pytest.raises(OptionError, match="option n_samples=2 is outside >= 4"):
         KernelShap(net, n_samples=2)
     with pytest.raises(OptionError, match="too small for 7 groups"):
-        KernelShap(net, n_samples=6)(x, target=0, seed=0)
+        KernelShap(net, n_samples=6)(x, target=0, seed=0, baseline=0.0)
     with pytest.raises(OptionError, match="too small for 7 groups"):
-        PermutationShapley(net, n_samples=10)(x, target=0, seed=0)
+        PermutationShapley(net, n_samples=10)(x, target=0, seed=0, baseline=0.0)
     with pytest.raises(OptionError, match="option seed=-1 is outside >= 0"):
         KernelShap(net)(x, target=0, seed=-1)
     with pytest.raises(OptionError, match=r"estimator='exact' should be 'stratified' \| 'wls'"):
@@ -329,7 +329,7 @@ def test_bad_inputs(game):
     with pytest.raises(OptionError, match="mask_id= is for token ids"):
         KernelShap(net)(x, target=0, mask_id=0)
     with pytest.raises(OptionError, match="need 2\\*\\*7 coalitions"):
-        ExactShapley(net, max_groups=6)(x, target=0)
+        ExactShapley(net, max_groups=6)(x, target=0, baseline=0.0)
     with pytest.raises(OptionError, match=r"option max_groups=40 is outside \[1, 30\]"):
         ExactShapley(net, max_groups=40)
     ids = torch.randint(0, 5, (2, 4))

@@ -198,7 +198,7 @@ def test_ill_typed_and_out_of_range_values_are_refused(name: str, setups: Any) -
 
 def test_numpy_numbers_pass_the_checks() -> None:
     e = uv.explain(mlp().eval(), torch.randn(2, 6), method="kernel_shap", n_samples=np.int64(16),
-                   seed=np.int64(3), target=0)
+                   seed=np.int64(3), target=0, baseline=0.0)
     assert e.params["n_samples"] == 16 and type(e.params["n_samples"]) is int
 
 

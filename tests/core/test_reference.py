@@ -81,3 +81,26 @@ def test_degenerate_maps_are_marked_on_the_explanation() -> None:
     assert d["rows"] == [0, 1] and d["kind"] == "all zero" and "gradient" in d["reason"]
     ok = uv.explain(model, torch.randn(2, 3), method="saliency", target=1)
     assert "degenerate" not in ok.quality
+
+
+TABLE_METHODS = ["occlusion", "feature_ablation", "kernel_shap", "permutation_shapley",
+                 "exact_shapley", "lime"]
+
+
+@pytest.mark.parametrize("name", TABLE_METHODS)
+def test_one_default_for_perturbation_and_shapley_methods_on_tables(name: str) -> None:
+    """Without background= or baseline=, every perturbation and Shapley method refuses a table
+    with the same hint — unless the model knows its data, which then stands for 'absent'."""
+    model, rows, names = _data()
+    x = rows[:2]
+    opts = {"n_samples": 64, "seed": 0} if name in ("kernel_shap", "permutation_shapley", "lime") else {}
+    with pytest.raises(uv.errors.BaselineError, match="needs the values that stand for an absent "
+                       r"feature: pass background=.*uv.Model\(model, reference=X_train\)"):
+        uv.explain(model, x, method=name, **opts)
+    known = uv.Model(model, reference=rows, feature_names=names)
+    got = uv.explain(known, x, method=name, **opts)
+    ref = known.reference
+    assert ref is not None
+    same = uv.explain(model, x, method=name, background=ref.background(x), **opts)
+    np.testing.assert_allclose(got.values, same.values, rtol=1e-5, atol=1e-6)
+    assert np.abs(got.values).max() > 0  # not a trivial case

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import unveil as uv
-from unveil.attribution import Attributor
+from unveil.attribution import Attributor, Partial
 from unveil.core import registry
 from unveil.core.options import Option
 from unveil.errors import OptionError
@@ -30,7 +30,7 @@ class ToyScale(Attributor):
         self.scale = scale
 
     def _attribute(self, call, **kwargs):
-        return {"values": call.x * self.scale}
+        return Partial(values=call.x * self.scale)
 
 
 def make_model() -> nn.Module:
@@ -184,8 +184,8 @@ def test_cli_report_reads_an_option_for_all_by_each_method_s_type() -> None:
 def test_dashboard_refuses_an_undeclared_option_with_422(x) -> None:
     pytest.importorskip("fastapi")
     from starlette.testclient import TestClient
-    from unveil._frontend import LoadedModel
 
+    from unveil.frontends import LoadedModel
     from unveil.serve import create_app
 
     app = create_app(models={"toy": LoadedModel(make_model(), name="toy")}, samples={"toy": x},

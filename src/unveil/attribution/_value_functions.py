@@ -29,10 +29,10 @@ from ..core.baselines import BaselineSpec, make_background, make_baseline
 from ..core.batching import BatchSize, map_chunked
 from ..core.groups import FeatureGroups, columns, patches, superpixels, tokens
 from ..core.model import Model
-from ..errors import InputError, OptionError
+from ..errors import BaselineError, InputError, OptionError
 from ._base import Call
 
-__all__ = ["Game", "KeepFn", "Masker", "make_game", "mask_tokens", "resolve_groups"]
+__all__ = ["Game", "KeepFn", "Masker", "make_game", "mask_tokens", "resolve_groups", "table_background"]
 
 # keep_fn(local_rows, units, rows) -> (k, D) bool: which elements of each evaluation are kept
 KeepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -277,6 +277,23 @@ def _reference(
     return b.reshape(n, -1), False, {"baseline": _describe(baseline if baseline is not None else "zeros")}
 
 
+def table_background(model: Model, x: torch.Tensor, name: str) -> torch.Tensor | None:
+    """The one default of perturbation and Shapley methods on a table given neither
+    ``background=`` nor ``baseline=``: the model's own data (``uv.Model(..., reference=rows)``)
+    when it is known, else a refusal — zeros are rarely a neutral value in a table's own units
+    (a wine with no proline). ``None`` for inputs that are not tables."""
+    if not (x.is_floating_point() and x.ndim == 2):
+        return None
+    if model.reference is not None and model.reference.shape == tuple(x.shape[1:]):
+        return model.reference.background(x)
+    raise BaselineError(
+        f"{name!r} on a table needs the values that stand for an absent feature: pass "
+        "background= (rows of real data, e.g. 50-100 training rows; the score is averaged over "
+        "them) or baseline= (one row, or 'mean' with background=), or give the model its data "
+        "with uv.Model(model, reference=X_train). Zeros are rarely neutral in a table's own units"
+    )
+
+
 def _describe(spec: Any) -> Any:
     return spec if isinstance(spec, (str, int, float)) else "tensor"
 
@@ -291,6 +308,7 @@ def make_game(
     seed: int | None = None,
     batch_size: BatchSize = "auto",
     name: str = "perturbation",
+    method: str | None = None,
 ) -> tuple[Game, dict[str, Any]]:
     """The value function of a call, and a JSON description of it for ``exp.params``.
 
@@ -300,6 +318,8 @@ def make_game(
     are replaced by zeros.
     """
     x = call.x
+    if baseline is None and background is None and mask_id is None:
+        background = table_background(call.model, x, method or name)
     ref, interventional, desc = _reference(
         x, baseline=baseline, background=background, mask_id=mask_id, seed=seed
     )

@@ -36,7 +36,7 @@ from ..core.registry import register
 from ..errors import BaselineError, OptionError
 from ._base import Attributor, Call, Partial
 from ._options import REFERENCE
-from ._value_functions import make_game, resolve_groups
+from ._value_functions import make_game, resolve_groups, table_background
 from .shapley import resolve_seed
 
 __all__ = ["Lime", "quartile_sampler", "weighted_ridge"]
@@ -191,11 +191,8 @@ class Lime(Attributor):
         seed_ = resolve_seed(seed)
         g = torch.Generator().manual_seed(seed_)
         if x.is_floating_point() and x.ndim == 2 and groups is None:
-            if background is None:
-                raise BaselineError(
-                    "LIME for tables samples from the training distribution: pass background= "
-                    "(training rows, (M, F)), or groups= to perturb by replacing columns instead"
-                )
+            if background is None and baseline is None and mask_id is None:
+                background = table_background(call.model, x, self.name)
             if baseline is not None or mask_id is not None:
                 raise OptionError("LIME for tables samples quartiles of background=; it takes no "
                                   "baseline= or mask_id= (pass groups= to use a baseline)")
@@ -229,7 +226,8 @@ class Lime(Attributor):
         x = call.x
         grp = resolve_groups(groups, x, images="superpixels")
         game, desc = make_game(call, grp, baseline=baseline, background=background, mask_id=mask_id,
-                               seed=seed, batch_size=self.batch_size, name="lime")
+                               seed=seed, batch_size=self.batch_size, name="lime",
+                               method=self.name)
         act = game.masker.active()
         n, gg = act.shape
         text = not x.is_floating_point()

@@ -137,7 +137,8 @@ class Occlusion(Attributor):
         win, std, starts = occlusion_windows(sample, self.window, self.stride)
         one = FeatureGroups(1, ["all"], "custom", labels=torch.zeros((1, *sample), dtype=torch.long))
         game, desc = make_game(call, one, baseline=baseline, background=background, mask_id=mask_id,
-                               seed=seed, batch_size=self.batch_size, name="occlusion")
+                               seed=seed, batch_size=self.batch_size, name="occlusion",
+                               method=self.name)
         counts = [len(s) for s in starts]
         n_win = int(np.prod(counts))
         dev = x.device
@@ -211,7 +212,8 @@ class FeatureAblation(Attributor):
         x = call.x
         grp = resolve_groups(groups, x)
         game, desc = make_game(call, grp, baseline=baseline, background=background, mask_id=mask_id,
-                               seed=seed, batch_size=self.batch_size, name="ablation")
+                               seed=seed, batch_size=self.batch_size, name="ablation",
+                               method=self.name)
         masker: Masker = game.masker
         act = masker.active()
         pair_rows, pair_groups = torch.nonzero(act, as_tuple=True)  # only groups present in a row

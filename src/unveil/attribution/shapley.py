@@ -115,7 +115,8 @@ class _Shapley(Attributor):
         grp = resolve_groups(groups, x)
         seed_ = resolve_seed(seed) if self.stochastic else (None if seed is None else resolve_seed(seed))
         game, desc = make_game(call, grp, baseline=baseline, background=background, mask_id=mask_id,
-                               seed=seed_, batch_size=self.batch_size, name="coalitions")
+                               seed=seed_, batch_size=self.batch_size, name="coalitions",
+                               method=self.name)
         n, g = x.shape[0], grp.n_groups
         v0 = game.empty(torch.arange(n, device=x.device))
         vfull = call.outputs.to(torch.float64)

@@ -27,6 +27,7 @@ from ..errors import InputError
 __all__ = ["Reference", "as_reference", "describe_outside"]
 
 MAX_LISTED = 5  # offending features listed per row
+SAMPLE_ROWS = 100  # reference rows kept to stand for the data (e.g. as a background)
 
 
 class Reference:
@@ -60,6 +61,13 @@ class Reference:
         per = self._per_feature(arr)
         self.low, self.high = per.min(axis=0), per.max(axis=0)
         self.n_rows = int(arr.shape[0])
+        keep = np.unique(np.linspace(0, arr.shape[0] - 1, min(arr.shape[0], SAMPLE_ROWS)).astype(int))
+        self.sample = torch.as_tensor(arr[keep], dtype=torch.float32)  # evenly spaced rows
+
+    def background(self, like: torch.Tensor) -> torch.Tensor:
+        """Up to 100 of the reference rows (evenly spaced), as ``like``'s dtype and device: the
+        data-derived "absent" values perturbation and Shapley methods average over."""
+        return self.sample.to(dtype=like.dtype, device=like.device)
 
     def _per_feature(self, arr: np.ndarray) -> np.ndarray:
         """(rows, features): columns of a table; for images every pixel of a channel pooled."""
