@@ -115,6 +115,7 @@ def methods_cmd(modality: str | None, options_of: str | None, as_json: bool) -> 
 
 
 def _sample_lines(exp: Any, top: int = 5) -> list[dict[str, Any]]:
+    from .core.reference import describe_outside
     from .report.facts import class_name, method_facts
     from .report.render import display_kind, feature_table
 
@@ -126,6 +127,9 @@ def _sample_lines(exp: Any, top: int = 5) -> list[dict[str, Any]]:
             d["target_name"] = class_name(int(exp.targets[i]), exp.class_names)
         if exp.outputs is not None:
             d["score"] = float(exp.outputs[i])
+        outside = describe_outside(exp.quality.get("in_distribution", {}), i)
+        if outside:
+            d["warning"] = outside
         if display_kind(exp) == "table":
             d["top"] = [{"feature": r.name, "attribution": r.attribution}
                         for r in feature_table(exp, i, top_k=top)]
@@ -156,6 +160,8 @@ def _print_samples(lines: list[dict[str, Any]]) -> None:
         else:
             body = "no attribution"
         click.echo(f"{head}: {body}")
+        if "warning" in d:
+            click.echo(f"  ! {d['warning']}")
 
 
 def _decorate(exp: Any, loaded: LoadedModel, data: Any) -> None:
@@ -209,7 +215,7 @@ def explain_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs
         raise OptionError("the target is given with --target, not -o target=")
     info.split_options(opts)  # an unknown or ill-typed option fails before the model loads
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
-    exp = explain(loaded.model, data.x, method=method,
+    exp = explain(loaded.with_data(), data.x, method=method,
                   target=parse_target(target, loaded.class_names), **opts)
     _decorate(exp, loaded, data)
     path = _write(exp, out, f"{method} · {loaded.name}")
@@ -318,7 +324,7 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
     train = _training_rows(loaded, data_path)
     section = build_section(
-        loaded.model, data.x, list(method_names) or None, data=train,
+        loaded.with_data(train), data.x, list(method_names) or None, data=train,
         target=parse_target(target, loaded.class_names), options=per_method, budget=budget,
         class_names=loaded.class_names, feature_names=data.feature_names, tokens=data.tokens,
         labels=data.labels, model_name=loaded.name, description=loaded.description,

@@ -55,6 +55,22 @@ class LoadedModel:
     feature_names: list[str] | None = None
     zoo: str | None = None
     tokenizer: Any = None
+    reference: Any = None  # rows of the model's data (the zoo's training split), if known
+
+    def with_data(self, rows: Any = None) -> Any:
+        """The model to explain: wrapped in :class:`unveil.Model` with ``reference=`` (``rows``,
+        else the model's own data) so that inputs far from the data are flagged; the model as
+        it is when no data is known or the rows are not numeric."""
+        from ..core.model import Model
+        from ..errors import UnveilError
+
+        ref = self.reference if rows is None else rows
+        if ref is None or isinstance(self.model, Model):
+            return self.model
+        try:
+            return Model(self.model, reference=ref, feature_names=self.feature_names)
+        except UnveilError:
+            return self.model  # token ids, or too few rows: nothing to compare with
 
 
 def zoo_names() -> list[str]:
@@ -72,6 +88,7 @@ def _zoo_model(name: str) -> LoadedModel:
     entry = ZOO[name]
     data = load_dataset(name)
     return LoadedModel(entry.factory(), name=f"zoo:{name}", description=entry.description,
+                       reference=data.X_train,
                        modality=entry.modality, sample_shape=tuple(data.X_test.shape[1:]),
                        class_names=list(data.class_names), feature_names=data.feature_names,
                        zoo=name)
