@@ -270,3 +270,22 @@ def test_attention_methods_apply_only_to_models_with_attention() -> None:
     assert _has_attention(Tiny()) is True
     assert _has_attention(nn.Sequential(nn.Linear(4, 2))) is False
     assert _has_attention(lambda a: a) is None  # not a torch module: left to the modality check
+
+
+def test_rows_outside_the_models_data_are_flagged_beside_the_prediction(client) -> None:
+    """The zoo's breast-cancer rows in their own units are within the data; the same rows
+    standardised (a mistake a user makes) are flagged, in words, beside the prediction."""
+    data = uv.zoo.load_dataset("breast_cancer_mlp")
+    raw = data.X_test[:2].numpy()
+    std = (raw - data.X_train.numpy().mean(0)) / data.X_train.numpy().std(0)
+    for rows, flagged in ((raw, False), (std, True)):
+        text = "\n".join(",".join(f"{v:.6g}" for v in r) for r in rows)
+        up = client.post("/api/models/breast_cancer_mlp/uploads", content=text.encode())
+        assert up.status_code == 201, up.text
+        r = client.post("/api/explain", json={"model": "breast_cancer_mlp", "upload": up.json()["id"],
+                                              "row": 0, "methods": ["saliency"], "evaluate": False})
+        assert r.status_code == 200, r.text
+        warning = r.json()["prediction"]["outside_data"]
+        assert (warning is not None) == flagged
+        if flagged:
+            assert "outside the data the model knows" in warning and "(the data spans" in warning

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 
+from ..core.reference import describe_outside
 from ..core.registry import get_method, list_methods
 from ..report import Report, Section, build_section, check_options, skip_not_applicable
 from ..report.facts import class_name, prediction, sample_narrative
@@ -128,6 +129,8 @@ def _response(section: Section, run_id: str) -> ExplainResponse:
     ok = [r for r in section.runs if r.explanation is not None]
     nar = sample_narrative(section, 0, ok)
     first = ok[0].explanation if ok else None
+    outside = None if first is None else describe_outside(
+        first.quality.get("in_distribution", {}), 0)
     input_image = None
     if first is not None and display_kind(first) == "image":
         input_image = image_tiles(first, 0)[0]
@@ -135,7 +138,7 @@ def _response(section: Section, run_id: str) -> ExplainResponse:
     return ExplainResponse(
         run=run_id,
         prediction=PredictionOut(label=p.label, probability=p.prob, target=p.target,
-                                 true_label=p.true_label),
+                                 true_label=p.true_label, outside_data=outside),
         input_image=input_image, narrative=" ".join(nar.sentences), cautions=nar.cautions,
         maps=[_map_out(r) for r in section.runs], metrics=_metrics(section),
         agreement=mean_ag if mean_ag is not None and np.isfinite(mean_ag) else None,
@@ -231,7 +234,7 @@ def api_router(store: Store) -> APIRouter:
                                 f"{len(e.class_names)} classes")
         with store.lock:
             section = build_section(
-                store.model(e), x, list(dict.fromkeys(req.methods)), target=req.target,
+                store.explainable(e), x, list(dict.fromkeys(req.methods)), target=req.target,
                 options={k: dict(v) for k, v in req.options.items()}, budget=store.budget, class_names=e.class_names, feature_names=e.feature_names,
                 tokens=tokens, labels=None if label is None else [label], model_name=e.name,
                 description=e.description, evaluate=req.evaluate, on_error="record",
@@ -251,7 +254,7 @@ def api_router(store: Store) -> APIRouter:
             return SanityResponse(method=req.method, available=False,
                                   note="the sanity check needs unveil.metrics, which is not installed")
         with store.lock:
-            res = sanity_check(store.model(e), x, method=req.method)
+            res = sanity_check(store.explainable(e), x, method=req.method)
         return SanityResponse(method=req.method, available=True, passed=bool(res.passed),
                               threshold=float(res.threshold), similarity=float(res.final),
                               note=f"{res.measure} after randomising {len(res.layers)} layers")

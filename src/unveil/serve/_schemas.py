@@ -106,6 +106,7 @@ class PredictionOut(BaseModel):
     probability: float | None
     target: str
     true_label: str | None
+    outside_data: str | None = None  # in words: the input lies outside the model's data
 
 
 class MapOut(BaseModel):

@@ -48,6 +48,7 @@ class Entry:
     is_module: bool | None = None
     tokenizer: Any = None
     background: torch.Tensor | None = None  # rows for the methods that ask for background=
+    reference: torch.Tensor | None = None  # the model's data: inputs outside it are flagged
     table: np.ndarray | None = None  # rows for model-level views (surrogates, audits): tables only
     table_labels: np.ndarray | None = None
     table_preprocess: Callable[[np.ndarray], Any] | None = None  # ``table`` units -> model inputs
@@ -79,7 +80,7 @@ def _zoo_entries() -> list[Entry]:
                          sample_shape=tuple(data.X_test.shape[1:]),
                          class_names=list(data.class_names), feature_names=data.feature_names,
                          samples=data.X_test, labels=data.y_test.numpy(), is_module=True,
-                         background=data.X_train[:32],
+                         background=data.X_train[:32], reference=data.X_train,
                          table=torch.cat([data.X_train, data.X_test]).numpy() if tabular else None,
                          table_labels=torch.cat([data.y_train, data.y_test]).numpy() if tabular else None))
     return out
@@ -139,6 +140,16 @@ class Store:
                 entry._model = entry.loader()
                 entry.is_module = isinstance(entry._model, torch.nn.Module)
         return entry._model
+
+    def explainable(self, entry: Entry) -> Any:
+        """The model wrapped with its data (``uv.Model(reference=)``) when the data is known, so
+        that explanations flag inputs far from it; the model itself otherwise."""
+        from ..core.model import Model
+
+        model = self.model(entry)
+        if entry.reference is None or isinstance(model, Model):
+            return model
+        return Model(model, reference=entry.reference, feature_names=entry.feature_names)
 
     def input(self, entry: Entry, sample: int | None, upload: str | None, row: int
               ) -> tuple[torch.Tensor, int | None, list[list[str]] | None]:

@@ -155,6 +155,7 @@ function renderPrediction(res) {
   const parts = [el("span", { class: "big", text: `Predicted: ${p.label}${prob}` })];
   if (p.true_label) parts.push(el("span", { class: "muted", text: ` · true label: ${p.true_label}` }));
   if (p.target !== p.label) parts.push(el("span", { class: "muted", text: ` · explaining: ${p.target}` }));
+  if (p.outside_data) parts.push(el("p", { class: "caution", "data-testid": "outside-data", text: `Warning: ${p.outside_data}` }));
   $("prediction").replaceChildren(...parts);
   $("narrative").textContent = res.narrative;
   $("cautions").replaceChildren(...res.cautions.map((c) => el("p", { class: "caution", text: `Caution: ${c}` })));
