@@ -167,7 +167,7 @@ def test_batches_cache_and_counts():
     with torch.no_grad():
         model.fc.weight.mul_(2)
     c = lrp(x)
-    assert lrp._prepared is not first
+    assert lrp._prepared is not first and lrp._prepared is not None
     np.testing.assert_allclose(c.values, 2 * a.values, rtol=1e-4, atol=1e-6)  # linear in the head
 
 
