@@ -32,7 +32,7 @@ class FailingOnce(torch.nn.Module):
 def test_killed_run_resumes_to_the_same_output(tmp_path) -> None:
     x = torch.randn(50, 6)
     x[33, 0] = 123.0  # shard 3 (rows 30..39) crashes on the first run
-    model = FailingOnce(mlp().eval())
+    model = FailingOnce(mlp()).eval()
     opts = dict(method="integrated_gradients", n_steps=8, shard_size=10, progress=False)
     with pytest.raises(RuntimeError, match="crash"):
         explain_dataset(model, x, out=tmp_path / "run", **opts)
