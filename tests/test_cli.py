@@ -48,6 +48,7 @@ def assert_user_error(res: subprocess.CompletedProcess[str], fragment: str, code
 
 def _bc_rows(k: int = 3) -> tuple[np.ndarray, list[str]]:
     data = uv.zoo.load_dataset("breast_cancer_mlp")
+    assert data.feature_names is not None
     return data.X_test[:k].numpy(), list(data.feature_names)
 
 
@@ -103,6 +104,7 @@ def test_import_path_model_with_safetensors_weights(tmp_path: Path) -> None:
 
     (tmp_path / "mymodels.py").write_text(MODULE)
     spec = importlib.util.spec_from_file_location("mymodels_ref", tmp_path / "mymodels.py")
+    assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     torch.manual_seed(3)

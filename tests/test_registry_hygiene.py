@@ -42,8 +42,8 @@ def _cases() -> list[Any]:
 
 def _run(name: str, model: torch.nn.Module, x: torch.Tensor, bg: torch.Tensor) -> uv.Explanation:
     info = {m.name: m for m in uv.methods()}[name]
-    init = {k: v for k, v in SMALL.items() if k in _accepted(info.cls.__init__)}
-    call_params = _accepted(info.cls._attribute)
+    init = {k: v for k, v in SMALL.items() if k in _accepted(vars(info.cls).get("__init__", info.cls))}
+    call_params = _accepted(getattr(info.cls, "_attribute"))  # noqa: B009  # not on the base type
     call: dict[str, Any] = {}
     if "background" in call_params:
         call["background"] = bg

@@ -68,6 +68,7 @@ def test_exact_matches_definition_and_efficiency(game):
     # efficiency: sum = f(x) - mean f(bg)
     fbg = net(bg)[:, 1].mean().item()
     np.testing.assert_allclose(e.extras["group_values"].sum(1), e.outputs - fbg, atol=1e-5)
+    assert e.baseline_outputs is not None and e.delta is not None
     np.testing.assert_allclose(e.baseline_outputs, fbg, atol=1e-6)
     assert np.abs(e.delta).max() < 1e-9
     assert e.n_evals == 3 + 3 * 12 + 3 * (2**7 - 2) * 12
@@ -279,7 +280,9 @@ def test_token_masking_and_null_players():
     assert np.all(ex.extras["group_values"][1, 4:] == 0)
     assert e.meta["coalitions_per_row"] == {"4": 16, "6": 40}
     # masking by hand: the full-masked row's score is the baseline output
+    assert grp.labels is not None
     masked = torch.where(grp.labels >= 0, torch.ones_like(ids), ids)
+    assert ex.baseline_outputs is not None
     np.testing.assert_allclose(ex.baseline_outputs, model(masked)[:, 1].detach().numpy(), atol=1e-6)
     assert ex.modality == "text" and e.values.dtype == np.float32
 

@@ -17,6 +17,7 @@ from torch import nn
 import unveil as uv
 import unveil.attribution.lrp.method as lrp_method
 from unveil.attribution.lrp import LRP, Composite
+from unveil.attribution.lrp._engine import prepare
 from unveil.core import prepared
 from unveil.core.prepared import MAX_PER_MODEL, by_identity, cached, tensor_key
 
@@ -62,11 +63,10 @@ def _empty_store() -> Iterator[None]:
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts LRP's model preparations."""
     calls: list[int] = []
-    real = lrp_method.prepare
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        return real(*args, **kwargs)
+        return prepare(*args, **kwargs)
 
     monkeypatch.setattr(lrp_method, "prepare", counting)
     return calls

@@ -106,7 +106,7 @@ def test_errors() -> None:
     with pytest.raises(LayerNotFoundError, match="cannot randomise"):
         sanity_check(net, x, layers=["features.9"])
     with pytest.raises(OptionError, match="mode must be"):
-        sanity_check(net, x, mode="all")
+        sanity_check(net, x, mode="all")  # type: ignore[arg-type]  # deliberately invalid
     with pytest.raises(OptionError, match="unknown similarity"):
         sanity_check(net, x, measures=["pearson"])
     with pytest.raises(OptionError, match="compares images"):

@@ -96,7 +96,7 @@ def test_rule_coverage_and_fidelity_equal_a_direct_count(tree_box, kind):
     ref = _model_labels(box, Xv)
     rules = sur.rules()
     assert len(rules) >= 3
-    masks = []
+    masks: list[np.ndarray] = []
     for r in rules:
         if r.is_default:
             mask = ~np.any(masks, axis=0)
@@ -232,7 +232,7 @@ def test_one_score_models_need_a_threshold_for_classes():
 def test_bad_inputs_raise_clear_errors(tree_box):
     box, X = tree_box
     with pytest.raises(OptionError, match="kind must be"):
-        us.distill(box, X, kind="forest")
+        us.distill(box, X, kind="forest")  # type: ignore[arg-type]  # deliberately invalid
     with pytest.raises(InputError, match=r"table of shape \(N, F\)"):
         us.distill(box, X[:, 0])
     with pytest.raises(InputError, match="feature names"):
@@ -299,4 +299,4 @@ def test_preprocess_reads_rules_in_raw_units(tree_box):
     with pytest.raises(InputError, match="one row per input row"):
         us.distill(box, raw, preprocess=lambda r: r[:10])
     with pytest.raises(OptionError, match="preprocess must be a function"):
-        us.distill(box, raw, preprocess="standardise")
+        us.distill(box, raw, preprocess="standardise")  # type: ignore[arg-type]  # deliberately invalid
