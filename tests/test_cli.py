@@ -132,7 +132,7 @@ def test_wrong_weights_for_the_architecture(capsys, tmp_path: Path, monkeypatch)
 
 def test_pickled_model_needs_allow_pickle(capsys, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
     torch.save(net, tmp_path / "m.pt")
     np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
     res = run("explain", "-m", "m.pt", "-i", "x.npy", cwd=tmp_path, ok=False)
@@ -285,6 +285,7 @@ class Sentiment(nn.Module):
         self.emb = nn.Embedding(len(VOCAB), 4)
         self.head = nn.Linear(4, 2)
         self.tokenizer = Tok()
+        self.eval()
 
     def forward(self, ids):
         return self.head(self.emb(ids).mean(1))
