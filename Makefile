@@ -49,6 +49,7 @@ test: setup-dev
 bench: setup-dev
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
+# mypy reads pyproject's [tool.mypy]: src/unveil strictly, tests/ in a less strict section
 lint: setup-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -82,3 +84,10 @@ def assert_unchanged(model: nn.Module, before: Snapshot) -> None:
     for k, g in before.grads.items():
         ga = after.grads[k]
         assert (g is None) == (ga is None) and (g is None or torch.equal(g, ga)), f".grad of {k} changed"
+
+
+def training_warning(train: bool) -> contextlib.AbstractContextManager[Any]:
+    """Expect the warning about a model in training mode when ``train``, else nothing."""
+    if train:
+        return pytest.warns(UserWarning, match="the model is in training mode")
+    return contextlib.nullcontext()

@@ -48,6 +48,7 @@ def assert_user_error(res: subprocess.CompletedProcess[str], fragment: str, code
 
 def _bc_rows(k: int = 3) -> tuple[np.ndarray, list[str]]:
     data = uv.zoo.load_dataset("breast_cancer_mlp")
+    assert data.feature_names is not None
     return data.X_test[:k].numpy(), list(data.feature_names)
 
 
@@ -103,6 +104,7 @@ def test_import_path_model_with_safetensors_weights(tmp_path: Path) -> None:
 
     (tmp_path / "mymodels.py").write_text(MODULE)
     spec = importlib.util.spec_from_file_location("mymodels_ref", tmp_path / "mymodels.py")
+    assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     torch.manual_seed(3)
@@ -130,7 +132,7 @@ def test_wrong_weights_for_the_architecture(capsys, tmp_path: Path, monkeypatch)
 
 def test_pickled_model_needs_allow_pickle(capsys, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
     torch.save(net, tmp_path / "m.pt")
     np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
     res = run("explain", "-m", "m.pt", "-i", "x.npy", cwd=tmp_path, ok=False)
@@ -286,6 +288,7 @@ class Sentiment(nn.Module):
         self.emb = nn.Embedding(len(VOCAB), 4)
         self.head = nn.Linear(4, 2)
         self.tokenizer = Tok()
+        self.eval()
 
     def forward(self, ids):
         return self.head(self.emb(ids).mean(1))

@@ -29,7 +29,7 @@ def test_real_spec_and_version(torchvision_stub):
     spec = importlib.util.find_spec("torchvision")
     assert isinstance(spec, importlib.machinery.ModuleSpec)
     assert spec.origin == str(STUBS / "torchvision" / "__init__.py")
-    assert list(spec.submodule_search_locations) == [str(STUBS / "torchvision")]
+    assert list(spec.submodule_search_locations or []) == [str(STUBS / "torchvision")]
     assert isinstance(torchvision.__version__, str) and torchvision.__version__[0].isdigit()
 
 

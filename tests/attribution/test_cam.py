@@ -305,7 +305,7 @@ def test_errors(resnet):
     with pytest.raises(OptionError, match="'grad_cam' takes no option 'baseline'"):
         GradCAM(model)(x, baseline="zeros")
     with pytest.raises(OptionError, match=r"ablation_value='min' should be float \| 'auto'"):
-        AblationCAM(model, ablation_value="min")
+        AblationCAM(model, ablation_value="min")  # type: ignore[arg-type]  # refused on purpose
     with pytest.raises(OptionError, match=r"(?s)option layer=.* should be str \| None"):
         GradCAM(model, layer=model.layer2)  # type: ignore[arg-type]
 

@@ -83,6 +83,7 @@ def test_completeness_float64(which: str, zoo: Any) -> None:
     e = DeepLift(net)(x, target=1, baseline=0.5 * torch.randn_like(x))
     gap = e.outputs - e.baseline_outputs
     assert np.abs(gap).max() > 1e-3  # non-trivial
+    assert e.delta is not None
     assert np.abs(e.delta).max() < 1e-5 * np.abs(gap).max()
     np.testing.assert_allclose(e.values.reshape(len(x), -1).sum(1), gap, atol=1e-5)
 
@@ -93,6 +94,7 @@ def test_deeplift_shap_is_the_mean_over_background() -> None:
     e = DeepLiftShap(net)(x, target=0, background=bg)
     refs = [_relu_mlp_reference(net, x, bg[m].expand_as(x), 0) for m in range(4)]
     torch.testing.assert_close(_t(e.values), torch.stack(refs).mean(0), rtol=1e-10, atol=1e-12)
+    assert e.delta is not None
     assert np.abs(e.delta).max() < 1e-10
 
 
@@ -121,6 +123,7 @@ def test_agree_with_captum_on_zoo(zoo: Any) -> None:
     # its completeness gap is large. On a functionally identical copy with a no-op between the
     # two it is right, and agrees with us.
     _, cdelta = CDeepLift(net).attribute(x, baselines=b, target=7, return_convergence_delta=True)
+    assert e.delta is not None
     assert cdelta.abs().max() > 100 * np.abs(e.delta).max()
     safe = captum_safe_copy(net)
     with torch.no_grad():
@@ -139,6 +142,7 @@ def test_activation_variants_equal_clean_reference(variant: str) -> None:
     torch.testing.assert_close(_t(clean), captum_clean, rtol=1e-4, atol=1e-6)
     e = DeepLift(nets[variant])(x, target=1, baseline=b)
     np.testing.assert_allclose(e.values, clean, rtol=1e-5, atol=1e-7)
+    assert e.delta is not None
     assert np.abs(e.delta).max() < 1e-4
 
 

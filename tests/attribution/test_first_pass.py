@@ -48,6 +48,7 @@ def test_single_pass_methods_evaluate_each_row_once(net, name, target) -> None:
     expected = model(x).argmax(1) if target == "predicted" else torch.as_tensor(target).expand(5)
     np.testing.assert_array_equal(e.targets, expected.numpy())
     with torch.no_grad():
+        assert e.outputs is not None
         np.testing.assert_allclose(e.outputs, model(x)[torch.arange(5), expected].numpy(),
                                    rtol=1e-5, atol=1e-6)
 
@@ -70,7 +71,7 @@ def test_targets_resolved_after_a_plain_forward_give_the_same_result(net, name, 
 def test_malformed_targets_raise_the_usual_error(net, name) -> None:
     model, x = net
     with pytest.raises(TargetError, match="one integer per row"):
-        SINGLE_PASS[name](model)(x, target=[[0], [1], [2], [3], [4]])
+        SINGLE_PASS[name](model)(x, target=[[0], [1], [2], [3], [4]])  # type: ignore[list-item]  # malformed on purpose
     with pytest.raises(TargetError, match="out of range"):
         SINGLE_PASS[name](model)(x, target=[0, 1, 2, 3, 99])
 
@@ -90,6 +91,7 @@ def test_one_instance_serves_two_threads(net, name) -> None:
             assert e.values.shape == ref.values.shape
             np.testing.assert_allclose(e.values, ref.values, rtol=1e-5, atol=1e-6)
             np.testing.assert_array_equal(e.targets, ref.targets)
+            assert e.outputs is not None and ref.outputs is not None
             np.testing.assert_allclose(e.outputs, ref.outputs, rtol=1e-5, atol=1e-6)
     assert_unchanged(model, before)
 

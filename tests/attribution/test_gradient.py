@@ -54,6 +54,7 @@ def test_linear_closed_forms() -> None:
     assert Saliency(lin)(x, target=2).values.min() >= 0
     ixg = InputXGradient(lin)(x, target=[0, 1, 2, 0])
     torch.testing.assert_close(_t(ixg.values), x * w[[0, 1, 2, 0]])
+    assert ixg.outputs is not None
     torch.testing.assert_close(_t(ixg.outputs), lin(x).detach()[range(4), [0, 1, 2, 0]])
 
 
@@ -69,6 +70,7 @@ def test_agree_with_captum(which: str, request: pytest.FixtureRequest) -> None:
         ref = theirs.attribute(x.clone(), target=pred, **kw).detach()
         assert ref.abs().max() > 1e-4
         torch.testing.assert_close(_t(e.values), ref, rtol=1e-5, atol=1e-7)
+        assert e.targets is not None
         assert np.array_equal(e.targets, pred.numpy())
         assert e.n_evals == x.shape[0]  # one fused forward+backward per row
 
@@ -85,6 +87,7 @@ def test_layer_and_neuron_agree_with_captum(zoo: tuple[nn.Module, torch.Tensor])
     torch.testing.assert_close(_t(e.values), ref, rtol=1e-5, atol=1e-7)
     with torch.no_grad():
         unit = net.features[:4](x)[:, 5, 4, 6]
+    assert e.outputs is not None
     torch.testing.assert_close(_t(e.outputs), unit)
     # a bare index with layer= names a unit of that layer; attributions go to the input
     e2 = Saliency(net, abs=False)(x, layer="features.3", neuron=(5, 4, 6))

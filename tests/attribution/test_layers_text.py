@@ -61,6 +61,7 @@ def test_input_x_gradient_and_deeplift_on_token_ids(tokens: Any) -> None:
     torch.testing.assert_close(_t(e.values), ref, rtol=1e-4, atol=1e-6)
     net64 = token_net().double()
     e = DeepLift(net64)(ids, target=0, baseline=pad)
+    assert e.delta is not None and e.outputs is not None and e.baseline_outputs is not None
     assert np.abs(e.delta).max() < 1e-10 < np.abs(e.outputs - e.baseline_outputs).max()
 
 

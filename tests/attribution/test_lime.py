@@ -24,7 +24,7 @@ def test_weighted_ridge_equals_sklearn():
     x = rng.integers(0, 2, size=(2, 300, 6)).astype(np.float64)
     y = x @ np.array([1.0, -2.0, 0.5, 0.0, 3.0, -1.0]) + rng.normal(size=(2, 300))
     w = rng.uniform(0.1, 1.0, size=(2, 300))
-    coef, icpt, score, se = weighted_ridge(*(torch.tensor(a) for a in (x, y, w)), alpha=1.0)
+    coef, icpt, score, se = weighted_ridge(torch.tensor(x), torch.tensor(y), torch.tensor(w), alpha=1.0)
     for r in range(2):
         ref = Ridge(alpha=1.0).fit(x[r], y[r], sample_weight=w[r])
         np.testing.assert_allclose(coef[r].numpy(), ref.coef_, atol=1e-9)

@@ -82,6 +82,7 @@ def test_residual_rule_splits_in_proportion():
     expected = (x[0] * (wa / (wa @ x[0])[:, None] * ra[:, None]).sum(0)
                 + x[0] * (wb / (wb @ x[0])[:, None] * rb[:, None]).sum(0))
     np.testing.assert_allclose(e.values[0], expected.numpy(), rtol=1e-10)
+    assert e.delta is not None
     np.testing.assert_allclose(e.delta, 0, atol=1e-10)
 
 
@@ -167,7 +168,7 @@ def test_batches_cache_and_counts():
     with torch.no_grad():
         model.fc.weight.mul_(2)
     c = lrp(x)
-    assert lrp._prepared is not first
+    assert lrp._prepared is not first and lrp._prepared is not None
     np.testing.assert_allclose(c.values, 2 * a.values, rtol=1e-4, atol=1e-6)  # linear in the head
 
 
@@ -176,6 +177,7 @@ def test_outputs_and_targets():
     model = mlp(6, 3).double().eval()
     x = torch.randn(4, 6, dtype=torch.float64)
     e = unveil.explain(model, x, method="lrp", composite="epsilon", target=2)
+    assert e.outputs is not None
     np.testing.assert_allclose(e.outputs, model(x)[:, 2].detach().numpy(), rtol=1e-12)
     assert e.params["composite"] == "epsilon" and e.modality == "tabular"
     one = nn.Sequential(model, nn.Linear(3, 1), nn.Flatten(0)).double().eval()

@@ -96,7 +96,7 @@ def make_net(kind: str, bias: bool = True) -> tuple[nn.Sequential, tuple[int, ..
         net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=bias), nn.ReLU(), nn.AvgPool2d(2),
                             nn.Flatten(), nn.Linear(27, 16, bias=bias), nn.ReLU(),
                             nn.Linear(16, 4, bias=bias))
-        shape = (2, 6, 6)
+        shape: tuple[int, ...] = (2, 6, 6)
     elif kind == "strided":
         net = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2, groups=2, bias=bias),
                             nn.ReLU(), nn.Conv2d(4, 3, 2, bias=bias), nn.ReLU(), nn.Flatten(),
@@ -134,7 +134,7 @@ def reference(net: nn.Sequential, x: torch.Tensor, target: int, rule: str, **kw)
             W = dense(m, in_shape)
             opts = dict(Wp=dense(m, in_shape, m.weight.clamp(min=0)),
                         Wn=dense(m, in_shape, m.weight.clamp(max=0)),
-                        W1=dense(m, in_shape, torch.ones_like(m.weight)),
+                        W1=dense(m, in_shape, torch.ones_like(m.weight)),  # type: ignore[arg-type]
                         Wsq=dense(m, in_shape, m.weight ** 2), **kw)
             name = rule
             if rule == "z_box" and i != first:
@@ -202,6 +202,7 @@ def test_conservation_without_biases(rule):
     net, shape = make_net("conv", bias=False)
     x = torch.randn(4, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     e = LRP(net, composite=composite_for(rule, stabilizer=1e-12))(x)
+    assert e.delta is not None and e.outputs is not None
     assert np.abs(e.outputs).min() > 1e-3 and e.values.std() > 1e-4
     np.testing.assert_allclose(e.values.reshape(4, -1).sum(1), e.outputs, rtol=1e-8)
     np.testing.assert_allclose(e.delta, e.values.reshape(4, -1).sum(1) - e.outputs, atol=1e-12)
@@ -213,5 +214,6 @@ def test_biases_and_epsilon_absorb_relevance():
     x = torch.randn(4, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     small = LRP(net, composite="epsilon", epsilon=1e-9)(x)
     large = LRP(net, composite="epsilon", epsilon=10.0)(x)
+    assert small.delta is not None
     assert np.abs(small.delta).max() > 1e-3
     assert (np.abs(large.values.reshape(4, -1).sum(1)) < np.abs(small.values.reshape(4, -1).sum(1))).all()

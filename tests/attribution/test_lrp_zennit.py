@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -82,7 +84,7 @@ def test_vgg_equals_zennit(name, torchvision_stub):
     model = vgg(bn_eps=1e-12)
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     target = model(x).argmax(1)
-    opts = {"low": -3.0, "high": 3.0} if name == "epsilon_gamma_box" else {}
+    opts: dict[str, Any] = {"low": -3.0, "high": 3.0} if name == "epsilon_gamma_box" else {}
     ours = LRP(model, composite=name, **opts)(x, target=target)
     ref = zennit_relevance(model, x, target, zennit_composite(name, [SequentialMergeBatchNorm()]))
     assert np.abs(ref).max() > 1e-6 and ref.std() > 0.05 * np.abs(ref).max()

@@ -14,7 +14,7 @@ from torch import nn
 
 from _util import Raises, TinyCNN, assert_unchanged, mlp, snapshot
 from unveil.attribution.gradient import InputXGradient
-from unveil.attribution.path import IntegratedGradients
+from unveil.attribution.path import IntegratedGradients, Rule
 from unveil.core.baselines import blur
 from unveil.errors import BaselineError, OptionError
 
@@ -40,11 +40,12 @@ def _t(a: np.ndarray) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- closed forms
 @pytest.mark.parametrize("rule", ["gausslegendre", "riemann_left", "riemann_trapezoid"])
-def test_linear_model_is_exact(rule: str) -> None:
+def test_linear_model_is_exact(rule: Rule) -> None:
     lin = nn.Linear(5, 3).eval()
     x, b = torch.randn(4, 5), torch.randn(4, 5)
     e = IntegratedGradients(lin, n_steps=3, rule=rule)(x, target=1, baseline=b)
     torch.testing.assert_close(_t(e.values), (x - b) * lin.weight[1].detach())
+    assert e.delta is not None
     assert np.abs(e.delta).max() < 1e-5
     ixg = InputXGradient(lin)(x, target=1)
     ig0 = IntegratedGradients(lin, n_steps=2)(x, target=1)
@@ -53,8 +54,9 @@ def test_linear_model_is_exact(rule: str) -> None:
 
 def test_gap_shrinks_with_steps(zoo: tuple[nn.Module, torch.Tensor]) -> None:
     net, x = zoo[0], zoo[1][:3]
-    gaps = [np.abs(IntegratedGradients(net, n_steps=s, rule="riemann_right")(x, target=2).delta).mean()
-            for s in (4, 16, 64)]
+    deltas = [IntegratedGradients(net, n_steps=s, rule="riemann_right")(x, target=2).delta
+              for s in (4, 16, 64)]
+    gaps = [np.abs(d).mean() for d in deltas if d is not None]
     assert gaps[0] > 1e-2  # non-trivial: few steps leave a clear gap
     assert gaps[0] > gaps[1] > gaps[2]
 
@@ -63,6 +65,7 @@ def test_auto_steps_meet_tolerance(zoo: tuple[nn.Module, torch.Tensor]) -> None:
     net, x = zoo[0], zoo[1][:3]
     e = IntegratedGradients(net, n_steps="auto", tol=0.01)(x, target=2)
     gap = e.outputs - e.baseline_outputs
+    assert e.delta is not None
     assert np.all(np.abs(e.delta) <= 0.01 * np.abs(gap) + 1e-4)
     steps = e.extras["n_steps"]
     assert steps.min() >= 16 and steps.max() <= 512 and steps.max() > 16
@@ -73,7 +76,7 @@ def test_auto_steps_meet_tolerance(zoo: tuple[nn.Module, torch.Tensor]) -> None:
 # ---------------------------------------------------------------------------- Captum
 @pytest.mark.parametrize("which", ["zoo", "resnet"])
 @pytest.mark.parametrize("rule", ["gausslegendre", "riemann_middle", "riemann_trapezoid"])
-def test_agree_with_captum(which: str, rule: str, request: pytest.FixtureRequest) -> None:
+def test_agree_with_captum(which: str, rule: Rule, request: pytest.FixtureRequest) -> None:
     net, x = request.getfixturevalue(which)
     b = 0.3 * torch.rand_like(x)
     e = IntegratedGradients(net, n_steps=16, rule=rule)(x, target=1, baseline=b)
@@ -86,6 +89,7 @@ def test_agree_with_captum(which: str, rule: str, request: pytest.FixtureRequest
         ref, delta = ref * 16 / 15, None
     torch.testing.assert_close(_t(e.values), ref.detach(), rtol=1e-4, atol=1e-6)
     if delta is not None:
+        assert e.delta is not None
         np.testing.assert_allclose(e.delta, delta.detach().numpy(), atol=1e-4)
 
 
@@ -97,6 +101,7 @@ def test_layer_and_neuron_ig_agree_with_captum(zoo: tuple[nn.Module, torch.Tenso
         x, baselines=b, target=4, n_steps=16).detach()
     assert ref.abs().max() > 1e-3 and e.values.shape == tuple(ref.shape)
     torch.testing.assert_close(_t(e.values), ref, rtol=1e-4, atol=1e-6)
+    assert e.delta is not None and e.outputs is not None and e.baseline_outputs is not None
     assert np.abs(e.delta).max() < 0.05 * np.abs(e.outputs - e.baseline_outputs).max()
     e = IntegratedGradients(net, n_steps=16)(x, neuron=("features.3", (2, 3, 3)))
     ref = NeuronIntegratedGradients(net, net.features[3]).attribute(x, (2, 3, 3), n_steps=16)
@@ -112,8 +117,10 @@ def test_background_is_the_mean_over_baselines() -> None:
     e = ig(x, target=0, background=bg)
     singles = [ig(x, target=0, baseline=bg[m:m + 1]) for m in range(4)]
     np.testing.assert_allclose(e.values, np.mean([s.values for s in singles], 0), atol=1e-6)
+    assert e.baseline_outputs is not None
     np.testing.assert_allclose(e.baseline_outputs,
-                               np.mean([s.baseline_outputs for s in singles], 0), atol=1e-6)
+                               np.mean([np.asarray(s.baseline_outputs) for s in singles], 0),
+                               atol=1e-6)
     assert e.params["baseline"] == "background(4)"
 
 
@@ -129,7 +136,9 @@ def test_named_baselines() -> None:
     assert u1.seed == 3
     with torch.no_grad():
         f_half = net(torch.full_like(x, 0.5))[:, 0]
-    np.testing.assert_allclose(ig(x, target=0, baseline=0.5).baseline_outputs, f_half, atol=1e-6)
+    half = ig(x, target=0, baseline=0.5).baseline_outputs
+    assert half is not None
+    np.testing.assert_allclose(half, f_half, atol=1e-6)
 
 
 def test_batch_size_invariance() -> None:

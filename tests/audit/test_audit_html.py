@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from unveil.errors import OptionError
 @pytest.fixture(scope="module")
 def pages():
     X, y, names = synthetic_credit(800, seed=1)
-    kw = {"sensitive": "gender", "y": y, "feature_names": names, "n_explain": 100}
+    kw: dict[str, Any] = {"sensitive": "gender", "y": y, "feature_names": names, "n_explain": 100}
     biased = bias_audit(credit_scorer(), X, **kw)
     fair = bias_audit(credit_scorer(gender_weight=0.0, zip_weight=0.0), X, **kw)
     return biased, fair

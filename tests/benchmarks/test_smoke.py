@@ -18,7 +18,8 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules([str(ROOT / "benchmarks")]
 @pytest.mark.parametrize("module", MODULES)
 def test_benchmark_module_runs(module: str, tmp_path: Path) -> None:
     out = tmp_path / "rows.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # this checkout's sources first, so the run measures them and not an installed unveil
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--quick", "--only", module, "--json", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,

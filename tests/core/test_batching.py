@@ -26,9 +26,13 @@ def test_batch_size_invariance(method: str) -> None:
 
 def test_run_chunked_covers_all_rows_once() -> None:
     seen: list[tuple[int, int]] = []
-    out = batching.run_chunked(lambda a, b: torch.arange(a, b), 23, batch_size=5,
-                               consume=lambda a, b, r: (seen.append((a, b)), r)[1])
-    assert torch.equal(out, torch.arange(23))
+
+    def consume(a: int, b: int, r: torch.Tensor) -> torch.Tensor:
+        seen.append((a, b))
+        return r
+
+    out = batching.run_chunked(lambda a, b: torch.arange(a, b), 23, batch_size=5, consume=consume)
+    assert out is not None and torch.equal(out, torch.arange(23))
     assert seen == [(0, 5), (5, 10), (10, 15), (15, 20), (20, 23)]
 
 

@@ -237,7 +237,7 @@ def test_zip_bomb_is_refused_before_decompression(tmp_path: Path, monkeypatch) -
     opened: list[str] = []
     real_open = zipfile.ZipFile.open
     monkeypatch.setattr(zipfile.ZipFile, "open",
-                        lambda self, name, *a, **k: opened.append(str(name)) or real_open(self, name, *a, **k))
+                        lambda self, name, *a, **k: opened.append(str(name)) or real_open(self, name, *a, **k))  # type: ignore[func-returns-value]  # record, then open
     with pytest.raises(InputError, match=r"would decompress to \d+ bytes, more than max_bytes=33554432"):
         uv.load(path, max_bytes=32 * 1024**2)
     assert opened == []  # refused from the central directory alone

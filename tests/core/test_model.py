@@ -25,7 +25,7 @@ def test_module_scores_and_targets() -> None:
     out = m.forward(x)
     assert torch.allclose(out, net(x))
     t = m.resolve_targets("predicted", out)
-    assert torch.equal(t, net(x).argmax(1))
+    assert t is not None and torch.equal(t, net(x).argmax(1))
     assert torch.allclose(m.scores(x, t), net(x).max(1).values)
     assert m.n_evals == 10 and m.differentiable  # two forward calls of 5 rows and m.backend == "torch"
 
@@ -108,7 +108,8 @@ def test_target_errors() -> None:
         m.resolve_targets(None, out)
     with pytest.raises(TargetError, match="'predicted'"):
         m.resolve_targets("best", out)
-    assert torch.equal(m.resolve_targets(np.array([2, 0]), out), torch.tensor([2, 0]))
+    t = m.resolve_targets(np.array([2, 0]), out)
+    assert t is not None and torch.equal(t, torch.tensor([2, 0]))
 
 
 def test_input_errors() -> None:

@@ -60,12 +60,14 @@ def test_top_patches_equal_a_brute_force_sort(digits):
     idx, val = _brute(best, 8)
     ex = dataset_examples(model, x, layer="features.6", unit=11, k=8, batch_size=64)
     np.testing.assert_array_equal(ex.patch_indices, idx)
+    assert ex.patch_values is not None
     np.testing.assert_allclose(ex.patch_values, val, rtol=1e-5)
     np.testing.assert_array_equal(ex.patch_positions, np.stack(np.unravel_index(where[idx].numpy(), (8, 8)), 1))
     # all positions: the top (input, position) pairs overall
     allidx, allval = _brute(flat.reshape(-1), 8)
     ex = dataset_examples(model, x, layer="features.6", unit=11, k=8, batch_size=64, one_patch_per_input=False)
     np.testing.assert_array_equal(ex.patch_indices, allidx // 64)
+    assert ex.patch_values is not None
     np.testing.assert_allclose(ex.patch_values, allval, rtol=1e-5)
     np.testing.assert_array_equal(ex.patch_positions, np.stack(np.unravel_index(allidx % 64, (8, 8)), 1))
 
@@ -83,6 +85,7 @@ def test_patches_are_receptive_field_crops(digits):
         np.testing.assert_array_equal(ex.patches[i], x[ex.patch_indices[i]][:, y0:y1, x0:x1].numpy())
     # one more pool2 + conv3: output row y of the 8x8 map sees input rows 4y-7..4y+10 (18)
     deep = dataset_examples(model, x, layer="features.6", unit=0, k=20, one_patch_per_input=False)
+    assert deep.patch_positions is not None and deep.patch_boxes is not None
     for (py, px), box in zip(deep.patch_positions, deep.patch_boxes):
         want = [max(0, 4 * py - 7), min(32, 4 * py + 11), max(0, 4 * px - 7), min(32, 4 * px + 11)]
         np.testing.assert_array_equal(box, want)

@@ -73,7 +73,7 @@ def test_fourier_reaches_90_percent_of_pixels(colour_cnn, which):
     runs = {p: visualize(net, obj, shape=(n, 3, 32, 32), n_steps=256, param=p, seed=0).values
             for p in ("pixel", "fourier")}
     with torch.no_grad():  # non-trivial: pixels get well beyond what the test set reaches
-        acts = {}
+        acts: dict[str, torch.Tensor] = {}
         h = net[6].register_forward_hook(lambda m, i, o: acts.setdefault("a", o))
         logits = net(xte)
         h.remove()

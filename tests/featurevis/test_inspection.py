@@ -38,7 +38,7 @@ def test_weight_stats_match_numpy():
         np.testing.assert_allclose(r["spectral_norm"], np.linalg.norm(m, 2), rtol=1e-10)
         np.testing.assert_allclose(r["stable_rank"], np.linalg.norm(w) ** 2 / np.linalg.norm(m, 2) ** 2)
         np.testing.assert_allclose(r["sparsity"], np.mean(w == 0))
-        np.testing.assert_allclose(r["bias_norm"], np.linalg.norm(net.get_submodule(name).bias.detach().numpy()), rtol=1e-6)
+        np.testing.assert_allclose(r["bias_norm"], float(np.linalg.norm(net.get_submodule(name).bias.detach().numpy())), rtol=1e-6)
     assert rows["5"]["sparsity"] == pytest.approx(50 / 240)
     assert rows["0"]["sparsity"] == 0.0
     assert rows["7"]["spectral_norm"] == pytest.approx(rows["7"]["max_abs"])  # a diagonal
@@ -48,7 +48,7 @@ def test_weight_stats_match_numpy():
 
 
 def _brute(net, x):
-    outs = {}
+    outs: dict[str, torch.Tensor] = {}
     hooks = [m.register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o))
              for n, m in net.named_modules() if n]
     with torch.no_grad():

@@ -113,7 +113,7 @@ def test_errors(acts):
     with pytest.raises(OptionError, match="one per image, but the batch has 3"):
         O.channel("conv", [0, 1])(acts)
     with pytest.raises(OptionError, match="int or a sequence of ints"):
-        O.channel("conv", 1.5)(acts)
+        O.channel("conv", 1.5)(acts)  # type: ignore[arg-type]  # deliberately invalid
     with pytest.raises(OptionError, match="neuron index .* has 2 entries"):
         O.neuron("conv", (1, 2))(acts)
     with pytest.raises(OptionError, match="out of range for an activation"):

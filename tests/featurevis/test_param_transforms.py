@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -45,8 +47,9 @@ def test_fused_compose_equals_sequential_warps_for_integer_shifts():
     x = torch.rand(3, 2, 16, 16, generator=_gen(0))
     fused = T.Compose([T.jitter(2), T.jitter(1)], padding_mode="zeros")(x, _gen(5))
     g = _gen(5)
-    a = T.jitter(2).matrices(3, g)
-    b = T.jitter(1).matrices(3, g)
+    j2: Any = T.jitter(2)  # a Transform whose warp matrices the test reads
+    j1: Any = T.jitter(1)
+    a, b = j2.matrices(3, g), j1.matrices(3, g)
     seq = T._warp(T._warp(x, a, "zeros"), b, "zeros")
     inner = (slice(None), slice(None), slice(3, -3), slice(3, -3))
     torch.testing.assert_close(fused[inner], seq[inner])

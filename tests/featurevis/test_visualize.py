@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -83,7 +85,7 @@ def test_deterministic_under_seed_and_early_stop_is_exact(digits):
 
 def test_regularizers_and_diversity_do_their_job(digits):
     model, _ = digits
-    base = dict(shape=(3, 1, 32, 32), n_steps=60, seed=0, param="pixel")
+    base: dict[str, Any] = dict(shape=(3, 1, 32, 32), n_steps=60, seed=0, param="pixel")
     obj = O.channel("features.3", 4)
     plain = visualize(model, obj, **base)
     smooth = visualize(model, obj, tv=2.0, **base)
@@ -132,7 +134,7 @@ def test_errors(digits):
     with pytest.raises(OptionError, match="gives 3 values, one per image, but the batch has 2"):
         visualize(model, O.channel("features.3", [0, 1, 2]), shape=(2, 1, 32, 32), n_steps=1)
     with pytest.raises(OptionError, match="must be callables"):
-        visualize(model, obj, shape=(1, 1, 32, 32), transforms=[T.jitter(1), "rotate"])
+        visualize(model, obj, shape=(1, 1, 32, 32), transforms=[T.jitter(1), "rotate"])  # type: ignore[list-item]  # deliberately wrong
     with pytest.raises(OptionError, match="'layer:channel'"):
         visualize(model, 3, shape=(1, 1, 32, 32))  # type: ignore[arg-type]
     mlp = torch.nn.Sequential(torch.nn.Linear(4, 3))

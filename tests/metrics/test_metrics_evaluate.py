@@ -52,7 +52,7 @@ def test_evaluate_localisation_and_errors() -> None:
     with pytest.raises(OptionError, match="must be a dict"):
         evaluate(model, exp, ["deletion"], deletion=3)
     with pytest.raises(InputError, match="judges an Explanation"):
-        evaluate(model, exp.values)
+        evaluate(model, exp.values)  # type: ignore[arg-type]  # deliberately invalid
     with pytest.raises(InputError, match="exactly one of mask"):
         evaluate(model, exp, ["relevance_mass"])
 

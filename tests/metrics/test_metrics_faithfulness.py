@@ -284,25 +284,25 @@ def test_errors() -> None:
     x = torch.randn(4, 6)
     exp = uv.explain(model, x, method="saliency")
     with pytest.raises(OptionError, match="order must be"):
-        deletion(model, exp, order="best")
+        deletion(model, exp, order="best")  # type: ignore[arg-type]  # deliberately invalid
     with pytest.raises(OptionError, match="n_steps must be"):
         deletion(model, exp, n_steps=0)
     with pytest.raises(OptionError, match="step must be"):
         insertion(model, exp, step=0)
     with pytest.raises(OptionError, match="output must be"):
-        deletion(model, exp, output="prob")
+        deletion(model, exp, output="prob")  # type: ignore[arg-type]  # deliberately invalid
     with pytest.raises(OptionError, match="features="):
         deletion(model, exp, features="pixels")
     with pytest.raises(InputError, match="do not fit"):
         deletion(model, make_exp(np.zeros((4, 5)), x, exp.targets))
     with pytest.raises(InputError, match="expected an unveil Explanation"):
-        deletion(model, exp.values)
+        deletion(model, exp.values)  # type: ignore[arg-type]  # deliberately invalid
     with pytest.raises(OptionError, match="subset_size"):
         faithfulness_correlation(model, exp, subset_size=7)
     with pytest.raises(OptionError, match="n_runs"):
         faithfulness_correlation(model, exp, n_runs=1)
     with pytest.raises(OptionError, match="perturbation must be"):
-        infidelity(model, exp, perturbation="swap")
+        infidelity(model, exp, perturbation="swap")  # type: ignore[arg-type]  # deliberately invalid
     with pytest.raises(InputError, match="ROAD imputes images"):
         road(model, exp)
     with pytest.raises(OptionError, match="bins"):

@@ -16,6 +16,9 @@ Conventions that differ, checked here explicitly:
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -49,7 +52,7 @@ def case():
 
 
 def test_pixel_flipping_matches_quantus(torchvision_stub, case) -> None:
-    import quantus
+    quantus: Any = importlib.import_module("quantus")  # untyped
 
     model, x, exp = case
     x, exp = x[:4], exp[:4]
@@ -68,7 +71,7 @@ def test_pixel_flipping_matches_quantus(torchvision_stub, case) -> None:
 
 
 def test_max_sensitivity_matches_quantus_with_identical_draws(torchvision_stub, case) -> None:
-    import quantus
+    quantus: Any = importlib.import_module("quantus")  # untyped
 
     model, x, exp = case
     n, radius, seed = 5, 0.2, 3
@@ -87,7 +90,7 @@ def test_max_sensitivity_matches_quantus_with_identical_draws(torchvision_stub, 
 
 
 def test_localisation_matches_quantus(torchvision_stub) -> None:
-    import quantus
+    quantus: Any = importlib.import_module("quantus")  # untyped
 
     model, xs, ys = digits()
     canvas, boxes = paste(xs[:12], seed=1)
@@ -104,7 +107,7 @@ def test_localisation_matches_quantus(torchvision_stub) -> None:
 
 
 def test_sparseness_matches_quantus(torchvision_stub, case) -> None:
-    import quantus
+    quantus: Any = importlib.import_module("quantus")  # untyped
 
     model, x, exp = case
     ref = np.asarray(quantus.Sparseness(disable_warnings=True)(
@@ -116,7 +119,7 @@ def test_sparseness_matches_quantus(torchvision_stub, case) -> None:
 
 def test_model_parameter_randomisation_matches_quantus_under_its_seeding(torchvision_stub, case,
                                                                          monkeypatch) -> None:
-    import quantus
+    quantus: Any = importlib.import_module("quantus")  # untyped
 
     model, x, exp = case
     mprt = quantus.MPRT(seed=42, disable_warnings=True)

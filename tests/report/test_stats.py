@@ -31,7 +31,9 @@ def test_agreement_matrix() -> None:
     assert ag.rank[0, 1] == pytest.approx(1.0) and ag.rank[0, 2] == pytest.approx(-1.0)
     assert np.allclose(ag.rank, ag.rank.T)
     assert ag.mean_rank() == pytest.approx((1 - 1 - 1) / 3)
-    low, high = ag.extreme_pairs()
+    pairs = ag.extreme_pairs()
+    assert pairs is not None
+    low, high = pairs
     assert high[2] == pytest.approx(1.0) and low[2] == pytest.approx(-1.0)
 
 

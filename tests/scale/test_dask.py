@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -26,7 +28,7 @@ def cluster():
 def test_dask_equals_local(tmp_path, cluster) -> None:
     x = torch.randn(30, 6)
     net = mlp().eval()
-    opts = dict(method="integrated_gradients", n_steps=8, shard_size=7, progress=False)
+    opts: dict[str, Any] = dict(method="integrated_gradients", n_steps=8, shard_size=7, progress=False)
     local = explain_dataset(net, x, out=tmp_path / "local", **opts).values()
     by_address = explain_dataset(net, x, out=tmp_path / "addr", engine="dask", scheduler=cluster.scheduler_address, **opts)
     torch.testing.assert_close(torch.from_numpy(by_address.values()), torch.from_numpy(local))
@@ -44,7 +46,7 @@ def test_repeated_runs_on_one_client_share_no_model_key(tmp_path, cluster) -> No
     dependencies')."""
     x = torch.randn(40, 6)
     net = mlp().eval()
-    opts = dict(method="saliency", shard_size=4, progress=False, engine="dask")
+    opts: dict[str, Any] = dict(method="saliency", shard_size=4, progress=False, engine="dask")
     with distributed.Client(cluster) as client:
         runs = [explain_dataset(net, x, out=tmp_path / f"r{i}", scheduler=client, **opts).values() for i in range(12)]
     for r in runs[1:]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,8 @@ class FailingOnce(torch.nn.Module):
 def test_killed_run_resumes_to_the_same_output(tmp_path) -> None:
     x = torch.randn(50, 6)
     x[33, 0] = 123.0  # shard 3 (rows 30..39) crashes on the first run
-    model = FailingOnce(mlp().eval())
-    opts = dict(method="integrated_gradients", n_steps=8, shard_size=10, progress=False)
+    model = FailingOnce(mlp()).eval()
+    opts: dict[str, Any] = dict(method="integrated_gradients", n_steps=8, shard_size=10, progress=False)
     with pytest.raises(RuntimeError, match="crash"):
         explain_dataset(model, x, out=tmp_path / "run", **opts)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
@@ -107,14 +108,16 @@ def test_other_configuration_is_refused(tmp_path) -> None:
     with pytest.raises(InputError, match="another configuration"):
         explain_dataset(mlp().eval(), x, out=tmp_path / "r", method="integrated_gradients", shard_size=4, progress=False)
     with pytest.raises(InputError, match="shuffle=False"):
-        explain_dataset(mlp().eval(), torch.utils.data.DataLoader(x, shuffle=True), out=tmp_path / "s", progress=False)
+        loader: Any = torch.utils.data.DataLoader(x, shuffle=True)  # type: ignore[arg-type]  # a tensor is a dataset at run time
+        explain_dataset(mlp().eval(), loader, out=tmp_path / "s", progress=False)
 
 
 def test_dataloader_and_csv_sources(tmp_path) -> None:
     x = torch.randn(11, 6)
     net = mlp().eval()
-    a = explain_dataset(net, torch.utils.data.DataLoader(x, batch_size=3), out=tmp_path / "dl",
-                        method="saliency", shard_size=4, progress=False).values()
+    loader: Any = torch.utils.data.DataLoader(x, batch_size=3)  # type: ignore[arg-type]  # a tensor is a dataset at run time
+    a = explain_dataset(net, loader, out=tmp_path / "dl", method="saliency", shard_size=4,
+                        progress=False).values()
     pd.DataFrame(x.numpy(), columns=[f"f{i}" for i in range(6)]).to_csv(tmp_path / "d.csv", index=False)
     b = explain_dataset(net, tmp_path / "d.csv", out=tmp_path / "csv", method="saliency", shard_size=4, progress=False).values()
     c = uv.explain(net, x, method="saliency").values

@@ -35,7 +35,7 @@ class Timed(torch.nn.Module):
 
 def test_budget_picks_steps_that_fit() -> None:
     clock = Clock(per_row=1e-3, per_call=0.0)
-    model = Timed(mlp().eval(), clock)
+    model = Timed(mlp(), clock).eval()
     ex = Explainer(model, "integrated_gradients", budget_ms=50, clock=clock, batch_size=1024)
     x = torch.randn(1, 6)
     exp = ex(x)
@@ -103,7 +103,7 @@ def test_budget_mode_absorbs_recurring_slow_calls() -> None:
     """Every tenth call runs 40% slower (a periodic background job): after a short warm-up the
     knob leaves room for it, so at least 95% of calls meet the budget."""
     clock = Clock(per_row=1e-3, per_call=0.0)
-    model = Timed(mlp().eval(), clock)
+    model = Timed(mlp(), clock).eval()
     ex = Explainer(model, "integrated_gradients", budget_ms=50, clock=clock, batch_size=1024)
     x = torch.randn(1, 6)
     met = []

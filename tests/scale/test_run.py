@@ -173,9 +173,9 @@ def test_shorter_data_is_refused(tmp_path) -> None:
     with pytest.raises(InputError, match=r"the data has 15 rows, but shard 00001 of the run explained rows 10\.\.19"):
         explain_dataset(crash, torch.utils.data.TensorDataset(x[:15]), out=tmp_path / "run", **OPTS)
     # a DataLoader does not know its length: the check happens when its rows run out
-    crash = _interrupt(mlp().eval(), torch.utils.data.DataLoader(x, batch_size=7), tmp_path / "dl", **OPTS)
+    crash = _interrupt(mlp().eval(), torch.utils.data.DataLoader(x, batch_size=7), tmp_path / "dl", **OPTS)  # type: ignore[arg-type]  # a tensor is a map-style dataset
     with pytest.raises(InputError, match=r"the data ended before rows 10\.\.19 \(shard 00001\)"):
-        explain_dataset(crash, torch.utils.data.DataLoader(x[:10], batch_size=7), out=tmp_path / "dl", **OPTS)
+        explain_dataset(crash, torch.utils.data.DataLoader(x[:10], batch_size=7), out=tmp_path / "dl", **OPTS)  # type: ignore[arg-type]  # a tensor is a map-style dataset
 
 
 def test_changed_image_file_is_refused(tmp_path) -> None:
@@ -186,7 +186,7 @@ def test_changed_image_file_is_refused(tmp_path) -> None:
     folder.mkdir()
     for i in range(6):
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    opts = dict(method="saliency", shard_size=2, progress=False)
+    opts: dict[str, Any] = dict(method="saliency", shard_size=2, progress=False)
     crash = _interrupt(TinyCNN(in_ch=3).eval(), folder, tmp_path / "run", **opts)
     Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(folder / "3.png")
     with pytest.raises(InputError, match=r"data rows 2\.\.3 \(shard 00001\) differ"):

@@ -143,7 +143,7 @@ def test_dashboard_in_chromium(server: str, tmp_path: Path) -> None:
 
             # upload an image and explain it
             page.get_by_test_id("upload").set_input_files(
-                files=[{"name": "digit.png", "mimeType": "image/png", "buffer": _digit_png()}])
+                files=[{"name": "digit.png", "mimeType": "image/png", "buffer": _digit_png()}])  # type: ignore[arg-type]  # a FilePayload
             expect(page.get_by_test_id("upload-status")).to_contain_text("image, 1 row(s)")
             page.get_by_test_id("explain").click()
             expect(page.get_by_test_id("status")).to_have_text("done", timeout=120_000)
@@ -160,7 +160,7 @@ def test_dashboard_in_chromium(server: str, tmp_path: Path) -> None:
             expect(page.get_by_test_id("surrogate-text")).to_contain_text("THEN")
             expect(page.get_by_test_id("audit-run")).to_be_disabled()  # no column has 2..20 values
             page.get_by_test_id("upload").set_input_files(
-                files=[{"name": "rows.csv", "mimeType": "text/csv", "buffer": _cancer_csv()}])
+                files=[{"name": "rows.csv", "mimeType": "text/csv", "buffer": _cancer_csv()}])  # type: ignore[arg-type]  # a FilePayload
             expect(page.get_by_test_id("audit-run")).to_be_enabled()
             page.get_by_test_id("audit-run").click()
             expect(page.get_by_test_id("audit-verdict")).to_have_text(

@@ -3,6 +3,8 @@ that a surrogate of a model seen through few rows gains fidelity from them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -54,7 +56,7 @@ def test_few_rows_gain_fidelity_from_synthetic_rows_at_equal_size():
     gains = []
     for seed in range(6):
         X = _table(160, seed)
-        size = {"max_depth": None, "max_leaves": 16, "seed": seed}
+        size: dict[str, Any] = {"max_depth": None, "max_leaves": 16, "seed": seed}
         plain = us.distill(_box, X, **size)
         grown = us.distill(_box, X, augment="auto", **size)
         assert plain.complexity <= 16 and grown.complexity <= 16

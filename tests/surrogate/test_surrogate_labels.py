@@ -79,6 +79,6 @@ def test_unknown_labels_and_positive_class(labelled):
 def test_positive_index_out_of_range_is_refused():
     from torch import nn
 
-    net = nn.Linear(3, 2)
+    net = nn.Linear(3, 2).eval()
     with pytest.raises(OptionError, match="positive=4"):
         bias_audit(net, np.random.default_rng(0).normal(size=(50, 3)), sensitive=np.arange(50) % 2, positive=4)

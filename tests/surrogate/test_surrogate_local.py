@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import unveil.surrogate as us
-from _util import Raises, assert_unchanged, mlp, snapshot
+from _util import Raises, assert_unchanged, mlp, snapshot, training_warning
 from unveil.errors import InputError, ModelError, OptionError, TargetError
 
 
@@ -40,6 +40,7 @@ def test_small_neighbourhood_gives_the_gradient():
 def test_tree_local_surrogate_finds_the_step():
     f = lambda x: torch.where(x[:, 1] > 0.2, 5.0, 0.0)  # noqa: E731
     loc = us.local_surrogate(f, np.zeros(3), target=None, kind="tree", max_depth=1, n_samples=1000)
+    assert loc.rules is not None
     (r1, r2) = loc.rules
     assert {c.feature for c in r1.conditions} == {1}
     assert r1.conditions[0].threshold == pytest.approx(0.2, abs=0.05)
@@ -53,7 +54,7 @@ def test_target_and_feature_names_and_determinism():
     a = us.local_surrogate(net, x, feature_names=list("abcd"), seed=1)
     b = us.local_surrogate(net, x, feature_names=list("abcd"), seed=1, batch_size=13)
     assert a.target == int(net(x[None]).argmax())
-    assert list(a.weights) == list("abcd")
+    assert a.weights is not None and b.weights is not None and list(a.weights) == list("abcd")
     assert np.allclose(list(a.weights.values()), list(b.weights.values()), atol=1e-6)
     c = us.local_surrogate(net, x, target=0)
     assert c.model_score == pytest.approx(float(net(x[None])[0, 0].detach()), abs=1e-5)
@@ -67,7 +68,7 @@ def test_errors():
     with pytest.raises(OptionError, match="n_samples must be at least 20"):
         us.local_surrogate(net, torch.randn(4), n_samples=5)
     with pytest.raises(OptionError, match="kind must be"):
-        us.local_surrogate(net, torch.randn(4), kind="forest")
+        us.local_surrogate(net, torch.randn(4), kind="forest")  # type: ignore[arg-type]  # deliberately invalid
     with pytest.raises(TargetError, match="out of range"):
         us.local_surrogate(net, torch.randn(4), target=7)
     with pytest.raises(InputError, match="columns"):
@@ -79,11 +80,12 @@ def test_model_left_unchanged(train):
     net = mlp(4, 3)
     net.train(train)
     before = snapshot(net)
-    us.local_surrogate(net, torch.randn(4), n_samples=100)
+    with training_warning(train):
+        us.local_surrogate(net, torch.randn(4), n_samples=100)
     assert_unchanged(net, before)
     broken = nn.Sequential(nn.Linear(4, 4), Raises())
     broken.train(train)
     before = snapshot(broken)
-    with pytest.raises((RuntimeError, ModelError), match="boom"):
+    with training_warning(train), pytest.raises((RuntimeError, ModelError), match="boom"):
         us.local_surrogate(broken, torch.randn(4), n_samples=100)
     assert_unchanged(broken, before)

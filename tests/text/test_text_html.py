@@ -29,6 +29,7 @@ def _decode_png(data: bytes) -> np.ndarray:
         elif tag == b"IDAT":
             idat += body
         pos += 12 + n
+    assert size is not None
     w, h = size
     raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + 3 * w)
     assert (raw[:, 0] == 0).all()

@@ -57,6 +57,7 @@ def test_integrated_gradients_completeness_with_64_steps(clf, record_property):
     assert exp.meta["layer"] == "encoder.embeddings.word_embeddings"
     gap = np.abs(exp.outputs - exp.baseline_outputs)
     assert gap.min() > 0.05  # guard: the baseline changes the score
+    assert exp.delta is not None
     rel = np.abs(exp.delta) / gap
     record_property("minilm_ig64_relative_gap", float(rel.max()))
     assert rel.max() < 0.05

@@ -47,6 +47,21 @@ def explain(
     them): constructor options (``n_steps=``, ``n_samples=``, ``batch_size=`` ...) and call
     options (``baseline=``, ``background=``, ``layer=``, ``seed=``, ``feature_names=`` ...).
     An unknown or ill-typed option raises :class:`~unveil.errors.OptionError`.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import unveil as uv
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    >>> x = torch.randn(5, 4)
+    >>> exp = uv.explain(model, x, method="saliency")
+    >>> exp.values.shape  # one value per input feature
+    (5, 4)
+    >>> bool((exp.targets == model(x).argmax(1).numpy()).all())  # each row's predicted class
+    True
+    >>> uv.explain(model, x, method="saliency", n_stepz=3)
+    Traceback (most recent call last):
+        ...
+    unveil.errors.OptionError: 'saliency' takes no option 'n_stepz'...
     """
     info = get_method(method)
     init, call = info.split_options(options)

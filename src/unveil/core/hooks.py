@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -33,7 +34,7 @@ __all__ = [
     "replaced_modules",
 ]
 
-_TRAIN_WARNED: set[int] = set()
+_TRAIN_WARNED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # by identity; a new model at a freed id warns again
 
 
 @contextlib.contextmanager
@@ -45,8 +46,8 @@ def eval_mode(module: nn.Module, *, warn: bool = True) -> Iterator[None]:
     """
     flags = [(m, m.training) for m in module.modules()]
     if any(t for _, t in flags):
-        if warn and id(module) not in _TRAIN_WARNED:
-            _TRAIN_WARNED.add(id(module))
+        if warn and module not in _TRAIN_WARNED:
+            _TRAIN_WARNED.add(module)
             warnings.warn(
                 "the model is in training mode; unveil explains it in eval mode and restores "
                 "the training flags afterwards (call model.eval() to silence this)",

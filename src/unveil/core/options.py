@@ -83,7 +83,19 @@ class Option:
     where: Literal["init", "call"] = "init"
 
     def check(self, value: Any, *, method: str = "") -> None:
-        """Raise :class:`OptionError` when ``value`` does not fit this option."""
+        """Raise :class:`OptionError` when ``value`` does not fit this option.
+
+        >>> n_steps = Option("n_steps", int, 50, "points on the path", low=1)
+        >>> n_steps.check(32)  # fits: nothing happens
+        >>> n_steps.check(0)
+        Traceback (most recent call last):
+            ...
+        unveil.errors.OptionError: option n_steps=0 is outside >= 1
+        >>> n_steps.check(2.5)
+        Traceback (most recent call last):
+            ...
+        unveil.errors.OptionError: option n_steps=2.5 should be int (points on the path)
+        """
         who = f"{method!r}: " if method else ""
         if not check_value(value, self.type):
             raise OptionError(

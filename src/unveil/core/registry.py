@@ -231,6 +231,18 @@ def get_method(name: str) -> MethodInfo:
 
 
 def options(method: str) -> OptionTable:
-    """The options ``method`` takes, with type, default, range and meaning."""
+    """The options ``method`` takes, with type, default, range and meaning.
+
+    A list of :class:`~unveil.core.options.Option` that prints as a table.
+
+    >>> import unveil as uv
+    >>> table = uv.options("saliency")
+    >>> table  # doctest: +ELLIPSIS
+    options of 'saliency':
+    option...where...type...default...meaning
+    target...call...int | str | array-like | None...'predicted'...the class explained per row...
+    >>> {o.name: o.default for o in table}["batch_size"]
+    'auto'
+    """
     info = get_method(method)
     return OptionTable(method, info.options)

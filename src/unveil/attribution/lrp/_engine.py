@@ -3,13 +3,14 @@
 ``prepare`` deep-copies the model, applies the composite's canonizers, checks that the copy
 still computes the same outputs, and overrides the ``forward`` of each layer that has a rule
 (on the copy's module instances only) so that it runs through the rule's autograd function.
+What the user should hear about (no rule for a layer, folding undone) is kept in
+``Prepared.warnings`` for the caller to issue on every use, since a prepared copy is reused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ class Prepared:
     unhandled: list[str] = field(default_factory=list)
     pool_stabilizer: float = 1e-6
     memory_format: torch.memory_format = torch.contiguous_format
+    warnings: list[str] = field(default_factory=list)
 
     @contextlib.contextmanager
     def relevance_mode(self) -> Iterator[None]:
@@ -144,11 +146,11 @@ def prepare(module: nn.Module, example: torch.Tensor, composite: Composite) -> P
     dup = _copy(module)
     changes = [c for can in cans for c in can.apply(dup, example)]
     order, out = _execution_order(dup, example)
+    notes: list[str] = []
     if not _same(reference, out):
-        warnings.warn(
+        notes.append(
             "folding batch norms changed the model's outputs (a layer's output is used by more "
-            "than its batch norm); LRP continues without folding",
-            UserWarning, stacklevel=4,
+            "than its batch norm); LRP continues without folding"
         )
         cans = [c for c in cans if not isinstance(c, MergeBatchNorm)]
         dup = _copy(module)
@@ -158,7 +160,7 @@ def prepare(module: nn.Module, example: torch.Tensor, composite: Composite) -> P
     if fmt is torch.channels_last:
         dup = dup.to(memory_format=fmt)  # type: ignore[call-overload]  # accepted at run time
     prepared = Prepared(dup, cans, changes=changes, pool_stabilizer=composite.stabilizer,
-                        memory_format=fmt)
+                        memory_format=fmt, warnings=notes)
     _assign_rules(prepared, composite, order)
     return prepared
 
@@ -184,8 +186,7 @@ def _assign_rules(prepared: Prepared, composite: Composite, order: list[str]) ->
         _override(m, rule)
         prepared.rules[name] = rule.name
     if prepared.unhandled:
-        warnings.warn(
+        prepared.warnings.append(
             "LRP has no rule for " + ", ".join(prepared.unhandled) + "; relevance follows the "
-            "gradient through them (map them in a Composite to choose one)",
-            UserWarning, stacklevel=4,
+            "gradient through them (map them in a Composite to choose one)"
         )

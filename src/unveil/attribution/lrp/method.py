@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Hashable
 from typing import Any, Literal, Union
 
 import torch
@@ -9,6 +11,7 @@ import torch
 from ...core.batching import BatchSize, run_chunked
 from ...core.model import Model
 from ...core.options import ArrayLike, Option
+from ...core.prepared import by_identity, cached, tensor_key
 from ...core.registry import register
 from ...errors import InputError, ModelError
 from .._base import Call, Partial
@@ -45,7 +48,9 @@ class LRP(SinglePassAttributor):
     composite. The model is deep-copied, canonized (batch norms folded into the preceding layer,
     residual additions given the sum rule; see :mod:`unveil.attribution.lrp.canonizers`), and one
     forward and one backward pass over the copy carry the relevance; the user's model is never
-    touched. The prepared copy is reused while the model's parameters stay the same.
+    touched. The prepared copy is kept per model object (see :mod:`unveil.core.prepared`): later
+calls, and new ``LRP`` objects with the same options, reuse it while the model's parameters and
+buffers stay the same.
 
     Parameters
     ----------
@@ -97,7 +102,12 @@ class LRP(SinglePassAttributor):
         self.gamma = float(gamma)
         self.low = low if low is None or isinstance(low, (int, float)) else "tensor"
         self.high = high if high is None or isinstance(high, (int, float)) else "tensor"
-        self._prepared: tuple[tuple[Any, ...], Prepared] | None = None
+        self._options_key: Hashable = (
+            ("preset", composite, self.epsilon, self.stabilizer, self.gamma, _bound_key(low),
+             _bound_key(high))
+            if isinstance(composite, str) else by_identity(composite)
+        )
+        self._prepared: Prepared | None = None  # the last one used
 
     def _prepare(self, x: torch.Tensor) -> Prepared:
         module = self.model.module
@@ -111,12 +121,13 @@ class LRP(SinglePassAttributor):
                 f"'lrp' propagates relevance to the inputs, which are integers ({x.dtype}); "
                 "explain a model that takes float inputs (e.g. embeddings)"
             )
-        state = tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers()))
-        key = (id(module), state, tuple(x.shape[1:]), x.dtype, x.device)
-        cached = self._prepared  # one read: another thread may replace it meanwhile
-        if cached is None or cached[0] != key:
-            cached = self._prepared = (key, prepare(module, x[:1], self._composite))
-        return cached[1]
+        key = ("lrp", self._options_key, tuple(x.shape[1:]), x.dtype, x.device)
+        composite, example = self._composite, x[:1]
+        prep = cached(module, key, lambda: prepare(module, example, composite))
+        for message in prep.warnings:  # on every call, as if the copy were prepared anew
+            warnings.warn(message, UserWarning, stacklevel=5)
+        self._prepared = prep
+        return prep
 
     def _single_pass(self, x: torch.Tensor, targets_for: Any) -> tuple[torch.Tensor, PassResult]:
         prep = self._prepare(x)
@@ -162,3 +173,7 @@ class LRP(SinglePassAttributor):
                 "explained": "logits" if self.model.output == "probs" else "outputs",
             },
         )
+
+
+def _bound_key(v: float | torch.Tensor | None) -> Hashable:
+    return tensor_key(v) if isinstance(v, torch.Tensor) else v
