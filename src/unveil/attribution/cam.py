@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal, Union
 
 import torch
 
-from ..core.batching import BatchSize, run_chunked
+from ..core.batching import BatchSize, rows_located, run_chunked
 from ..core.options import Option
 from ..core.registry import register
 from ..errors import ModelError, OptionError
@@ -143,7 +143,8 @@ class _CAM(SinglePassAttributor):
             return rows["out"]
 
         outputs = run_chunked(
-            run, x.shape[0], consume=consume, batch_size=self.batch_size, model=model,
+            rows_located(run, x.shape[0]), x.shape[0], consume=consume, batch_size=self.batch_size,
+            model=model,
             grad=grad, key=(self.name, name, tuple(x.shape[1:])),
         )
         assert outputs is not None

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.batching import BatchSize, map_chunked, run_chunked
+from ..core.batching import BatchSize, map_chunked, rows_located, run_chunked
 from ..core.model import Model, TargetSpec
 from ..core.options import Option
 from ..core.registry import register
@@ -109,7 +109,8 @@ def fused_pass(
             parts[k].append(v)
 
     run_chunked(
-        run, x.shape[0], consume=consume, batch_size=batch_size, model=model, grad=True,
+        rows_located(run, x.shape[0]), x.shape[0], consume=consume, batch_size=batch_size,
+        model=model, grad=True,
         key=space.key("gradient", x.shape[0]),
     )
     out = {k: torch.cat(v) for k, v in parts.items()}

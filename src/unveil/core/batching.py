@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import torch
 from torch import nn
@@ -206,18 +206,27 @@ def n_chunks(total: int, size: int) -> int:
     return math.ceil(total / size)
 
 
-def map_chunked(run: Callable[[int, int], torch.Tensor], total: int, **options: Any) -> torch.Tensor:
-    """:func:`run_chunked` for a pure ``run``: the concatenated per-chunk results.
+R = TypeVar("R")
 
-    A :class:`~unveil.errors.NonFiniteOutputError` from a chunk is re-raised with the row
-    numbers of the whole range (not of the chunk)."""
 
-    def located(a: int, b: int) -> torch.Tensor:
+def rows_located(run: Callable[[int, int], R], total: int) -> Callable[[int, int], R]:
+    """``run`` whose :class:`~unveil.errors.NonFiniteOutputError` names rows of the whole range
+    ``0..total`` rather than of the chunk ``a..b`` (for chunks of the explained rows)."""
+
+    def located(a: int, b: int) -> R:
         try:
             return run(a, b)
         except NonFiniteOutputError as exc:
             raise exc.shifted(a, total) from exc
 
-    out = run_chunked(located, total, **options)
+    return located
+
+
+def map_chunked(run: Callable[[int, int], torch.Tensor], total: int, **options: Any) -> torch.Tensor:
+    """:func:`run_chunked` for a pure ``run``: the concatenated per-chunk results.
+
+    A :class:`~unveil.errors.NonFiniteOutputError` from a chunk is re-raised with the row
+    numbers of the whole range (not of the chunk)."""
+    out = run_chunked(rows_located(run, total), total, **options)
     assert out is not None
     return out

@@ -50,7 +50,10 @@ def to_tensor(x: Any, *, name: str = "inputs") -> torch.Tensor:
             f"{name} must be a numeric tensor or array, got dtype {arr.dtype}; encode text as "
             "token ids and categories as numbers first"
         )
-    return torch.from_numpy(np.ascontiguousarray(arr))
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # e.g. a pandas frame's values: torch warns on read-only memory
+        arr = arr.copy()
+    return torch.from_numpy(arr)
 
 
 def _raw_output(out: Any) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Any, Literal, Union
 
 import torch
 
-from ...core.batching import BatchSize, run_chunked
+from ...core.batching import BatchSize, rows_located, run_chunked
 from ...core.model import Model
 from ...core.options import ArrayLike, Option
 from ...core.prepared import by_identity, cached, tensor_key
@@ -151,7 +151,7 @@ buffers stay the same.
             return res[0]
 
         # the copy is what runs: its layers size the memory budget of a chunk
-        outputs = run_chunked(run, x.shape[0], consume=consume, batch_size=self.batch_size,
+        outputs = run_chunked(rows_located(run, x.shape[0]), x.shape[0], consume=consume, batch_size=self.batch_size,
                               model=dup, grad=True, key=("lrp", tuple(x.shape[1:])))
         assert outputs is not None
         rows = {k: torch.cat(v) for k, v in parts.items()}
