@@ -57,6 +57,16 @@ class MethodRun:
         """``"ok"``, ``"error"`` or ``"skipped"``."""
         return "error" if self.error else "skipped" if self.skipped else "ok"
 
+    @property
+    def shown_status(self) -> str:
+        """The status a reader sees: ``"degenerate"`` (or ``"degenerate on 1 of 4 inputs"``)
+        instead of ``"ok"`` when the map is constant for some input (``quality["degenerate"]``)."""
+        d: Any = self.explanation.quality.get("degenerate") if self.explanation is not None else None
+        if isinstance(d, dict) and d.get("n"):
+            n, of = int(d["n"]), int(d.get("of") or d["n"])
+            return "degenerate" if n >= of else f"degenerate on {n} of {of} inputs"
+        return self.status
+
 
 @dataclass
 class Section:
@@ -93,7 +103,7 @@ class Section:
             "input_shape": list(self.inputs.shape),
             **jsonable(_describe(self.settings)),
             "methods": {
-                r.method: {"status": r.status, "options": jsonable(_describe(r.options))}
+                r.method: {"status": r.shown_status, "options": jsonable(_describe(r.options))}
                 | ({"params": jsonable(r.explanation.params), "seed": r.explanation.seed}
                    if r.explanation is not None else {})
                 for r in self.runs

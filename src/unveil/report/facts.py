@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.explanation import Explanation
-from ._stats import concentration, region
+from ._stats import Agreement, concentration, region
 from .narrative import (
     AGREE_PARTLY,
     AGREE_WELL,
@@ -25,7 +25,8 @@ from .render import _heat2d, display_kind, element_values, feature_table, token_
 if TYPE_CHECKING:
     from ._builder import MethodRun, Section
 
-__all__ = ["HOW_MEASURED", "Lead", "Reason", "class_name", "degenerate_reason", "is_signed",
+__all__ = ["HOW_MEASURED", "Lead", "Reason", "class_name", "degenerate_reason", "input_agreement",
+           "is_signed",
            "lead_margin", "lead_method", "method_facts", "outside_warning", "prediction", "probabilities",
            "reasons", "sample_narrative", "section_trust_summary", "trust_line", "usable_runs"]
 
@@ -147,8 +148,7 @@ def sample_narrative(section: Section, i: int, runs: list[MethodRun]) -> Narrati
     elif facts:
         facts[0].how = (f" (measured most faithful on these inputs: {HOW_MEASURED})" if lead.measured
                         else " (its faithfulness was not measured)")
-    samples = section.trust.samples
-    agree = samples[i] if i < len(samples) else None
+    agree = input_agreement(section, i, runs)
     exps = [r.explanation for r in runs if r.explanation is not None]
     kind = display_kind(exps[0]) if exps else {"tabular": "table"}.get(section.modality, section.modality)
     nar = narrate(prediction(section, i), facts, agree, kind=kind)
@@ -188,6 +188,18 @@ class Lead:
     why: str  # how it was chosen, in words
     n_judged: int = 0
     n_faithful: int = 0
+
+
+def input_agreement(section: Section, i: int, runs: list[MethodRun]) -> Agreement | None:
+    """The methods' agreement on input ``i``, leaving out the maps that are degenerate on it."""
+    from .trust import sample_agreement
+
+    ok = [r for r in runs if r.explanation is not None]
+    use = usable_runs(ok, i)
+    if len(use) == len(ok):
+        samples = section.trust.samples
+        return samples[i] if i < len(samples) else None
+    return sample_agreement(use, i)
 
 
 def lead_margin(section: Section, method: str) -> float | None:
@@ -308,8 +320,7 @@ def trust_line(section: Section, i: int, lead: Lead) -> str:
                 "methods judged passed)")
     else:
         line = f"Not verified: {name} was chosen without measuring it ({lead.why})"
-    samples = section.trust.samples
-    ag = samples[i] if i < len(samples) else None
+    ag = input_agreement(section, i, list(section.runs))
     r = ag.mean_rank() if ag is not None and len(ag.methods) >= 2 else float("nan")
     if np.isfinite(r) and ag is not None and ag.size >= MIN_FEATURES_TO_COMPARE:
         word = ("agree well" if r >= AGREE_WELL else "agree only partly" if r >= AGREE_PARTLY

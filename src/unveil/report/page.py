@@ -38,12 +38,9 @@ __all__ = ["counts_line", "render_report", "run_status"]
 def run_status(r: MethodRun) -> tuple[str, str]:
     """A run's status as shown (``"degenerate"`` rather than ``"ok"`` for a blank map) and its
     note."""
-    e = r.explanation
-    d: Any = e.quality.get("degenerate") if e is not None and isinstance(e.quality, dict) else None
+    d: Any = r.explanation.quality.get("degenerate") if r.explanation is not None else None
     if isinstance(d, dict) and d.get("n"):
-        n, of = int(d["n"]), int(d.get("of") or d["n"])
-        status = "degenerate" if n >= of else f"degenerate on {n} of {of} inputs"
-        return status, f"{d.get('kind', 'constant')} map: {d.get('reason', '')}"
+        return r.shown_status, f"{d.get('kind', 'constant')} map: {d.get('reason', '')}"
     return r.status, r.error or r.skipped or ""
 
 
