@@ -141,7 +141,7 @@ def test_page_opens_with_decision_reasons_and_verdict(planted, credit) -> None:
     assert html.escape(f"{NAMES[top]} = {float(X[0, top]):.4g} ({level}) pushed towards "
                        f"{CLASSES[k]}") in first
     verdict = re.search(r'data-testid="verdict">(.*?)</p>', first).group(1)
-    assert f"{html.escape(name)}&#x27;s ranking beat a random order" in verdict
+    assert f"the ranking of {html.escape(name)} beat a random order" in verdict
     assert f"faithfulness margin {lead.margin:+.3g}" in verdict
     # order on the page: decision, reasons, verdict, then the per-method detail
     pos = [first.index(f'data-testid="{k}"') for k in ("decision", "reasons", "verdict", "legend")]

@@ -55,8 +55,8 @@ def audit_sentences(a: BiasAudit) -> list[str]:
     if "disparity" in kinds:
         rates = {g: m["selection_rate"] for g, m in a.group_metrics.items()}
         lo, hi = min(rates, key=rates.__getitem__), max(rates, key=rates.__getitem__)
-        out.append(f"The group {a.group_name(hi)} receives the decision \u201c{a.decision}\u201d "
-                   f"{_pct(rates[hi])} of the time and the group {a.group_name(lo)} {_pct(rates[lo])}. Outcomes can differ for reasons that are legitimate; a "
+        out.append(f"The group {a.group_name(hi)} receives the decision \u201c{a.decision}\u201d in "
+                   f"{_pct(rates[hi])} of cases; the group {a.group_name(lo)} in {_pct(rates[lo])}. Outcomes can differ for reasons that are legitimate; a "
                    "person who knows the domain should judge whether these are.")
     if not out:
         out.append(f"The model's decisions do not depend on {a.sensitive!r} or on the columns that "

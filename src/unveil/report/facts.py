@@ -315,7 +315,7 @@ def trust_line(section: Section, i: int, lead: Lead) -> str:
         return f"Do not read the maps below as the model's reasons: {lead.why}."
     name = display_name(lead.method)
     if lead.measured:
-        line = (f"Trustworthy as far as measured: {name}'s ranking beat a random order "
+        line = (f"Trustworthy as far as measured: the ranking of {name} beat a random order "
                 f"(faithfulness margin {lead.margin:+.3g}; {lead.n_faithful} of {lead.n_judged} "
                 "methods judged passed)")
     else:

@@ -100,6 +100,7 @@ def bars_html(rows: list[Row], *, show_value: bool = True, signed: bool = True) 
     right and blue to the left for signed values, one purple bar for magnitudes."""
     scale = max((abs(r.attribution) for r in rows), default=0.0) or 1.0
     out = [f'<table class="uv-bars{"" if signed else " uv-m"}">']
+    sign = "+" if signed else ""
     for r in rows:
         w = 100.0 * abs(r.attribution) / scale
         left, right = (w, 0.0) if r.attribution < 0 else (0.0, w)
@@ -107,7 +108,7 @@ def bars_html(rows: list[Row], *, show_value: bool = True, signed: bool = True) 
         out.append(
             f"<tr><td>{escape(r.name)}</td>{val}<td><div class=\"uv-axis\"><span class=\"uv-l\">"
             f"<i style=\"width:{left:.1f}%\"></i></span><span class=\"uv-r\"><i style=\"width:"
-            f"{right:.1f}%\"></i></span></div></td><td>{r.attribution:+.3g}</td></tr>"
+            f"{right:.1f}%\"></i></span></div></td><td>{r.attribution:{sign}.3g}</td></tr>"
         )
     return "".join(out) + "</table>"
 

@@ -30,6 +30,7 @@ from .narrative import display_name, pct
 from .render import Row
 
 if TYPE_CHECKING:
+    from ..core.explanation import Explanation
     from ._builder import MethodRun, Report, Section
 
 __all__ = ["counts_line", "render_report", "run_status"]
@@ -104,6 +105,20 @@ def _decision_html(section: Section, i: int, *, note_unnamed: bool) -> str:
     return f'<p class="uv-decision" data-testid="decision">{line}</p>'
 
 
+_BASELINES = {"zeros": "an all-zero input", "mean": "the data's mean", "blur": "a blurred input",
+              "uniform": "uniform noise"}
+
+
+def _compared_with(exp: Explanation) -> str:
+    """``; each compared with an all-zero input`` for methods that measure against a baseline."""
+    b = exp.params.get("baseline")
+    if exp.params.get("value_function") == "background" or exp.method in ("gradient_shap", "deeplift_shap"):
+        return "; each compared with the background rows"
+    if isinstance(b, str):
+        return f"; each compared with {_BASELINES.get(b, f'a {b} baseline')}"
+    return ""
+
+
 def _reasons_html(section: Section, i: int, ok: list[MethodRun]) -> str:
     lead = lead_method(section, i, ok)
     if lead.method is None:
@@ -113,7 +128,7 @@ def _reasons_html(section: Section, i: int, ok: list[MethodRun]) -> str:
     name = escape(display_name(lead.method))
     how = (f"the method measured most faithful here, {term('faithfulness_margin', 'ranked by deletion/insertion against a random order')}"
            if lead.measured else "faithfulness not measured")
-    head = f"Strongest reasons, according to {name} ({how}):"
+    head = f"Strongest reasons, according to {name} ({how}{escape(_compared_with(exp))}):"
     found = reasons(section, exp, i)
     if found:
         items = "".join(f"<li>{escape(r.text(target))}</li>" for r in found)
