@@ -245,3 +245,15 @@ def test_input_outside_the_data_is_warned_about_beside_the_decision(credit) -> N
     assert "outside the data the model knows: income = 1000" in warn
     assert blocks[1].index('data-testid="decision"') < blocks[1].index('data-testid="outside"') \
         < blocks[1].index('data-testid="reasons"')
+
+
+def test_terms_in_the_narrative_get_a_tooltip_and_stay_escaped() -> None:
+    from unveil.report.glossary import glossary_html, mark_terms
+
+    out = mark_terms("the attributions of <X> miss the change in score by 40%; sanity check, "
+                     "sanity check")
+    assert "&lt;X&gt;" in out and "<X>" not in out
+    assert out.count('data-term="completeness_gap"') == 1 and out.count('data-term="sanity_check"') == 1
+    gloss = glossary_html(out)
+    assert "<dt>completeness gap</dt>" in gloss and "<dt>sanity check</dt>" in gloss
+    assert "faithfulness margin" not in gloss and glossary_html("no terms here") == ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from html import escape
 
-__all__ = ["TERMS", "glossary_html", "term"]
+__all__ = ["TERMS", "glossary_html", "mark_terms", "term"]
 
 #: key -> (the term as printed, its definition in plain words)
 TERMS: dict[str, tuple[str, str]] = {
@@ -71,6 +71,20 @@ def term(key: str, label: str | None = None) -> str:
     words, definition = TERMS[key]
     return (f'<span class="uv-term" data-term="{key}" title="{escape(definition)}">'
             f"{escape(label or words)}</span>")
+
+
+#: Phrases of the narrative that name a term of :data:`TERMS`.
+_PHRASES = {"sanity check": "sanity_check", "rank correlation": "agreement",
+            "miss the change in score": "completeness_gap", "deletion AUC": "deletion_auc",
+            "faithfulness margin": "faithfulness_margin"}
+
+
+def mark_terms(text: str) -> str:
+    """Escape ``text`` and give the first mention of each term a tooltip (:func:`term`)."""
+    out = escape(text)
+    for phrase, key in _PHRASES.items():
+        out = out.replace(escape(phrase), term(key, phrase), 1)
+    return out
 
 
 def glossary_html(body: str) -> str:

@@ -24,7 +24,7 @@ from .facts import (
     trust_line,
     usable_runs,
 )
-from .glossary import glossary_html, term
+from .glossary import glossary_html, mark_terms, term
 from .html import bars_html, document, fmt, legend_html, maps_html
 from .narrative import display_name, pct
 from .render import Row
@@ -155,7 +155,7 @@ def _sample_html(section: Section, i: int, ok: list[MethodRun]) -> str:
     others = [it for r, it in zip(ok, items) if r.method != lead.method]
     target = prediction(section, i).target
     nar = sample_narrative(section, i, ok)
-    cautions = "".join(f'<p class="uv-caution">Caution: {escape(c)}</p>' for c in nar.cautions)
+    cautions = "".join(f'<p class="uv-caution">Caution: {mark_terms(c)}</p>' for c in nar.cautions)
     detail = (maps_html(first + others, i) if len(items) <= 4 else
               maps_html(first or others[:1], i) + f"<details><summary>Maps of the other "
               f"{len(others) - (0 if first else 1)} methods</summary>"
@@ -164,7 +164,7 @@ def _sample_html(section: Section, i: int, ok: list[MethodRun]) -> str:
     n_usable = len(usable_runs(ok, i))
     return (f'<article class="uv-sample" data-testid="input"><h4>Input {i}</h4>{summary}'
             f"{legend}{detail}"
-            f'<p class="uv-narrative">{escape(" ".join(nar.sentences))}</p>{cautions}'
+            f'<p class="uv-narrative">{mark_terms(" ".join(nar.sentences))}</p>{cautions}'
             + ('' if n_usable == len(items) else
                f'<p class="uv-muted">{len(items) - n_usable} degenerate map(s) left out of the '
                "description.</p>") + "</article>")
@@ -230,9 +230,9 @@ def _trust_html(section: Section) -> str:
                     f"<td>{_answer(v.get('sanity'), _sanity_detail(v.get('sanity')))}</td>"
                     f"<td>{a}</td>{cells}</tr>")
     summary = section_trust_summary(section)
-    out = "".join(f'<p class="uv-narrative">{escape(" ".join(summary.sentences))}</p>'
+    out = "".join(f'<p class="uv-narrative">{mark_terms(" ".join(summary.sentences))}</p>'
                   for _ in [0] if summary.sentences)
-    out += "".join(f'<p class="uv-caution">Caution: {escape(c)}</p>' for c in summary.cautions)
+    out += "".join(f'<p class="uv-caution">Caution: {mark_terms(c)}</p>' for c in summary.cautions)
     out += "".join(rows) + "</table>"
     for check, rule in rules.items():
         out += f'<p class="uv-muted">{escape(check)}: {escape(rule)}.</p>'
