@@ -257,3 +257,22 @@ def test_terms_in_the_narrative_get_a_tooltip_and_stay_escaped() -> None:
     gloss = glossary_html(out)
     assert "<dt>completeness gap</dt>" in gloss and "<dt>sanity check</dt>" in gloss
     assert "faithfulness margin" not in gloss and glossary_html("no terms here") == ""
+
+
+def test_reasons_for_words_follow_the_sign_convention() -> None:
+    from types import SimpleNamespace
+
+    from unveil.core.explanation import Explanation
+
+    toks = [["good", "not", "great", "film"]]
+    signed = Explanation(values=np.array([[0.2, -0.4, 0.5, 0.0]]), inputs=np.array([[3, 4, 5, 6]]),
+                         method="integrated_gradients", modality="text", meta={"tokens": toks})
+    rs = reasons(SimpleNamespace(reference=None), signed, 0)
+    assert [r.text("positive") for r in rs] == [
+        "\u201cgreat\u201d pushed towards positive", "\u201cgood\u201d pushed towards positive",
+        "\u201cnot\u201d pushed against positive"]
+    mag = Explanation(values=np.array([[0.2, 0.4, 0.5, 0.0]]), inputs=np.array([[3, 4, 5, 6]]),
+                      method="saliency", modality="text", meta={"tokens": toks}, params={"abs": True})
+    rs = reasons(SimpleNamespace(reference=None), mag, 0)
+    assert [r.name for r in rs] == ["\u201cgreat\u201d", "\u201cnot\u201d", "\u201cgood\u201d"]
+    assert all("does not say in which direction" in r.text("positive") for r in rs)
