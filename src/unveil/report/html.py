@@ -130,16 +130,23 @@ def colour_bar(scale: float, *, signed: bool) -> str:
             f'linear-gradient(to right,{grad})"></div><div class="uv-cbar-l">{spans}</div></div>')
 
 
+def _some(names: list[str], most: int = 5) -> str:
+    """``A, B and C``, or ``A and 20 others`` for a long list."""
+    if len(names) > most:
+        return f"{names[0]} and {len(names) - 1} others"
+    return ", ".join(names)
+
+
 def legend_html(items: list[tuple[str, Explanation]], target: str = "the explained class") -> str:
     """What the colours mean, for the signed and for the magnitude maps among ``items``."""
     signed = [cap for cap, e in items if is_signed(e)]
     unsigned = [cap for cap, e in items if not is_signed(e)]
     parts = []
     if signed:
-        parts.append(f"Signed maps ({escape(', '.join(signed))}): <b class=\"r\">red</b>: towards "
+        parts.append(f"Signed maps ({escape(_some(signed))}): <b class=\"r\">red</b>: towards "
                      f"{escape(target)}, <b class=\"b\">blue</b>: against.")
     if unsigned:
-        parts.append(f"Magnitude maps ({escape(', '.join(unsigned))}): <b class=\"m\">purple</b>: "
+        parts.append(f"Magnitude maps ({escape(_some(unsigned))}): <b class=\"m\">purple</b>: "
                      "how much the score depends on it, not in which direction.")
     parts.append("Each map has its own colour scale, drawn under it.")
     return f'<p class="uv-legend" data-testid="legend">{" ".join(parts)}</p>'

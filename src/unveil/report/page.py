@@ -160,7 +160,7 @@ def _sample_html(section: Section, i: int, ok: list[MethodRun]) -> str:
               maps_html(first or others[:1], i) + f"<details><summary>Maps of the other "
               f"{len(others) - (0 if first else 1)} methods</summary>"
               f"{maps_html(others if first else others[1:], i)}</details>")
-    legend = legend_html(items, target)
+    legend = legend_html(first + others, target)
     n_usable = len(usable_runs(ok, i))
     return (f'<article class="uv-sample" data-testid="input"><h4>Input {i}</h4>{summary}'
             f"{legend}{detail}"
@@ -207,6 +207,7 @@ def _sanity_detail(v: dict[str, Any] | None) -> str:
 def _trust_html(section: Section) -> str:
     t = section.trust
     names = [r.method for r in section.runs if r.explanation is not None]
+    names.sort(key=lambda m: -(lead_margin(section, m) or -np.inf))  # the most faithful first
     figs = sorted({k for q in t.quality.values() for k in q})
     head = "".join(f"<th>{escape(k)}</th>" for k in figs)
     rows = [f"<table class=\"uv-grid\"><tr><th>method</th><th>faithful? "
