@@ -482,7 +482,7 @@ def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pi
                           f"(class names: {', '.join(loaded.class_names or []) or 'none known'})")
     res = bias_audit(loaded.model, table.X, sensitive=col, y=table.labels, feature_names=names,
                      positive=pos, threshold=threshold, attribution=attribution, seed=seed,
-                     preprocess=table.preprocess)
+                     preprocess=table.preprocess, class_names=loaded.class_names)
     path = res.save(out) if out else None
     if as_json:
         _echo_json({**res.to_dict(), "out": str(path) if path else None})

@@ -50,3 +50,27 @@ def test_fair_model_page_reassures_and_json_round_trips(pages, tmp_path):
     assert data["verdict"] == biased.verdict and data["flip_rate"] == pytest.approx(biased.flip_rate)
     with pytest.raises(OptionError, match=r"\.html or \.json"):
         biased.save(tmp_path / "audit.pdf")
+
+
+def test_page_names_the_decision_and_the_groups(tmp_path):
+    X, y, names = synthetic_credit(400, seed=2)
+    a = bias_audit(credit_scorer(), X, sensitive="gender", y=y, feature_names=names, n_explain=60,
+                   class_names=["rejected", "approved"], group_names={0: "men", 1: "women"})
+    assert a.decision == "approved" and a.group_name("1") == "women (gender = 1)"
+    page = a.to_html()
+    check_self_contained(page)
+    facts = re.search(r'data-testid="audit-facts">(.*?)</p>', page).group(1)
+    assert "men (gender = 0); women (gender = 1)" in facts
+    assert "the favourable decision audited: <b>approved</b>" in facts
+    assert "class 1" not in page and "(no class names given)" not in page
+    assert "<td>women (gender = 1)</td>" in page and "decision \u201capproved\u201d" in page
+    if "disparity" in {f.kind for f in a.flags}:
+        assert "receives the decision \u201capproved\u201d" in page
+    gloss = re.search(r'data-testid="glossary">(.*?)</details>', page, re.S).group(1)
+    assert "<dt>demographic parity difference</dt>" in gloss and "<dt>counterfactual flip rate</dt>" in gloss
+    assert "deletion AUC" not in gloss
+    assert json.loads(a.save(tmp_path / "a.json").read_text())["class_names"] == ["rejected", "approved"]
+    # without names: said once, not silently
+    plain = bias_audit(credit_scorer(), X, sensitive="gender", y=y, feature_names=names, n_explain=60)
+    p2 = plain.to_html()
+    assert p2.count("class 1 (no class names given)") == 1 and "gender = 0; gender = 1" in p2

@@ -42,6 +42,10 @@ def test_small_demo_has_a_trust_card(tmp_path) -> None:
     assert sec.trust.answer("saliency", "sanity") is not None  # the demo checks saliency
     assert sec.trust.answer("integrated_gradients", "faithful") is not None
     assert "Rules of a depth-3 surrogate tree" in page
+    # a reader meets the decision first; the method table and the JSON come after, folded
+    assert page.index('data-testid="decision">Decision: <b>') < page.index("<h3>Methods</h3>")
+    assert "<pre>{" not in page.split('data-testid="reproducibility"')[0]
+    assert "2 methods ran" in page
     # the rules read in the data set's own units (the network standardises inside)
     import html
 

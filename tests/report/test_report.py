@@ -47,13 +47,15 @@ def test_reproducibility_block() -> None:
     rep = report(net, torch.randn(2, 6), methods=["integrated_gradients"], seed=7,
                  options={"integrated_gradients": {"n_steps": 5}})
     exp = rep.explanations["integrated_gradients"]
-    block = re.search(r"<h3>Reproducibility</h3><pre>(.*?)</pre>", rep.html, re.S)
+    block = re.search(r'<details data-testid="reproducibility"><summary>[^<]*</summary><pre>(.*?)</pre>',
+                      rep.html, re.S)
     assert block is not None
     data = json.loads(block.group(1).replace("&quot;", '"').replace("&#x27;", "'"))
     assert data["fingerprint"] == exp.fingerprint == uv.Model(net).fingerprint()
     m = data["methods"]["integrated_gradients"]
     assert m["params"]["n_steps"] == 5 and m["seed"] == 7 and m["status"] == "ok"
-    env = re.search(r"<h2>Environment</h2><pre>(.*?)</pre>", rep.html, re.S).group(1)
+    env = re.search(r'data-testid="environment"><summary>[^<]*</summary><pre>(.*?)</pre>', rep.html,
+                    re.S).group(1)
     assert f"&quot;torch&quot;: &quot;{torch.__version__}&quot;" in env
 
 
@@ -62,10 +64,12 @@ def test_narrative_names_the_decisive_feature() -> None:
     net = _linear([0.0, 0.0, 3.0, 0.0])
     x = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
     rep = report(net, x, methods=["integrated_gradients", "saliency"], target=1,
-                 feature_names=["a", "b", "c", "d"], class_names=["no", "yes"])
+                 feature_names=["a", "b", "c", "d"], class_names=["no", "yes"], evaluate=False)
     text = re.search(r'class="uv-narrative">([^<]*)', rep.html).group(1)
     assert "The model predicts yes with 95% confidence" in text  # softmax(0, 3)[1] = 0.953
-    assert "pushed the prediction towards yes most were c." in text
+    assert ("According to Integrated Gradients (its faithfulness was not measured), the features "
+            "that pushed the prediction towards yes most were c.") in text
+    assert "c = 1 pushed towards yes" in rep.html  # the reason, with the input's value
     assert "c is among the 1 strongest features in 2" in text
 
 
@@ -156,8 +160,9 @@ def test_trust_card_reads_the_metrics_figures() -> None:
     assert t.quality["saliency"]["sparseness"] == pytest.approx(
         metrics.sparseness(net, rep.explanations["saliency"]).value)
     page = rep.html
-    assert f"deletion {got['figures']['deletion_auc']:.3g} vs" in page
-    assert "passes sanity?" in page and "sparseness" in page
+    assert f"deletion AUC</span> {got['figures']['deletion_auc']:.3g} vs" in page
+    assert f"margin</span> {got['figures']['faithfulness_margin']:+.3g}" in page
+    assert re.search(r"passes <span[^>]*>sanity</span>\?", page) and "sparseness" in page
 
 
 def test_global_section_has_surrogate_rules() -> None:

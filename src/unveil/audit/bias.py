@@ -107,6 +107,23 @@ class BiasAudit:
     thresholds: AuditThresholds
     flags: list[Flag] = field(default_factory=list)
     verdict: str = "pass"
+    #: names of the model's classes (``class_names[positive]`` names the favourable decision)
+    class_names: list[str] | None = None
+    #: readable names of the groups, by group label (``{"1": "not religious"}``)
+    group_names: dict[str, str] | None = None
+
+    @property
+    def decision(self) -> str:
+        """The favourable decision by its class name (``class 1`` when no names are known)."""
+        names = self.class_names
+        return names[self.positive] if names and 0 <= self.positive < len(names) else f"class {self.positive}"
+
+    def group_name(self, group: str) -> str:
+        """A group as a reader knows it: its name and value (``not religious (religious = 1)``),
+        or ``religious = 1`` when the groups have no names."""
+        name = (self.group_names or {}).get(str(group))
+        value = f"{self.sensitive} = {group}"
+        return f"{name} ({value})" if name else value
 
     @property
     def flagged_features(self) -> list[str]:
@@ -209,7 +226,8 @@ def bias_audit(
     sensitive_name: str | None = None, positive: Any = 1, threshold: float | None = None,
     attribution: Any = "shapley", n_explain: int = 200, n_background: int = 32, n_samples: int = 256,
     thresholds: AuditThresholds | None = None, seed: int = 0, preprocess: Any = None,
-    batch_size: BatchSize = "auto",
+    batch_size: BatchSize = "auto", class_names: Sequence[str] | None = None,
+    group_names: dict[Any, str] | None = None,
 ) -> BiasAudit:
     """Audit ``model`` for reliance on a sensitive attribute.
 
@@ -231,6 +249,9 @@ def bias_audit(
     preprocess : function of the table's rows (N, F) -> the model's inputs, optional: audit in
         the table's own units (groups ``0``/``1``, not standardised codes) while the model is
         queried on ``preprocess(X)``
+    class_names : names of the model's classes, so that the page names the favourable decision
+        (``"approved"``) rather than its index
+    group_names : readable names of the sensitive attribute's values, e.g. ``{1: "not religious"}``
 
     Returns
     -------
@@ -270,7 +291,10 @@ def bias_audit(
                                   threshold, batch_size)
     audit = BiasAudit(sname, [group_label(g) for g in groups], int(Xa.shape[0]), positive, by_group, dp, eo,
                       method, shares, None if col is None else shares[names[col]], proxies,
-                      float(sum(shares[p.feature] for p in proxies if p.is_proxy)), recon, flip, flip_p, th)
+                      float(sum(shares[p.feature] for p in proxies if p.is_proxy)), recon, flip, flip_p, th,
+                      class_names=None if class_names is None else [str(c) for c in class_names],
+                      group_names=None if group_names is None else {
+                          group_label(k): str(v) for k, v in group_names.items()})
     _judge(audit)
     return audit
 

@@ -18,7 +18,15 @@ from torch import nn
 from ..errors import require
 from .bias import BiasAudit, bias_audit
 
-__all__ = ["FairExample", "credit_scorer", "fair_example", "load_fair", "synthetic_credit"]
+__all__ = ["CREDIT_CLASSES", "FAIR_CLASSES", "RELIGIOUS", "FairExample", "credit_scorer",
+           "fair_example", "load_fair", "synthetic_credit"]
+
+#: What the values of ``religious`` mean (statsmodels' description of the data).
+RELIGIOUS = {1: "not religious", 2: "mildly religious", 3: "fairly religious", 4: "strongly religious"}
+#: The network's two classes (the target is ``affairs > 0``).
+FAIR_CLASSES = ["no affairs", "affairs"]
+#: :func:`credit_scorer`'s two classes.
+CREDIT_CLASSES = ["rejected", "approved"]
 
 FEATURES = ["rate_marriage", "age", "yrs_married", "children", "religious", "educ", "occupation",
             "occupation_husb"]
@@ -106,8 +114,11 @@ def fair_example(
     net = train_net(Xtr, ytr, col if ignore_sensitive else None, seed)
     with torch.no_grad():
         acc = float((net(torch.tensor(Xte, dtype=torch.float32)).argmax(1).numpy() == yte).mean())
+    known: dict[str, Any] = {"class_names": FAIR_CLASSES}
+    if sensitive == "religious":
+        known["group_names"] = RELIGIOUS
     audit = bias_audit(net, Xte, sensitive=sensitive, y=yte, feature_names=names, n_explain=n_explain,
-                       seed=seed, **options)
+                       seed=seed, **{**known, **options})
     return FairExample(audit, net, acc, Xte, yte, names)
 
 

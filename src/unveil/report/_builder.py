@@ -22,7 +22,8 @@ from ..errors import OptionError, UnveilError
 from .trust import GlobalFacts, TrustCard, global_facts, trust_card
 
 __all__ = ["MethodRun", "Report", "Section", "accepted_options", "build_section", "check_options",
-           "default_methods", "report", "run_method", "skip_not_applicable", "skip_reason"]
+           "default_methods", "preferred_order", "report", "run_method", "skip_not_applicable",
+           "skip_reason"]
 
 log = logging.getLogger("unveil.report")
 
@@ -49,6 +50,16 @@ class MethodRun:
         """``"ok"``, ``"error"`` or ``"skipped"``."""
         return "error" if self.error else "skipped" if self.skipped else "ok"
 
+    @property
+    def shown_status(self) -> str:
+        """The status a reader sees: ``"degenerate"`` (or ``"degenerate on 1 of 4 inputs"``)
+        instead of ``"ok"`` when the map is constant for some input (``quality["degenerate"]``)."""
+        d: Any = self.explanation.quality.get("degenerate") if self.explanation is not None else None
+        if isinstance(d, dict) and d.get("n"):
+            n, of = int(d["n"]), int(d.get("of") or d["n"])
+            return "degenerate" if n >= of else f"degenerate on {n} of {of} inputs"
+        return self.status
+
 
 @dataclass
 class Section:
@@ -69,6 +80,8 @@ class Section:
     labels: np.ndarray | None = None
     tokens: list[list[str]] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    #: rows of the model's data (model inputs, tables only): what "high" and "low" mean
+    reference: np.ndarray | None = None
 
     @property
     def explanations(self) -> dict[str, Explanation]:
@@ -83,7 +96,7 @@ class Section:
             "input_shape": list(self.inputs.shape),
             **jsonable(_describe(self.settings)),
             "methods": {
-                r.method: {"status": r.status, "options": jsonable(_describe(r.options))}
+                r.method: {"status": r.shown_status, "options": jsonable(_describe(r.options))}
                 | ({"params": jsonable(r.explanation.params), "seed": r.explanation.seed}
                    if r.explanation is not None else {})
                 for r in self.runs
@@ -131,7 +144,7 @@ class Report:
     @property
     def html(self) -> str:
         """The report as one HTML document (images embedded, no external resource)."""
-        from .html import render_report
+        from .page import render_report
 
         return render_report(self)
 
@@ -220,6 +233,13 @@ def skip_reason(info: MethodInfo, modality: str, model: Model) -> str | None:
     if info.needs_module and model.module is None:
         return "needs a torch.nn.Module"
     return None
+
+
+def preferred_order(modality: str, names: Sequence[str]) -> list[str]:
+    """``names`` with the modality's preferred methods first (the rest in their order)."""
+    ranks = {n: get_method(n).preferred_for.get(modality) for n in names}
+    pref = sorted((n for n in names if ranks[n] is not None), key=lambda n: ranks[n] or 0)
+    return pref + [n for n in names if n not in pref]
 
 
 def default_methods(modality: str, model: Model, k: int = 3) -> list[str]:
@@ -373,9 +393,21 @@ def build_section(
         feature_names=list(map(str, feature_names)) if feature_names is not None else None,
         labels=None if labels is None else np.asarray(labels).reshape(-1),
         tokens=toks,
+        reference=_reference_rows(m, data, modality),
         settings={"target": target if isinstance(target, (str, int)) or target is None else "per-row",
                   "seed": seed, "budget": budget, "options": options or {}},
     )
+
+
+def _reference_rows(m: Model, data: Any, modality: str, limit: int = 2000) -> np.ndarray | None:
+    """Up to ``limit`` rows of ``data`` as the model sees them (tables only; None otherwise)."""
+    if data is None or modality != "tabular":
+        return None
+    try:
+        rows = m.prepare(data)[:limit].detach().cpu().numpy().astype(np.float64)
+    except (UnveilError, TypeError, ValueError):
+        return None
+    return rows if rows.ndim == 2 else None
 
 
 def report(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
+from .glossary import glossary_html, term
 from .html import bars_html, document
 from .render import Row
 
@@ -54,8 +55,8 @@ def audit_sentences(a: BiasAudit) -> list[str]:
     if "disparity" in kinds:
         rates = {g: m["selection_rate"] for g, m in a.group_metrics.items()}
         lo, hi = min(rates, key=rates.__getitem__), max(rates, key=rates.__getitem__)
-        out.append(f"Group {hi} receives the favourable decision {_pct(rates[hi])} of the time and group "
-                   f"{lo} {_pct(rates[lo])}. Outcomes can differ for reasons that are legitimate; a "
+        out.append(f"The group {a.group_name(hi)} receives the decision \u201c{a.decision}\u201d in "
+                   f"{_pct(rates[hi])} of cases; the group {a.group_name(lo)} in {_pct(rates[lo])}. Outcomes can differ for reasons that are legitimate; a "
                    "person who knows the domain should judge whether these are.")
     if not out:
         out.append(f"The model's decisions do not depend on {a.sensitive!r} or on the columns that "
@@ -65,20 +66,25 @@ def audit_sentences(a: BiasAudit) -> list[str]:
 
 def _checks_table(a: BiasAudit) -> str:
     th = a.thresholds
+    sens = escape(a.sensitive)
+    share, flip = term("attribution_share"), term("flip_rate")
     rows: list[tuple[str, str, float | None, float]] = [
-        ("direct use", f"share of attribution carried by {a.sensitive}", a.sensitive_share, th.attribution_share),
-        ("direct use", f"decisions that change when only {a.sensitive} changes", a.flip_rate, th.flip_rate),
+        ("direct use", f"{share} of {sens}", a.sensitive_share, th.attribution_share),
+        ("direct use", f"{flip}: decisions that change when only {sens} changes", a.flip_rate,
+         th.flip_rate),
     ]
     for p in a.proxies:
         if p.is_proxy:
-            rows.append(("proxy", f"share of attribution carried by {p.feature} (predicts {a.sensitive} "
-                                  f"with AUC {p.auc:.2f})", p.attribution_share, th.attribution_share))
+            rows.append(("proxy", f"{share} of {escape(p.feature)} (predicts {sens} with "
+                                  f"{term('proxy_auc')} {p.auc:.2f})", p.attribution_share,
+                         th.attribution_share))
     extra = (None if a.flip_rate is None or a.flip_rate_with_proxies is None
              else a.flip_rate_with_proxies - a.flip_rate)
-    rows.append(("proxy", "extra decisions that change when the proxies move too", extra, th.flip_rate))
-    rows.append(("outcomes", "demographic parity difference", a.demographic_parity_difference,
+    rows.append(("proxy", f"extra {flip} when the proxies move too", extra, th.flip_rate))
+    rows.append(("outcomes", term("demographic_parity_difference"), a.demographic_parity_difference,
                  th.parity_difference))
-    rows.append(("outcomes", "equalized odds difference", a.equalized_odds_difference, th.parity_difference))
+    rows.append(("outcomes", term("equalized_odds_difference"), a.equalized_odds_difference,
+                 th.parity_difference))
     out = ['<table class="uv-grid"><tr><th>evidence</th><th>figure</th><th>value</th><th>threshold</th>'
            "<th>flag</th></tr>"]
     for kind, what, value, limit in rows:
@@ -86,7 +92,7 @@ def _checks_table(a: BiasAudit) -> str:
         mark = ('<span class="uv-bad">flag</span>' if flagged else
                 ('<span class="uv-muted">n/a</span>' if value is None else '<span class="uv-ok">ok</span>'))
         shown = "n/a" if value is None else f"{value:.3f}"
-        out.append(f"<tr><td>{escape(kind)}</td><td>{escape(what)}</td><td>{shown}</td>"
+        out.append(f"<tr><td>{escape(kind)}</td><td>{what}</td><td>{shown}</td>"
                    f"<td>{limit:g}</td><td>{mark}</td></tr>")
     return "".join(out) + "</table>"
 
@@ -94,10 +100,11 @@ def _checks_table(a: BiasAudit) -> str:
 def _groups_table(a: BiasAudit) -> str:
     keys = list(next(iter(a.group_metrics.values())).keys())
     head = "".join(f"<th>{escape(_METRIC_NAMES.get(k, k))}</th>" for k in keys)
+    head = head.replace(">favourable decisions<", f">decision \u201c{escape(a.decision)}\u201d<")
     out = [f'<table class="uv-grid"><tr><th>group of {escape(a.sensitive)}</th>{head}</tr>']
     for g, m in a.group_metrics.items():
         cells = "".join(f"<td>{int(m[k]) if k == 'count' else f'{m[k]:.3f}'}</td>" for k in keys)
-        out.append(f"<tr><td>{escape(g)}</td>{cells}</tr>")
+        out.append(f"<tr><td>{escape(a.group_name(g))}</td>{cells}</tr>")
     return "".join(out) + "</table>"
 
 
@@ -110,25 +117,29 @@ def audit_html(a: BiasAudit, *, title: str | None = None) -> str:
         f"<tr><td>{escape(p.feature)}</td><td>{p.auc:.2f}</td><td>{p.mutual_information:.3f}</td>"
         f"<td>{'yes' if p.is_proxy else 'no'}</td><td>{_pct(p.attribution_share)}</td></tr>"
         for p in sorted(a.proxies, key=lambda p: -p.auc))
+    decision = a.decision + ("" if a.class_names else " (no class names given)")
     body = [
         f"<h1>{escape(title)}</h1>",
-        f'<p class="uv-muted">{a.n_rows} rows, {len(a.groups)} groups of {escape(a.sensitive)} '
-        f"({escape(', '.join(a.groups))}); favourable decision: class {a.positive}.</p>",
-        f'<h2>Verdict: <span class="{cls}">{escape(a.verdict.upper())}</span></h2>',
-        f'<p class="uv-narrative">{escape(line)}</p>',
-        "".join(f'<p class="uv-narrative">{escape(s)}</p>' for s in audit_sentences(a)),
+        f'<p class="uv-muted" data-testid="audit-facts">{a.n_rows} rows, {len(a.groups)} groups of '
+        f"{escape(a.sensitive)} ({escape('; '.join(a.group_name(g) for g in a.groups))}); the "
+        f"favourable decision audited: <b>{escape(decision)}</b>.</p>",
+        f'<h2 data-testid="verdict">Verdict: <span class="{cls}">{escape(a.verdict.upper())}</span></h2>',
+        f'<div data-testid="reasons"><p class="uv-narrative">{escape(line)}</p>',
+        "".join(f'<p class="uv-narrative">{escape(s)}</p>' for s in audit_sentences(a)), "</div>",
         "<h2>Every check and its threshold</h2>", _checks_table(a),
         '<p class="uv-muted">A flag is raised when a value reaches its threshold. The verdict is FAIL '
         "when the attribute itself is used, REVIEW when proxies are used or outcomes differ, PASS "
         "otherwise.</p>",
         "<h2>Outcomes by group</h2>", _groups_table(a),
-        f"<h2>What the decisions rest on ({escape(a.attribution_method)})</h2>",
-        bars_html([Row(n, float("nan"), v) for n, v in shares], show_value=False),
+        f"<h2>What the decisions rest on: each column's {term('attribution_share')} "
+        f"({escape(a.attribution_method)})</h2>",
+        bars_html([Row(n, float("nan"), v) for n, v in shares], show_value=False, signed=False),
         "<h2>Columns that reveal the attribute</h2>",
-        '<table class="uv-grid"><tr><th>column</th><th>AUC predicting it</th><th>mutual information'
+        f'<table class="uv-grid"><tr><th>column</th><th>{term("proxy_auc", "AUC predicting it")}</th><th>mutual information'
         f"</th><th>proxy?</th><th>share of attribution</th></tr>{proxy_rows}</table>"
         if proxy_rows else '<p class="uv-muted">No other column was tested.</p>',
         f'<p class="uv-muted">All columns together predict {escape(a.sensitive)} with AUC '
         f"{a.reconstruction_auc:.2f}.</p>",
     ]
+    body.append(glossary_html("".join(body)))
     return document("".join(body), title)

@@ -3,21 +3,39 @@ styles inline, no script and no external resource of any kind."""
 
 from __future__ import annotations
 
-import json
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.explanation import Explanation, jsonable
-from .facts import class_name, prediction, sample_narrative, section_trust_summary
+from ..core.explanation import Explanation
+from .facts import (
+    class_name,
+    degenerate_reason,
+    is_signed,
+)
 from .narrative import display_name
-from .render import Row, display_kind, feature_table, image_tiles, sequence_tile, token_spans
+from .narrative import pct as pct
+from .render import (
+    MAG,
+    NEG,
+    POS,
+    Row,
+    display_kind,
+    element_values,
+    feature_table,
+    image_tiles,
+    robust_scale,
+    sequence_tile,
+    token_spans,
+    token_values,
+)
 
 if TYPE_CHECKING:
-    from ._builder import MethodRun, Report, Section
+    pass
 
-__all__ = ["CSS", "document", "explanation_html", "render_report"]
+__all__ = ["CSS", "bars_html", "colour_bar", "document", "explanation_html", "fmt", "legend_html",
+           "maps_html"]
 
 CSS = """
 .uv{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2430;line-height:1.45}
@@ -42,11 +60,22 @@ height:auto;image-rendering:pixelated;border:1px solid #cfd6de;border-radius:4px
 .uv table.uv-grid th{background:#eef2f6}.uv .uv-ok{color:#1b7a3a}.uv .uv-bad{color:#b3261e}
 .uv pre{background:#f3f5f8;padding:.7em;border-radius:6px;overflow:auto;font-size:.82em}
 .uv .uv-legend{font-size:.85em;color:#5b6675}.uv .uv-legend b.r{color:#d63027}
-.uv .uv-legend b.b{color:#2a6bbf}
+.uv .uv-legend b.b{color:#2a6bbf}.uv .uv-legend b.m{color:#6b3d99}.uv .uv-m i{background:#6b3d99}
+.uv .uv-cbar{width:144px;margin:.2em auto 0;font-size:.78em;color:#5b6675}
+.uv .uv-cbar-g{height:8px;border:1px solid #cfd6de;border-radius:2px}
+.uv .uv-cbar-l{display:flex;justify-content:space-between}
+.uv .uv-blank{width:144px;height:144px;display:flex;align-items:center;justify-content:center;
+background:repeating-linear-gradient(45deg,#f3f5f8,#f3f5f8 6px,#e6eaef 6px,#e6eaef 12px);
+border:1px dashed #b3261e;border-radius:4px;color:#b3261e;font-weight:600}
+.uv .uv-deg{color:#b3261e;max-width:300px;font-size:.85em}
+.uv .uv-summary{border-left:4px solid #2a6bbf;padding:.1em .8em;margin:.2em 0 .8em;background:#fff}
+.uv .uv-decision{font-size:1.15em;margin:.3em 0}.uv .uv-reasons{margin:.2em 0 .4em 1.2em;padding:0}
+.uv .uv-verdict{margin:.3em 0;font-weight:500}.uv .uv-warn{color:#8a3b00;background:#fff4e5;
+border:1px solid #f0c48a;border-radius:4px;padding:.3em .6em;margin:.3em 0}
+.uv details{margin:.5em 0}.uv summary{cursor:pointer;color:#2a4f7a}
+.uv .uv-term{border-bottom:1px dotted #5b6675;cursor:help}.uv dt{font-weight:600;margin-top:.4em}
+.uv dd{margin:0 0 0 1.2em}
 """
-
-LEGEND = ('<p class="uv-legend">Colours: <b class="r">red</b> pushes towards the explained class, '
-          '<b class="b">blue</b> against it; each map has its own colour scale.</p>')
 
 
 def document(body: str, title: str) -> str:
@@ -59,52 +88,118 @@ def document(body: str, title: str) -> str:
     )
 
 
-def _fmt(v: float | None) -> str:
+def fmt(v: float | None) -> str:
+    """A figure in 3 significant digits (``–`` for a missing one)."""
     if v is None or not np.isfinite(v):
         return "–"
     return f"{v:.3g}"
 
 
-def bars_html(rows: list[Row], *, show_value: bool = True) -> str:
-    """A table of signed horizontal bars, one per row, scaled to the largest magnitude."""
+def bars_html(rows: list[Row], *, show_value: bool = True, signed: bool = True) -> str:
+    """A table of horizontal bars, one per row, scaled to the largest magnitude: red to the
+    right and blue to the left for signed values, one purple bar for magnitudes."""
     scale = max((abs(r.attribution) for r in rows), default=0.0) or 1.0
-    out = ['<table class="uv-bars">']
+    out = [f'<table class="uv-bars{"" if signed else " uv-m"}">']
+    sign = "+" if signed else ""
     for r in rows:
         w = 100.0 * abs(r.attribution) / scale
         left, right = (w, 0.0) if r.attribution < 0 else (0.0, w)
-        val = f"<td class=\"uv-muted\">{_fmt(r.value)}</td>" if show_value and np.isfinite(r.value) else ""
+        val = f"<td class=\"uv-muted\">{fmt(r.value)}</td>" if show_value and np.isfinite(r.value) else ""
         out.append(
             f"<tr><td>{escape(r.name)}</td>{val}<td><div class=\"uv-axis\"><span class=\"uv-l\">"
             f"<i style=\"width:{left:.1f}%\"></i></span><span class=\"uv-r\"><i style=\"width:"
-            f"{right:.1f}%\"></i></span></div></td><td>{r.attribution:+.3g}</td></tr>"
+            f"{right:.1f}%\"></i></span></div></td><td>{r.attribution:{sign}.3g}</td></tr>"
         )
     return "".join(out) + "</table>"
 
 
-def _figure(uri: str, caption: str, *, wide: bool = False) -> str:
+def _rgb(c: np.ndarray) -> str:
+    r, g, b = (np.asarray(c) * 255).round().astype(int)
+    return f"rgb({r},{g},{b})"
+
+
+def colour_bar(scale: float, *, signed: bool) -> str:
+    """A colour bar with its range: blue, white, red from -scale to +scale for a signed map;
+    white to purple from 0 to scale for a magnitude."""
+    if signed:
+        grad, labels = f"{_rgb(NEG)},#fff,{_rgb(POS)}", (f"\u2212{scale:.2g}", "0", f"+{scale:.2g}")
+    else:
+        grad, labels = f"#fff,{_rgb(MAG)}", ("0", "magnitude", f"{scale:.2g}")
+    spans = "".join(f"<span>{escape(t)}</span>" for t in labels)
+    return (f'<div class="uv-cbar" data-testid="colour-bar"><div class="uv-cbar-g" style="background:'
+            f'linear-gradient(to right,{grad})"></div><div class="uv-cbar-l">{spans}</div></div>')
+
+
+def _some(names: list[str], most: int = 5) -> str:
+    """``A, B and C``, or ``A and 20 others`` for a long list."""
+    if len(names) > most:
+        return f"{names[0]} and {len(names) - 1} others"
+    return ", ".join(names)
+
+
+def legend_html(items: list[tuple[str, Explanation]], target: str = "the explained class") -> str:
+    """What the colours mean, for the signed and for the magnitude maps among ``items``."""
+    signed = [cap for cap, e in items if is_signed(e)]
+    unsigned = [cap for cap, e in items if not is_signed(e)]
+    parts = []
+    if signed:
+        parts.append(f"Signed maps ({escape(_some(signed))}): <b class=\"r\">red</b>: towards "
+                     f"{escape(target)}, <b class=\"b\">blue</b>: against.")
+    if unsigned:
+        parts.append(f"Magnitude maps ({escape(_some(unsigned))}): <b class=\"m\">purple</b>: "
+                     "how much the score depends on it, not in which direction.")
+    parts.append("Each map has its own colour scale, drawn under it.")
+    return f'<p class="uv-legend" data-testid="legend">{" ".join(parts)}</p>'
+
+
+def _figure(uri: str, caption: str, *, wide: bool = False, bar: str = "") -> str:
     cls = ' class="uv-wide"' if wide else ""
     return (f'<figure><img{cls} src="{uri}" alt="{escape(caption)}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>")
+            f"<figcaption>{escape(caption)}{bar}</figcaption></figure>")
 
 
-def maps_html(items: list[tuple[str, Explanation]], i: int, *, top_k: int = 8) -> str:
-    """Sample ``i`` as drawn by each (caption, explanation), side by side."""
+def _degenerate_html(caption: str, reason: str, kind: str) -> str:
+    text = (f'<div class="uv-deg" data-testid="degenerate"><b>{escape(caption)}: degenerate map</b> '
+            f"({escape(reason)})</div>")
+    if kind == "image":
+        return f'<figure><div class="uv-blank">degenerate</div><figcaption>{text}</figcaption></figure>'
+    return f'<div class="uv-block">{text}</div>'
+
+
+def _map_html(cap: str, e: Explanation, i: int, kind: str, top_k: int) -> str:
+    bad = degenerate_reason(e, i)
+    if bad is not None:
+        return _degenerate_html(cap, bad, kind)
+    sg = is_signed(e)
+    if kind == "image":
+        _, over, heat = image_tiles(e, i, signed=sg)
+        return _figure(over, cap, bar=colour_bar(robust_scale(heat), signed=sg))
+    if kind == "table":
+        how = "signed" if sg else "magnitude"
+        return (f'<div class="uv-block"><h4>{escape(cap)} <span class="uv-muted">({how})</span></h4>'
+                f"{bars_html(feature_table(e, i, top_k=top_k), signed=sg)}</div>")
+    if kind == "text":
+        v = token_values(e, i)[1]
+        return (f'<div class="uv-text"><b>{escape(cap)}:</b> {token_spans(e, i, signed=sg)}'
+                f"{colour_bar(robust_scale(v), signed=sg)}</div>")
+    v2 = element_values(e)[i]
+    return _figure(sequence_tile(e, i, signed=sg), cap, wide=True,
+                   bar=colour_bar(robust_scale(v2), signed=sg))
+
+
+def maps_html(items: list[tuple[str, Explanation]], i: int, *, top_k: int = 8,
+              with_input: bool = True) -> str:
+    """Sample ``i`` as drawn by each (caption, explanation), side by side, each with its colour
+    scale; a degenerate map is shown as such, with its reason."""
     if not items:
         return '<p class="uv-muted">No method produced a map for this input.</p>'
     kind = display_kind(items[0][1])
-    if kind == "image":
-        tiles = [_figure(image_tiles(items[0][1], i)[0], "input")]
-        tiles += [_figure(image_tiles(e, i)[1], cap) for cap, e in items]
+    tiles = [_map_html(cap, e, i, kind, top_k) for cap, e in items]
+    if kind == "image" and with_input:
+        tiles.insert(0, _figure(image_tiles(items[0][1], i)[0], "input"))
+    if kind in ("image", "sequence"):
         return '<div class="uv-maps">' + "".join(tiles) + "</div>"
-    if kind == "table":
-        return "".join(
-            f'<div class="uv-block"><h4>{escape(cap)}</h4>{bars_html(feature_table(e, i, top_k=top_k))}</div>'
-            for cap, e in items)
-    if kind == "text":
-        return "".join(f'<div class="uv-text"><b>{escape(cap)}:</b> {token_spans(e, i)}</div>'
-                       for cap, e in items)
-    return '<div class="uv-maps">' + "".join(
-        _figure(sequence_tile(e, i), cap, wide=True) for cap, e in items) + "</div>"
+    return "".join(tiles)
 
 
 def explanation_html(exp: Explanation, max_samples: int = 8, *, top_k: int = 10,
@@ -112,7 +207,11 @@ def explanation_html(exp: Explanation, max_samples: int = 8, *, top_k: int = 10,
     """A self-contained HTML fragment (its own ``<style>``) showing up to ``max_samples`` rows."""
     name = display_name(exp.method)
     n = min(len(exp), max(1, int(max_samples)))
-    parts = [f"<style>{CSS}</style><div class=\"uv\"><h3>{escape(title or name)}</h3>", LEGEND]
+    target = "the explained class"
+    if exp.targets is not None and len(set(np.asarray(exp.targets).tolist())) == 1:
+        target = class_name(int(exp.targets[0]), exp.class_names)
+    parts = [f"<style>{CSS}</style><div class=\"uv\"><h3>{escape(title or name)}</h3>",
+             legend_html([(name, exp)], target)]
     for i in range(n):
         head = f"Sample {i}"
         if exp.targets is not None:
@@ -126,151 +225,3 @@ def explanation_html(exp: Explanation, max_samples: int = 8, *, top_k: int = 10,
     parts.append(f'<p class="uv-muted">{exp.n_evals} model evaluations · fingerprint '
                  f"{escape(str(exp.fingerprint))}</p></div>")
     return "".join(parts)
-
-
-# -- report ---------------------------------------------------------------------------------
-def _runs_table(section: Section) -> str:
-    rows = ["<table class=\"uv-grid\"><tr><th>method</th><th>status</th><th>time (s)</th>"
-            "<th>model evaluations</th><th>note</th></tr>"]
-    for r in section.runs:
-        cls = {"ok": "uv-ok", "error": "uv-bad"}.get(r.status, "uv-muted")
-        note = r.error or r.skipped or ""
-        rows.append(f"<tr><td>{escape(display_name(r.method))}</td><td class=\"{cls}\">{r.status}"
-                    f"</td><td>{r.seconds:.2f}</td><td>{r.n_evals}</td><td>{escape(note)}</td></tr>")
-    return "".join(rows) + "</table>"
-
-
-def _sample_html(section: Section, i: int, ok: list[MethodRun]) -> str:
-    p = prediction(section, i)
-    head = f"Input {i} · predicted {p.label}"
-    if p.prob is not None:
-        head += f" ({100 * p.prob:.0f}%)"
-    if p.true_label is not None:
-        head += f" · true: {p.true_label}"
-    items = [(display_name(r.method), r.explanation) for r in ok if r.explanation is not None]
-    nar = sample_narrative(section, i, ok)
-    cautions = "".join(f'<p class="uv-caution">Caution: {escape(c)}</p>' for c in nar.cautions)
-    return (f'<article class="uv-sample"><h4>{escape(head)}</h4>{maps_html(items, i)}'
-            f'<p class="uv-narrative">{escape(" ".join(nar.sentences))}</p>{cautions}</article>')
-
-
-def _answer(v: dict[str, Any] | None, detail: str) -> str:
-    if v is None:
-        return "–"
-    answer = v.get("answer")
-    word = ("unknown" if answer is None else
-            '<span class="uv-ok">yes</span>' if answer else '<span class="uv-bad">no</span>')
-    if v.get("answer") is None and "reason" in v.get("figures", {}):
-        detail = str(v["figures"]["reason"])
-    return f"{word} <span class=\"uv-muted\">{escape(detail)}</span>" if detail else word
-
-
-def _faithful_detail(v: dict[str, Any] | None) -> str:
-    f = (v or {}).get("figures", {})
-    parts = []
-    if "insertion_minus_deletion" in f and "random_order" in f:
-        parts.append(f"insertion − deletion {_fmt(f['insertion_minus_deletion'])} vs "
-                     f"{_fmt(f['random_order'])} random")
-    for name in ("deletion", "insertion"):
-        if f"{name}_auc" in f and f"random_{name}_auc" in f:
-            parts.append(f"{name} {_fmt(f[name + '_auc'])} vs {_fmt(f['random_' + name + '_auc'])} random")
-    return "; ".join(parts)
-
-
-def _sanity_detail(v: dict[str, Any] | None) -> str:
-    f = (v or {}).get("figures", {})
-    sim = [(k, x) for k, x in f.items() if k.endswith("_after_randomisation")]
-    if not sim:
-        return ""
-    k, x = sim[0]
-    return f"{k.replace('_after_randomisation', '')} {_fmt(x)} after randomisation (threshold {_fmt(f.get('threshold'))})"
-
-
-def _trust_html(section: Section) -> str:
-    t = section.trust
-    names = [r.method for r in section.runs if r.explanation is not None]
-    figs = sorted({k for q in t.quality.values() for k in q})
-    head = "".join(f"<th>{escape(k)}</th>" for k in figs)
-    rows = [f"<table class=\"uv-grid\"><tr><th>method</th><th>faithful?</th><th>passes sanity?</th>"
-            f"<th>agrees with the others</th>{head}</tr>"]
-    ag = t.agreement
-    rules: dict[str, str] = {}
-    for n in names:
-        v = t.verdicts.get(n, {})
-        for check, verdict in v.items():
-            rules.setdefault(check, str(verdict.get("rule", "")))
-        a = "–"
-        if ag is not None and n in ag.methods:
-            j = ag.methods.index(n)
-            others = [ag.rank[j, k] for k in range(len(ag.methods)) if k != j]
-            a = _fmt(float(np.nanmean(others))) if others and np.isfinite(others).any() else "–"
-        q = t.quality.get(n, {})
-        cells = "".join(f"<td>{_fmt(q.get(k))}</td>" for k in figs)
-        rows.append(f"<tr><td>{escape(display_name(n))}</td>"
-                    f"<td>{_answer(v.get('faithful'), _faithful_detail(v.get('faithful')))}</td>"
-                    f"<td>{_answer(v.get('sanity'), _sanity_detail(v.get('sanity')))}</td>"
-                    f"<td>{a}</td>{cells}</tr>")
-    summary = section_trust_summary(section)
-    out = "".join(f'<p class="uv-narrative">{escape(" ".join(summary.sentences))}</p>'
-                  for _ in [0] if summary.sentences)
-    out += "".join(f'<p class="uv-caution">Caution: {escape(c)}</p>' for c in summary.cautions)
-    out += "".join(rows) + "</table>"
-    for check, rule in rules.items():
-        out += f'<p class="uv-muted">{escape(check)}: {escape(rule)}.</p>'
-    out += ('<p class="uv-muted">Agreement: Spearman rank correlation of |attribution| between '
-            "methods (images pooled to 16×16 regions), averaged over the inputs; 1 = same ranking.</p>")
-    for note in t.notes:
-        out += f'<p class="uv-muted">{escape(note)}</p>'
-    return out
-
-
-def _global_html(section: Section) -> str:
-    g = section.global_facts
-    parts = []
-    for m, pairs in g.importance.items():
-        rows = [Row(name, float("nan"), v) for name, v in pairs]
-        parts.append(f'<div class="uv-block"><h4>{escape(display_name(m))}: mean |attribution|</h4>'
-                     f"{bars_html(rows, show_value=False)}</div>")
-    if g.rules:
-        fid = (f" (agrees with the model on {100 * g.fidelity:.0f}% of held-out rows)"
-               if g.fidelity is not None else "")
-        parts.append(f"<h4>Rules of a depth-3 surrogate tree{escape(fid)}</h4>"
-                     f"<pre>{escape(g.rules)}</pre>")
-    if g.note:
-        parts.append(f'<p class="uv-muted">{escape(g.note)}</p>')
-    return "".join(parts) or '<p class="uv-muted">No global view for this kind of input.</p>'
-
-
-def _section_html(section: Section, k: int, max_samples: int) -> str:
-    ok = [r for r in section.runs if r.explanation is not None]
-    n = section.inputs.shape[0]
-    shown = min(n, max_samples)
-    desc = f"<p>{escape(section.description)}</p>" if section.description else ""
-    samples = "".join(_sample_html(section, i, ok) for i in range(shown))
-    more = f'<p class="uv-muted">{n - shown} more inputs explained but not shown.</p>' if n > shown else ""
-    repro = json.dumps(jsonable(section.reproducibility()), indent=2, sort_keys=True)
-    return (f'<section id="model-{k}"><h2>Model: {escape(section.model_name)}</h2>{desc}'
-            f'<p class="uv-muted">{n} inputs of shape {escape(str(tuple(section.inputs.shape[1:])))}'
-            f" ({escape(section.modality)}) · fingerprint {escape(str(section.fingerprint))}</p>"
-            f"<h3>Methods</h3>{_runs_table(section)}<h3>Inputs and explanations</h3>{LEGEND}"
-            f"{samples}{more}<h3>Trust card</h3>{_trust_html(section)}"
-            f"<h3>Global view</h3>{_global_html(section)}"
-            f"<h3>Reproducibility</h3><pre>{escape(repro)}</pre></section>")
-
-
-def render_report(report: Report, *, max_samples: int | None = None) -> str:
-    """The full HTML page of a :class:`~unveil.report.Report`."""
-    limit = max_samples if max_samples is not None else getattr(report, "max_samples", 8)
-    nav = ""
-    if len(report.sections) > 1:
-        nav = "<p>" + " · ".join(f'<a href="#model-{k}">{escape(s.model_name)}</a>'
-                                 for k, s in enumerate(report.sections)) + "</p>"
-    body = [f"<h1>{escape(report.title)}</h1>",
-            f'<p class="uv-muted">Created {escape(report.created)} with unveil '
-            f"{escape(report.versions.get('unveil', '?'))}.</p>", nav]
-    body += [_section_html(s, k, limit) for k, s in enumerate(report.sections)]
-    env: dict[str, Any] = {"versions": report.versions, "created": report.created}
-    if report.command:
-        env["command"] = report.command
-    body.append(f"<h2>Environment</h2><pre>{escape(json.dumps(env, indent=2))}</pre>")
-    return document("".join(body), report.title)

@@ -15,7 +15,8 @@ from ..core.registry import get_method
 from ..errors import UnknownMethodError
 from ._stats import Agreement
 
-__all__ = ["MethodFacts", "Narrative", "Prediction", "display_name", "narrate", "trust_summary"]
+__all__ = ["MethodFacts", "Narrative", "Prediction", "display_name", "narrate", "pct",
+           "trust_summary"]
 
 _ACRONYMS = {"cam": "CAM", "lrp": "LRP", "lime": "LIME", "rise": "RISE", "shap": "SHAP",
              "deeplift": "DeepLIFT", "x": "×"}
@@ -64,6 +65,8 @@ class MethodFacts:
     sanity_passed: bool | None = None
     faithful: bool | None = None  # beat a random order on deletion and insertion (batch verdict)
     deletion: tuple[float, float] | None = None  # (deletion AUC, the same in random order)
+    margin: float | None = None  # faithfulness margin (batch figure)
+    how: str = ""  # how this method came to lead the description, e.g. " (measured most faithful)"
 
 
 @dataclass
@@ -78,7 +81,8 @@ class Narrative:
         return " ".join(self.sentences + [f"Caution: {c}" for c in self.cautions])
 
 
-def _pct(p: float) -> str:
+def pct(p: float) -> str:
+    """A probability as a percentage for a reader (``over 99.9%``, ``under 1%``, ``97%``)."""
     if p >= 0.999:
         return "over 99.9%"
     if p < 0.005:
@@ -98,12 +102,12 @@ def _prediction_sentences(p: Prediction) -> tuple[list[str], list[str]]:
     s: list[str] = []
     c: list[str] = []
     if p.prob is not None:
-        line = f"The model predicts {p.label} with {_pct(p.prob)} confidence"
+        line = f"The model predicts {p.label} with {pct(p.prob)} confidence"
         if p.runner_up is not None and p.runner_prob is not None:
-            line += f" (next: {p.runner_up}, {_pct(p.runner_prob)})"
+            line += f" (next: {p.runner_up}, {pct(p.runner_prob)})"
         s.append(line + ".")
         if p.prob < LOW_CONFIDENCE:
-            c.append(f"the model is unsure ({_pct(p.prob)}); the maps explain a weak decision.")
+            c.append(f"the model is unsure ({pct(p.prob)}); the maps explain a weak decision.")
     elif p.score is not None:
         s.append(f"The model's score for this input is {p.score:.3g}.")
     else:
@@ -120,7 +124,7 @@ def _feature_sentences(facts: list[MethodFacts], target: str, kind: str) -> list
     lead = facts[0]
     q = kind == "text"
     noun = "words" if q else "features"
-    by = f"According to {display_name(lead.method)}"
+    by = f"According to {display_name(lead.method)}{lead.how}"
     if lead.top_for:
         verb = f"pushed the prediction towards {target} most" if lead.signed else "mattered most"
         line = f"{by}, the {noun} that {verb} were {_list(lead.top_for, quote=q)}"
@@ -143,9 +147,9 @@ def _image_sentences(facts: list[MethodFacts], target: str) -> list[str]:
     lead = next((f for f in facts if f.region), None)
     if lead is None:
         return s
-    line = f"{display_name(lead.method)} places the evidence for {target} mainly in {lead.region}"
+    line = f"{display_name(lead.method)}{lead.how} places the evidence for {target} mainly in {lead.region}"
     if lead.concentration is not None:
-        line += f"; the top 10% of pixels hold {_pct(lead.concentration)} of it"
+        line += f"; the top 10% of pixels hold {pct(lead.concentration)} of it"
     s.append(line + ".")
     regions = [f.region for f in facts if f.region]
     if len(regions) > 1:
@@ -160,13 +164,15 @@ def _faithful_sentences(facts: list[MethodFacts]) -> list[str]:
     good = [f for f in judged if f.faithful]
     if not good:
         return []
-    lead = good[0]
+    lead = max(good, key=lambda f: f.margin if f.margin is not None else -np.inf)
     line = (f"The ranking of {display_name(lead.method)} beats a random order when the top "
             "features are deleted or inserted")
     if lead.deletion is not None:
         line += f" (deletion AUC {lead.deletion[0]:.3g} against {lead.deletion[1]:.3g} at random)"
     if len(judged) > 1:
-        line += f"; {len(good)} of {len(judged)} methods pass this test"
+        line += f"; {len(good)} of the {len(judged)} methods judged pass this test"
+        if len(facts) > len(judged):
+            line += f" ({len(facts)} ran; {len(facts) - len(judged)} could not be judged)"
     return [line + "."]
 
 
@@ -210,7 +216,7 @@ def narrate(
         if f.delta_rel is not None and f.delta_rel > DELTA_TOLERANCE:
             cautions.append(
                 f"the attributions of {display_name(f.method)} miss the change in score by "
-                f"{_pct(f.delta_rel)}; raise its n_steps."
+                f"{pct(f.delta_rel)}; raise its n_steps."
             )
     return Narrative(sentences, cautions)
 

@@ -14,6 +14,7 @@ from ..core.explanation import Explanation
 from .png import data_uri, upscale
 
 __all__ = [
+    "MAG",
     "NEG",
     "POS",
     "Row",
@@ -30,6 +31,7 @@ __all__ = [
 
 POS = np.array([0.84, 0.19, 0.15])  # red: pushes towards the explained class
 NEG = np.array([0.16, 0.42, 0.75])  # blue: pushes against it
+MAG = np.array([0.42, 0.24, 0.60])  # purple: magnitude only (maps without a direction)
 
 
 def display_kind(exp: Explanation) -> str:
@@ -113,34 +115,37 @@ def image_rgb(x: np.ndarray) -> np.ndarray:
     return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
 
 
-def colour_map(heat: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) colours and (H, W) opacity of a signed map on a red/blue scale."""
+def colour_map(heat: np.ndarray, scale: float, *, signed: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) colours and (H, W) opacity of a map: red/blue for a signed map, one purple
+    hue for a magnitude (``signed=False``), opacity ``|heat| / scale``."""
     r = np.clip(heat / scale, -1.0, 1.0)
-    col = np.where(r[..., None] >= 0, POS, NEG)
+    col = np.where(r[..., None] >= 0, POS, NEG) if signed else np.broadcast_to(MAG, (*r.shape, 3))
     return col, np.abs(r)
 
 
-def image_tiles(exp: Explanation, i: int, *, min_side: int = 128) -> tuple[str, str, np.ndarray]:
-    """Data URIs of sample ``i``'s input and its map over the input, and the (H, W) map."""
+def image_tiles(exp: Explanation, i: int, *, min_side: int = 128,
+                signed: bool = True) -> tuple[str, str, np.ndarray]:
+    """Data URIs of sample ``i``'s input and its map over the input, and the (H, W) map
+    (the map's colour scale is ``robust_scale`` of it; ``signed=False`` draws a magnitude)."""
     x = np.asarray(exp.inputs[i])
     if x.ndim == 2:
         x = x[None]
     img = image_rgb(x)
     heat = _heat2d(element_values(exp)[i], img.shape[:2])
-    col, alpha = colour_map(heat, robust_scale(heat))
+    col, alpha = colour_map(heat, robust_scale(heat), signed=signed)
     a = (0.85 * alpha)[..., None]
     base = 0.2 + 0.6 * img  # dimmed so that the colours stand out
     over = base * (1 - a) + col * a
     return data_uri(upscale(img, min_side)), data_uri(upscale(over, min_side)), heat
 
 
-def sequence_tile(exp: Explanation, i: int, *, height: int = 48) -> str:
+def sequence_tile(exp: Explanation, i: int, *, height: int = 48, signed: bool = True) -> str:
     """A data URI drawing sample ``i``'s signal (one band per channel) over its attributions."""
     x = np.asarray(exp.inputs[i], dtype=np.float64)
     v = element_values(exp)[i]
     x2 = x.reshape(-1, x.shape[-1])
     v2 = v.reshape(-1, v.shape[-1]) if v.shape == x.shape else np.zeros_like(x2)
-    col, alpha = colour_map(v2, robust_scale(v2))
+    col, alpha = colour_map(v2, robust_scale(v2), signed=signed)
     bands = []
     for c in range(x2.shape[0]):
         band = 1 - alpha[c][None, :, None] * 0.7 * (1 - col[c][None])
@@ -206,13 +211,14 @@ def token_values(exp: Explanation, i: int) -> tuple[list[str], np.ndarray]:
     return _token_strings(exp, i, n), v
 
 
-def token_spans(exp: Explanation, i: int) -> str:
-    """HTML: sample ``i``'s tokens with a red (for) or blue (against) background."""
+def token_spans(exp: Explanation, i: int, *, signed: bool = True) -> str:
+    """HTML: sample ``i``'s tokens with a red (for) or blue (against) background, or one hue
+    for a magnitude (``signed=False``)."""
     toks, v = token_values(exp, i)
     s = robust_scale(v)
     out = []
     for t, a in zip(toks, v):
-        col, alpha = colour_map(np.array([a]), s)
+        col, alpha = colour_map(np.array([a]), s, signed=signed)
         r, g, b = (col[0] * 255).astype(int)
         out.append(
             f'<span class="uv-tok" title="{a:+.4g}" style="background:rgba({r},{g},{b},'

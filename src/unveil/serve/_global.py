@@ -98,7 +98,7 @@ def global_router(store: Store) -> APIRouter:
                                 f"{len(e.class_names)} classes")
         with store.lock:
             res = bias_audit(store.model(e), X, sensitive=req.sensitive, y=y, feature_names=names,
-                             positive=req.positive, preprocess=pre)
+                             positive=req.positive, preprocess=pre, class_names=e.class_names)
         page = store.add_page(res.to_html(title=f"Bias audit of {req.sensitive} · {e.name}"))
         return AuditResponse(
             verdict=res.verdict, sentences=audit_sentences(res), flags=[str(f) for f in res.flags],
