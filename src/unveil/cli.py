@@ -335,7 +335,7 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
     path = rep.save(out)
     if as_json:
         _echo_json({"out": str(path), "methods": [
-            {"method": r.method, "status": r.status, "seconds": r.seconds, "n_evals": r.n_evals,
+            {"method": r.method, "status": r.shown_status, "seconds": r.seconds, "n_evals": r.n_evals,
              "note": r.error or r.skipped} for r in section.runs]})
         return
     click.echo(f"wrote {path}")
@@ -549,7 +549,7 @@ def demo_cmd(ctx: click.Context, out_dir: str, models: tuple[str, ...],
     click.echo(f"\n{'model':<24} {'method':<24} {'status':<8} {'time (s)':>8} {'evals':>7}  note")
     for model, r in res.rows:
         note = r.error or r.skipped or ""
-        click.echo(f"{model:<24} {r.method:<24} {r.status:<8} {r.seconds:>8.2f} {r.n_evals:>7}  {note}")
+        click.echo(f"{model:<24} {r.method:<24} {r.shown_status:<8} {r.seconds:>8.2f} {r.n_evals:>7}  {note}")
     click.echo(f"\nreport: {res.path.resolve()}")
     if res.audit_note:
         click.echo(f"{res.audit_note.strip()}" + (f"\naudit: {res.audit_path.resolve()}" if res.audit_path else ""))

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 from ..core.reference import describe_outside
 from ..core.registry import get_method, list_methods
 from ..report import Report, Section, build_section, check_options, skip_not_applicable
-from ..report.facts import class_name, prediction, sample_narrative
+from ..report.facts import class_name, degenerate_reason, is_signed, prediction, sample_narrative
 from ..report.html import bars_html
 from ..report.narrative import display_name
 from ..report.png import data_uri, upscale
@@ -85,19 +85,21 @@ def _thumb(entry: Entry, i: int) -> SampleOut:
 
 def _map_out(run: Any) -> MapOut:
     e = run.explanation
-    out = MapOut(method=run.method, title=display_name(run.method), status=run.status,
-                 note=run.error or run.skipped, seconds=run.seconds, n_evals=run.n_evals,
+    flat = None if e is None else degenerate_reason(e, 0)
+    out = MapOut(method=run.method, title=display_name(run.method), status=run.shown_status,
+                 note=run.error or run.skipped or flat, seconds=run.seconds, n_evals=run.n_evals,
                  kind=None if e is None else display_kind(e))
     if e is None:
         return out
+    signed = is_signed(e)  # a magnitude is drawn in one hue, a signed map red/blue
     if out.kind == "image":
-        out.image = image_tiles(e, 0)[1]
+        out.image = image_tiles(e, 0, signed=signed)[1]
     elif out.kind == "table":
         out.html = bars_html(feature_table(e, 0, top_k=10))
     elif out.kind == "text":
-        out.html = token_spans(e, 0)
+        out.html = token_spans(e, 0, signed=signed)
     else:
-        out.image = sequence_tile(e, 0)
+        out.image = sequence_tile(e, 0, signed=signed)
     return out
 
 
