@@ -82,6 +82,12 @@ class MethodInfo:
             "options": [o.as_dict() for o in self.options],
         }
 
+    def needs_data(self, modality: str) -> bool:
+        """Whether the method needs rows of real data to explain inputs of ``modality``:
+        perturbation and Shapley methods on tables, where no value stands for an absent feature
+        (they take ``background=``, or the model's ``reference=`` rows)."""
+        return modality == "tabular" and self.family in ("perturbation", "shapley")
+
     def split_options(self, opts: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Check ``opts`` against the declaration and split them into constructor and call
         options; an unknown or ill-typed option raises :class:`~unveil.errors.OptionError`."""

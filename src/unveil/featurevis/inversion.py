@@ -171,7 +171,14 @@ def invert(
     g = torch.Generator().manual_seed(int(seed))
     width = float((high - low).mean())
     prior = _priors(alpha, alpha_weight, tv, beta, (low + high) / 2, (high - low) / 2, width, xt.ndim >= 3)
-    xh = _init(init, xt, low, high, g).requires_grad_(True)
+    # optimised in box coordinates u in [0, 1] per element: one learning rate fits every feature,
+    # whether the inputs are pixels in [0, 1] or table columns in their own units (0.01 .. 4000)
+    span = (high - low).clamp_min(torch.finfo(xt.dtype).eps)
+    u = ((_init(init, xt, low, high, g) - low) / span).clamp(0, 1).requires_grad_(True)
+
+    def image() -> torch.Tensor:
+        return low + span * u
+
     errors: list[torch.Tensor] = []
     evals0, t0 = m.n_evals, time.perf_counter()
     with m.guard():
@@ -197,12 +204,13 @@ def invert(
 
             def project() -> None:
                 with torch.no_grad():
-                    xh.copy_(torch.maximum(torch.minimum(xh, high), low))
+                    u.clamp_(0, 1)
 
-            optimise(run, objective, lambda: xh, [xh], steps=steps, lr=lr * width, generator=g,
+            optimise(run, objective, image, [u], steps=steps, lr=lr, generator=g,
                      transform=transform, preprocess=preprocess, after_step=project, progress=progress)
             t1 = time.perf_counter()
             with torch.no_grad():
+                xh = image()
                 final = rel_error(run(preprocess(xh) if preprocess is not None else xh))
     tr = torch.stack(errors).cpu().numpy()
     params = dict(layer=layer, n_steps=steps, lr=lr, tv=tv, beta=beta, alpha=alpha,

@@ -71,6 +71,8 @@ def default_methods(p: Prepared, exclude: str, n: int = 2) -> list[str]:
             continue
         if info.needs_module and p.model.module is None:
             continue
+        if info.needs_data(modality) and p.model.reference is None:
+            continue  # no rows of real data to stand for absent features
         out.append(info.name)
         if len(out) == n:
             break

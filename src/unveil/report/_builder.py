@@ -245,7 +245,8 @@ def preferred_order(modality: str, names: Sequence[str]) -> list[str]:
 def default_methods(modality: str, model: Model, k: int = 3) -> list[str]:
     """Up to ``k`` registered methods that suit the modality: those declared preferred for it
     (``preferred_for``, by rank) first, then the others in registry order."""
-    usable = [m for m in list_methods(modality) if skip_reason(m, modality, model) is None]
+    usable = [m for m in list_methods(modality) if skip_reason(m, modality, model) is None
+              and not (m.needs_data(modality) and model.reference is None)]
     pref = sorted((m for m in usable if modality in m.preferred_for),
                   key=lambda m: m.preferred_for[modality])
     return [m.name for m in pref + [m for m in usable if modality not in m.preferred_for]][:k]
@@ -258,6 +259,17 @@ def run_method(
     init, call = info.split_options(options)
     exp: Explanation = info.cls(model, **init)(x, target=target, **call)
     return exp
+
+
+def _with_data(m: Model, data: Any, feature_names: Sequence[str] | None) -> Model:
+    """``m`` given the report's ``data=`` rows as its reference: inputs far from them are
+    flagged, and perturbation methods on tables use them for absent features."""
+    try:
+        backend: Any = m.backend if m.backend in ("torch", "numpy") else "auto"
+        return Model(m.obj, output=m.output, backend=backend, reference=data,
+                     feature_names=feature_names)
+    except UnveilError:
+        return m  # rows of another kind (e.g. token ids): nothing to compare with
 
 
 def _predict(model: Model, x: torch.Tensor) -> np.ndarray:
@@ -355,6 +367,8 @@ def build_section(
     xt = m.prepare(x)
     scores = _predict(m, xt)
     modality = infer_modality(xt)
+    if data is not None and m.reference is None and modality in ("tabular", "image"):
+        m = _with_data(m, data, feature_names)
     names = list(methods) if methods is not None else default_methods(modality, m)
     if methods is None:
         check_options(names, {}, budget)
