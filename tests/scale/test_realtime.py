@@ -60,7 +60,7 @@ def test_budget_picks_steps_that_fit() -> None:
 
 def test_a_budget_below_the_floor_says_so() -> None:
     clock = Clock(per_row=20e-3, per_call=0.0)  # 20 ms a row: 2 steps need ~80 ms
-    model = Timed(mlp().eval(), clock)
+    model = Timed(mlp().eval(), clock).eval()
     ex = Explainer(model, "integrated_gradients", budget_ms=50, clock=clock, batch_size=1024)
     x = torch.randn(1, 6)
     ex(x)
@@ -73,7 +73,7 @@ def test_a_budget_below_the_floor_says_so() -> None:
 
 def test_a_poor_completeness_gap_is_flagged() -> None:
     clock = Clock(per_row=1e-3, per_call=0.0)
-    model = Timed(mlp().eval(), clock)
+    model = Timed(mlp().eval(), clock).eval()
     ex = Explainer(model, "integrated_gradients", budget_ms=50, clock=clock, batch_size=1024,
                    max_gap=0.0)  # no gap accepted: any real gap is reported
     x = torch.randn(1, 6)
