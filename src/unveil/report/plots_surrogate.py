@@ -16,7 +16,7 @@ from ..surrogate.global_importance import PartialDependence
 from ..surrogate.local import LocalSurrogate
 from ._mpl import NEG_HEX, POS_HEX, check_choice, fmt, new_axes, pyplot, signed
 
-__all__ = ["PD_KINDS", "local_effects", "plot_local_surrogate", "plot_partial_dependence"]
+__all__ = ["PD_KINDS", "ice_rows", "local_effects", "plot_local_surrogate", "plot_partial_dependence"]
 
 PD_KINDS = ("both", "average", "individual")
 
@@ -34,10 +34,18 @@ def _curves(pd: PartialDependence, output: int, centered: bool) -> tuple[np.ndar
     return avg, ind
 
 
+def ice_rows(n: int, ice: int) -> np.ndarray:
+    """Which of ``n`` rows get an ICE curve: all when ``n <= ice``, else ``ice`` rows evenly
+    spread over the data (not the first ones, which are often sorted by class)."""
+    if n <= ice:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, ice).round().astype(np.int64))
+
+
 def _pd_one(pd: PartialDependence, ax: Any, kind: str, centered: bool, ice: int, output: int) -> Any:
     avg, ind = _curves(pd, output, centered)
     if kind != "average" and ice > 0:
-        shown = ind[:ice]
+        shown = ind[ice_rows(len(ind), ice)]
         lines = ax.plot(pd.grid, shown.T, color="0.65", lw=0.6, alpha=0.8)
         lines[0].set_label(f"ICE ({len(shown)} of {len(ind)} rows)")
     if kind != "individual":
@@ -105,7 +113,7 @@ def plot_local_surrogate(sur: LocalSurrogate, ax: Any = None, *, top_k: int = 10
     with the instance's condition in the columns' own units (``proline > 1035.00``); red
     raises the explained score, blue lowers it. Returns the matplotlib Axes."""
     rows = local_effects(sur, top_k=top_k)[::-1]
-    ax = new_axes(ax, (6.5, 0.4 * len(rows) + 1.4))
+    ax = new_axes(ax, (7.0, 0.4 * len(rows) + 1.6))
     y = np.arange(len(rows))
     vals = np.array([v for _, v in rows])
     ax.barh(y, vals, color=[POS_HEX if v >= 0 else NEG_HEX for v in vals], height=0.7)
@@ -117,12 +125,13 @@ def plot_local_surrogate(sur: LocalSurrogate, ax: Any = None, *, top_k: int = 10
     ax.set_yticklabels([c for c, _ in rows])
     ax.axvline(0.0, color="0.4", lw=0.8)
     lo, hi = ax.get_xlim()
-    ax.set_xlim(lo - 0.15 * span * (lo < 0), hi + 0.15 * span * (hi > 0))
-    ax.set_xlabel("score change per perturbation std (local linear surrogate)")
-    what = sur.target_name or ("the score" if sur.target is None else f"output {sur.target}")
+    ax.set_xlim(lo - 0.35 * span * (lo < 0), hi + 0.35 * span * (hi > 0))  # room for the values
+    ax.set_xlabel("score change per perturbation std")
+    what = "the score" if sur.target is None else f"output {sur.target}"
+    what += f" ({sur.target_name})" if sur.target_name and sur.target_name != str(sur.target) else ""
     ax.set_title(title if title is not None else
-                 f"{what}: black box {fmt(sur.model_score)}, surrogate {fmt(sur.surrogate_score)}, "
-                 f"local R² {sur.fidelity:.2f}", fontsize=10)
+                 f"local linear surrogate of {what}\nblack box {fmt(sur.model_score)} · surrogate "
+                 f"{fmt(sur.surrogate_score)} · local R² {sur.fidelity:.2f}", fontsize=10)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return ax
