@@ -33,7 +33,13 @@ from .html import explanation_html
 from .narrative import Narrative, display_name, narrate
 from .plots_image import image_map, overlay, plot_image_attribution
 from .plots_surrogate import local_effects, plot_local_surrogate, plot_partial_dependence
-from .plots_tabular import beeswarm_layout, plot_beeswarm, plot_dependence, plot_waterfall, waterfall_steps
+from .plots_tabular import (
+    beeswarm_layout,
+    plot_beeswarm,
+    plot_dependence,
+    plot_waterfall,
+    waterfall_steps,
+)
 from .plots_text import plot_text, word_scores
 from .plotting import plot_explanation
 
