@@ -56,7 +56,7 @@ def test_overlay_resizes_and_checks_ranges() -> None:
 
 def test_signed_heatmap_has_a_symmetric_stated_range() -> None:
     e = _exp()
-    ax = plot_image_attribution(e, kind="heatmap", sign="all")
+    ax = plot_image_attribution(e, kind="heatmap", sign="all", outlier_perc=0)
     im = ax.get_images()[0]
     assert np.allclose(im.get_array(), [[0.6, -0.8], [0.2, 0.1]])
     assert im.get_clim() == pytest.approx((-0.8, 0.8))  # ±max|v|: white is zero
@@ -68,13 +68,13 @@ def test_signed_heatmap_has_a_symmetric_stated_range() -> None:
 
 def test_sign_modes_keep_their_part() -> None:
     e = _exp()
-    pos = image_map(e, sign="positive")
+    pos = image_map(e, sign="positive", outlier_perc=0)
     assert np.allclose(pos.heat, [[0.6, 0.0], [0.2, 0.1]]) and (pos.vmin, pos.vmax) == pytest.approx((0, 0.6))
-    neg = image_map(e, sign="negative")
+    neg = image_map(e, sign="negative", outlier_perc=0)
     assert np.allclose(neg.heat, [[0.0, -0.8], [0.0, 0.0]]) and (neg.vmin, neg.vmax) == pytest.approx((-0.8, 0))
     ab = image_map(e, sign="absolute")
     assert np.allclose(ab.heat, [[0.6, 0.8], [0.2, 0.1]])
-    ax = e.plot(kind="blended", sign="negative")
+    ax = e.plot(kind="blended", sign="negative", outlier_perc=0)
     assert ax.figure.axes[-1].get_ylim() == pytest.approx((-0.8, 0.0))
     assert ax.figure.axes[-1].get_ylabel() == "negative attribution"
     grey, heat = ax.get_images()  # the input in grey under the map
@@ -86,7 +86,7 @@ def test_sign_modes_keep_their_part() -> None:
 
 def test_overlay_kind_shows_the_blend_of_image_and_map() -> None:
     e = _exp()
-    ax = e.plot(kind="overlay", sign="all", alpha=0.25, cmap="gray")
+    ax = e.plot(kind="overlay", sign="all", alpha=0.25, cmap="gray", outlier_perc=0)
     rgb = np.asarray(ax.get_images()[0].get_array())
     image = np.zeros((2, 2, 3))
     image[..., 0] = [[0.0, 1.0], [0.5, 0.25]]
@@ -101,7 +101,11 @@ def test_outlier_percentile_sets_the_range() -> None:
     v = np.zeros((1, 1, 10, 10))
     v[0, 0].flat[:] = np.arange(100.0)
     e = Explanation(values=v, inputs=np.zeros((1, 1, 10, 10)), method="saliency", modality="image")
-    assert image_map(e).vmax == pytest.approx(99.0)
-    assert image_map(e, outlier_perc=2.0).vmax == pytest.approx(np.percentile(np.arange(100.0), 98))
+    assert image_map(e, outlier_perc=0).vmax == pytest.approx(99.0)
+    q98 = float(np.percentile(np.arange(100.0), 98))
+    assert image_map(e).vmin == pytest.approx(-q98) and image_map(e).vmax == pytest.approx(q98)  # as Captum
+    ax = e.plot(kind="heatmap")
+    assert ax.figure.axes[-1].get_ylim() == pytest.approx((-q98, q98))
+    assert ax.get_images()[0].colorbar.extend == "max"  # values above the range: an arrow says so
     with pytest.raises(OptionError, match="kind must be one of 'heatmap', 'blended', 'overlay'"):
         e.plot(kind="bar")

@@ -90,15 +90,22 @@ class ImageMap:
     vmax: float
     sign: str
 
+    def clipped(self) -> str:
+        """``"neither"``, ``"min"``, ``"max"`` or ``"both"``: which ends of the range clip values."""
+        low = bool(np.any(self.heat < self.vmin)) and self.sign in ("all", "negative")
+        high = bool(np.any(self.heat > self.vmax)) and self.sign != "negative"
+        return {(False, False): "neither", (True, False): "min", (False, True): "max"}.get((low, high), "both")
+
     def unit(self) -> np.ndarray:
         """The map scaled to [0, 1] over the colour range (values beyond it clipped)."""
         return np.asarray((np.clip(self.heat, self.vmin, self.vmax) - self.vmin) / (self.vmax - self.vmin))
 
 
-def image_map(exp: Explanation, index: int = 0, *, sign: str = "all", outlier_perc: float = 0.0) -> ImageMap:
+def image_map(exp: Explanation, index: int = 0, *, sign: str = "all", outlier_perc: float = 2.0) -> ImageMap:
     """Sample ``index``'s map (channels summed, resized to the input) keeping the ``sign``
     asked for, and its colour range: ``±`` the ``100 - outlier_perc`` percentile of ``|map|``
-    (the maximum by default; Captum clips its top 2 %)."""
+    (as Captum: by default the top 2 % saturate, so that one extreme pixel does not wash out
+    the rest; ``outlier_perc=0`` makes the range reach the largest value)."""
     check_choice("sign", sign, SIGNS)
     if not 0.0 <= outlier_perc < 100.0:
         raise InputError(f"outlier_perc must be in [0, 100), got {outlier_perc!r}")
@@ -119,7 +126,7 @@ def image_map(exp: Explanation, index: int = 0, *, sign: str = "all", outlier_pe
 
 def plot_image_attribution(
     exp: Explanation, index: int = 0, ax: Any = None, *, kind: str = "blended", sign: str = "all",
-    alpha: float = 0.5, cmap: Any = None, outlier_perc: float = 0.0, colorbar: bool = True,
+    alpha: float = 0.5, cmap: Any = None, outlier_perc: float = 2.0, colorbar: bool = True,
     title: str | None = None,
 ) -> Any:
     """Draw sample ``index``'s map over its image and return the Axes.
@@ -135,9 +142,10 @@ def plot_image_attribution(
         around zero (white is no attribution).
     cmap : colour map; default ``bwr`` (all), ``Reds`` (positive), ``Blues_r`` (negative),
         ``jet`` (absolute).
-    outlier_perc : the top percent of ``|map|`` clipped by the colour range (default 0: the
-        range reaches the largest value).
-    colorbar : whether to draw the colour bar; its ticks state the range.
+    outlier_perc : the top percent of ``|map|`` beyond the colour range, drawn in the end
+        colours (default 2, as Captum; 0: the range reaches the largest value).
+    colorbar : whether to draw the colour bar; its ticks state the range, and an arrow at an
+        end says that values beyond it were clipped.
     """
     check_choice("kind", kind, IMAGE_KINDS)
     im = image_map(exp, index, sign=sign, outlier_perc=outlier_perc)
@@ -157,7 +165,7 @@ def plot_image_attribution(
     ax.set_yticks([])
     if colorbar:
         ticks = [im.vmin, 0.0, im.vmax] if im.sign == "all" else [im.vmin, im.vmax]
-        cb = ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04, ticks=ticks)
+        cb = ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04, ticks=ticks, extend=im.clipped())
         cb.ax.set_yticklabels([fmt(t) if t else "0" for t in ticks])
         cb.set_label(_SIGN_TEXT[im.sign])
     if title is not None:
