@@ -87,6 +87,22 @@ def test_waterfall_states_a_gap_without_completeness() -> None:
     assert "attributions end at 0.5 (gap +1.5)" in texts and "f(x) = 2" in texts
     with pytest.raises(InputError, match="top_k must be at least 2"):
         waterfall_steps(e, top_k=1)
+    e.baseline_outputs = None  # no base recorded: the path is made to end at f(x), and says so
+    w = waterfall_steps(e)
+    assert w.base == pytest.approx(1.5) and w.end == pytest.approx(2.0)
+    assert w.base_name == "f(x) \u2212 sum of attributions"
+
+
+def test_waterfall_names_a_background_mean() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).eval()
+    x, bg = torch.randn(2, 4), torch.randn(16, 4)
+    e = uv.explain(model, x, method="exact_shapley", target=0, background=bg)
+    w = waterfall_steps(e, 1)
+    assert w.base_name == "E[f(background)]"
+    assert w.base == pytest.approx(float(model(bg).mean().detach()), abs=1e-5)
+    assert w.end == pytest.approx(float(e.outputs[1]), abs=1e-5)  # efficiency: the path ends at f(x)
+    assert abs(w.end - w.base) > 1e-3
 
 
 def test_waterfall_through_explanation_plot(linear_ig: Explanation) -> None:

@@ -62,7 +62,9 @@ def _label(name: str, value: float) -> str:
 
 
 def _base_name(exp: Explanation) -> str:
-    return "E[f(background)]" if exp.params.get("background") is not None else "f(baseline)"
+    """How the base value was measured: over a background set or at one baseline."""
+    bg = any("background" in k and v is not None for k, v in exp.params.items())
+    return "E[f(background)]" if bg else "f(baseline)"
 
 
 def waterfall_steps(exp: Explanation, index: int = 0, *, top_k: int = 10) -> Waterfall:
@@ -71,8 +73,8 @@ def waterfall_steps(exp: Explanation, index: int = 0, *, top_k: int = 10) -> Wat
     into a last row ``"N other features"``.
 
     The base value is ``exp.baseline_outputs`` (``f(baseline)``, or ``E[f(background)]`` for
-    methods averaging over a background); without it, ``f(x) - sum(values)`` when ``f(x)`` is
-    known, else 0. Labels read ``name = value`` with the input's value in its own units.
+    methods averaging over a background); without it (LIME, for one), ``f(x) - sum(values)``
+    when ``f(x)`` is known, and says so, else 0. Labels read ``name = value`` with the input's value in its own units.
     """
     i = check_index(exp, index)
     if top_k < 2:
@@ -86,10 +88,12 @@ def waterfall_steps(exp: Explanation, index: int = 0, *, top_k: int = 10) -> Wat
         contrib = np.append(contrib[:keep], contrib[keep:].sum())
     output = None if exp.outputs is None else float(np.asarray(exp.outputs)[i])
     if exp.baseline_outputs is not None:
-        base = float(np.asarray(exp.baseline_outputs)[i])
+        base, name = float(np.asarray(exp.baseline_outputs)[i]), _base_name(exp)
+    elif output is not None:
+        base, name = output - float(contrib.sum()), "f(x) \u2212 sum of attributions"
     else:
-        base = 0.0 if output is None else output - float(contrib.sum())
-    return Waterfall(labels, contrib, base, _base_name(exp), output)
+        base, name = 0.0, "base"
+    return Waterfall(labels, contrib, base, name, output)
 
 
 def plot_waterfall(exp: Explanation, index: int = 0, ax: Any = None, *, top_k: int = 10,
