@@ -77,6 +77,9 @@ def test_waterfall_labels_order_and_texts(linear_ig: Explanation) -> None:
     assert "+6" in texts and "\u22123" in texts  # each bar's contribution, signed
     assert not any(t.startswith("attributions end at") for t in texts)  # no gap to report
     assert ax.get_xlabel() == "model output (class 0)"
+    again = waterfall_steps(e, 0, top_k=4).plot()  # the computed steps draw the same figure
+    assert [t.get_text() for t in again.get_yticklabels()] == labels
+    assert [p.get_width() for p in again.patches] == widths
 
 
 def test_waterfall_states_a_gap_without_completeness() -> None:

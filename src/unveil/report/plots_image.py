@@ -4,6 +4,8 @@ RGB overlay of the coloured map on the input; each with a colour bar whose range
 (symmetric around zero for signed maps).
 
 :func:`overlay` is the array form: ``(1 - alpha) * image + alpha * cmap(cam)`` in RGB, in [0, 1].
+:func:`image_map` computes what is drawn (the map with its sign and colour range) as an
+:class:`ImageMap`, whose ``.plot(ax=None, kind=...)`` draws it.
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ class ImageMap:
         """The map scaled to [0, 1] over the colour range (values beyond it clipped)."""
         return np.asarray((np.clip(self.heat, self.vmin, self.vmax) - self.vmin) / (self.vmax - self.vmin))
 
+    def plot(self, ax: Any = None, *, kind: str = "blended", alpha: float = 0.5, cmap: Any = None,
+             colorbar: bool = True, title: str | None = None) -> Any:
+        """Draw this map (see :func:`plot_image_attribution`); returns the matplotlib Axes."""
+        return _draw(self, ax, kind, alpha, cmap, colorbar, title)
+
 
 def image_map(exp: Explanation, index: int = 0, *, sign: str = "all", outlier_perc: float = 2.0) -> ImageMap:
     """Sample ``index``'s map (channels summed, resized to the input) keeping the ``sign``
@@ -149,8 +156,13 @@ def plot_image_attribution(
     """
     check_choice("kind", kind, IMAGE_KINDS)
     im = image_map(exp, index, sign=sign, outlier_perc=outlier_perc)
+    return im.plot(ax, kind=kind, alpha=alpha, cmap=cmap, colorbar=colorbar, title=title)
+
+
+def _draw(im: ImageMap, ax: Any, kind: str, alpha: float, cmap: Any, colorbar: bool, title: str | None) -> Any:
+    check_choice("kind", kind, IMAGE_KINDS)
     plt = pyplot()
-    cm = _colormap(_CMAPS[sign] if cmap is None else cmap)
+    cm = _colormap(_CMAPS[im.sign] if cmap is None else cmap)
     ax = new_axes(ax, (4.6, 4.0))
     norm = plt.Normalize(im.vmin, im.vmax)
     if kind == "overlay":

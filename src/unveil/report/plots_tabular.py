@@ -2,8 +2,8 @@
 beeswarm summary over many rows and a dependence plot of one column.
 
 Each plot has a computing half (:func:`waterfall_steps`, :func:`beeswarm_layout`) that returns
-plain numbers and a drawing half that takes ``ax=None`` and returns the Axes; none calls
-``plt.show()``. Colours follow the report: red pushes the explained output up, blue down.
+plain numbers in a small display object whose ``.plot(ax=None)`` draws them and returns the
+Axes; ``plot_*`` do both. None calls ``plt.show()``. Colours follow the report: red pushes the explained output up, blue down.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Waterfall:
     base: float
     base_name: str
     output: float | None
+    xlabel: str = "model output"
 
     @property
     def starts(self) -> np.ndarray:
@@ -55,6 +56,10 @@ class Waterfall:
     def end(self) -> float:
         """Where the path ends: the base plus every contribution."""
         return float(self.base + self.contributions.sum())
+
+    def plot(self, ax: Any = None, *, title: str | None = None) -> Any:
+        """Draw these steps (see :func:`plot_waterfall`); returns the matplotlib Axes."""
+        return _draw_waterfall(self, ax, title)
 
 
 def _label(name: str, value: float) -> str:
@@ -93,7 +98,7 @@ def waterfall_steps(exp: Explanation, index: int = 0, *, top_k: int = 10) -> Wat
         base, name = output - float(contrib.sum()), "f(x) \u2212 sum of attributions"
     else:
         base, name = 0.0, "base"
-    return Waterfall(labels, contrib, base, name, output)
+    return Waterfall(labels, contrib, base, name, output, "model output" + _target_text(exp, i))
 
 
 def plot_waterfall(exp: Explanation, index: int = 0, ax: Any = None, *, top_k: int = 10,
@@ -105,7 +110,10 @@ def plot_waterfall(exp: Explanation, index: int = 0, ax: Any = None, *, top_k: i
     do not add up to ``f(x) - base`` (a method without completeness), the gap is written too.
     Returns the matplotlib Axes.
     """
-    w = waterfall_steps(exp, index, top_k=top_k)
+    return waterfall_steps(exp, index, top_k=top_k).plot(ax, title=title)
+
+
+def _draw_waterfall(w: Waterfall, ax: Any, title: str | None) -> Any:
     n = len(w.labels)
     ax = new_axes(ax, (6.5, 0.45 * n + 1.6))
     y = np.arange(n)[::-1].astype(np.float64)
@@ -133,7 +141,7 @@ def plot_waterfall(exp: Explanation, index: int = 0, ax: Any = None, *, top_k: i
     ax.set_ylim(-1.6, n + 0.5)
     lo, hi = ax.get_xlim()
     ax.set_xlim(lo - 0.04 * span, hi + 0.12 * span)  # room for the value texts
-    ax.set_xlabel("model output" + _target_text(exp, check_index(exp, index)))
+    ax.set_xlabel(w.xlabel)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     if title is not None:
@@ -217,6 +225,10 @@ class Beeswarm:
     colour: list[np.ndarray]
     other: int  # columns left out (their rows are not drawn)
 
+    def plot(self, ax: Any = None, *, cmap: str = "coolwarm", title: str | None = None) -> Any:
+        """Draw this layout (see :func:`plot_beeswarm`); returns the matplotlib Axes."""
+        return _draw_beeswarm(self, ax, cmap, title)
+
 
 def beeswarm_layout(exp: Explanation, *, max_display: int = 12) -> Beeswarm:
     """The columns ordered by mean ``|attribution|`` (largest first), up to ``max_display``, with
@@ -234,7 +246,10 @@ def plot_beeswarm(exp: Explanation, ax: Any = None, *, max_display: int = 12, cm
     """SHAP's beeswarm summary over every row: one row per column (largest mean ``|attribution|``
     on top), one dot per explained row at its attribution, coloured by the column's value (low
     to high, colour bar beside). Returns the matplotlib Axes."""
-    lay = beeswarm_layout(exp, max_display=max_display)
+    return beeswarm_layout(exp, max_display=max_display).plot(ax, cmap=cmap, title=title)
+
+
+def _draw_beeswarm(lay: Beeswarm, ax: Any, cmap: str, title: str | None) -> Any:
     n = len(lay.columns)
     ax = new_axes(ax, (6.5, 0.4 * n + 1.4))
     plt = pyplot()
