@@ -71,7 +71,7 @@ def test_waterfall_labels_order_and_texts(linear_ig: Explanation) -> None:
     assert labels == ["age = 3", "income = 2", "debt = 1.5", "3 other features"]
     widths = [p.get_width() for p in ax.patches]
     assert widths == pytest.approx([6.0, -3.0, 1.2, -1.2 + 0.25 + 0.05], abs=1e-4)
-    texts = [t.get_text() for t in ax.texts]
+    texts = [t.get_text().strip() for t in ax.texts]
     assert "f(baseline) = 0.7" in texts
     assert f"f(x) = {float(e.outputs[0]):.4g}" in texts
     assert "+6" in texts and "\u22123" in texts  # each bar's contribution, signed
@@ -86,7 +86,7 @@ def test_waterfall_states_a_gap_without_completeness() -> None:
     e = Explanation(values=np.array([[1.0, -0.5]]), inputs=np.array([[10.0, 20.0]]), method="saliency",
                     outputs=np.array([2.0]), baseline_outputs=np.array([0.0]), feature_names=["a", "b"])
     ax = plot_waterfall(e)
-    texts = [t.get_text() for t in ax.texts]
+    texts = [t.get_text().strip() for t in ax.texts]
     assert "attributions end at 0.5 (gap +1.5)" in texts and "f(x) = 2" in texts
     with pytest.raises(InputError, match="top_k must be at least 2"):
         waterfall_steps(e, top_k=1)

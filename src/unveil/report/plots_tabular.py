@@ -128,10 +128,8 @@ def _draw_waterfall(w: Waterfall, ax: Any, title: str | None) -> Any:
     for k in range(n - 1):  # thin connectors: the end of a bar is the start of the one above
         ax.plot([starts[k], starts[k]], [y[k] - 0.35, y[k + 1] + 0.35], color="0.55", lw=0.7)
     ax.axvline(w.base, color="0.45", lw=0.8, ls="--", zorder=0)
-    ax.text(w.base, -1.0, f"{w.base_name} = {fmt(w.base)}", ha="center", va="center", fontsize=9)
     fx = w.end if w.output is None else w.output
     ax.axvline(fx, color="0.2", lw=0.8, ls="--", zorder=0)
-    ax.text(fx, n, f"f(x) = {fmt(fx)}", ha="center", va="center", fontsize=9, fontweight="bold")
     gap = 0.0 if w.output is None else w.output - w.end
     if abs(gap) > 1e-3 * max(float(np.abs(c).sum()), 1e-12):
         ax.text(w.end, n - 0.55, f"attributions end at {fmt(w.end)} (gap {signed(gap)})",
@@ -141,6 +139,13 @@ def _draw_waterfall(w: Waterfall, ax: Any, title: str | None) -> Any:
     ax.set_ylim(-1.6, n + 0.5)
     lo, hi = ax.get_xlim()
     ax.set_xlim(lo - 0.04 * span, hi + 0.12 * span)  # room for the value texts
+    lo, hi = ax.get_xlim()
+
+    def side(v: float) -> str:  # a text at the left of the plot reads rightwards, and back
+        return "left" if v < lo + 0.3 * (hi - lo) else "right" if v > lo + 0.7 * (hi - lo) else "center"
+
+    ax.text(w.base, -1.0, f" {w.base_name} = {fmt(w.base)} ", ha=side(w.base), va="center", fontsize=9)
+    ax.text(fx, n, f" f(x) = {fmt(fx)} ", ha=side(fx), va="center", fontsize=9, fontweight="bold")
     ax.set_xlabel(w.xlabel)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
