@@ -141,11 +141,11 @@ def _draw_waterfall(w: Waterfall, ax: Any, title: str | None) -> Any:
     ax.set_xlim(lo - 0.04 * span, hi + 0.12 * span)  # room for the value texts
     lo, hi = ax.get_xlim()
 
-    def side(v: float) -> str:  # a text at the left of the plot reads rightwards, and back
+    def align(v: float) -> str:  # a text at the left of the plot reads rightwards, and back
         return "left" if v < lo + 0.3 * (hi - lo) else "right" if v > lo + 0.7 * (hi - lo) else "center"
 
-    ax.text(w.base, -1.0, f" {w.base_name} = {fmt(w.base)} ", ha=side(w.base), va="center", fontsize=9)
-    ax.text(fx, n, f" f(x) = {fmt(fx)} ", ha=side(fx), va="center", fontsize=9, fontweight="bold")
+    ax.text(w.base, -1.0, f" {w.base_name} = {fmt(w.base)} ", ha=align(w.base), va="center", fontsize=9)
+    ax.text(fx, n, f" f(x) = {fmt(fx)} ", ha=align(fx), va="center", fontsize=9, fontweight="bold")
     ax.set_xlabel(w.xlabel)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
