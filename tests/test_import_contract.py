@@ -45,6 +45,8 @@ LAYERS: dict[str, int] = {
 EXCEPTIONS = {
     ("unveil.core.explanation", "report"),  # Explanation.plot / to_html / _repr_html_
     ("unveil.audit.bias", "report"),  # BiasAudit.to_html: the audit page is presentation
+    ("unveil.surrogate.global_importance", "report"),  # PartialDependence.plot
+    ("unveil.surrogate.local", "report"),  # LocalSurrogate.plot
 }
 
 Modules = Mapping[str, tuple[str, bool]]  # module name -> (source, is a package __init__)

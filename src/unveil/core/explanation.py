@@ -256,8 +256,11 @@ class Explanation:
 
     # -- display (the one permitted upward import) ----------------------------------------
     def plot(self, index: int = 0, *, ax: Any = None, **kwargs: Any) -> Any:
-        """Draw sample ``index``: a heatmap for images, bars for tables, coloured tokens for
-        text. Returns the matplotlib Axes."""
+        """Draw sample ``index``: a heatmap for images, bars for tables, highlighted words for
+        text; ``kind=`` picks another drawing (``"waterfall"``, ``"beeswarm"``,
+        ``"dependence"`` for tables; ``"heatmap"``, ``"blended"``, ``"overlay"`` with
+        ``sign=`` for images), see :func:`unveil.report.plot_explanation`. Returns the
+        matplotlib Axes."""
         from ..report import plotting
 
         return plotting.plot_explanation(self, index=index, ax=ax, **kwargs)

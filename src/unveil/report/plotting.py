@@ -1,6 +1,8 @@
-"""Matplotlib drawings of an :class:`~unveil.Explanation`: a heatmap over images, bars for
-tables, coloured tokens for text, a coloured signal for sequences. Each function takes ``ax=None``
-and returns the Axes; none calls ``plt.show()``."""
+"""Matplotlib drawings of an :class:`~unveil.Explanation`, chosen by ``kind``: a heatmap over
+images (or Captum-style heat maps and overlays, :mod:`.plots_image`), bars, a waterfall, a
+beeswarm or a dependence plot for tables (:mod:`.plots_tabular`), highlighted words for text
+(:mod:`.plots_text`), a coloured signal for sequences. Each function takes ``ax=None`` and
+returns the Axes; none calls ``plt.show()``."""
 
 from __future__ import annotations
 
@@ -9,8 +11,12 @@ from typing import Any
 import numpy as np
 
 from ..core.explanation import Explanation
-from ..errors import require
+from ._mpl import check_choice, new_axes
+from ._mpl import check_index as _check_index
 from .narrative import display_name
+from .plots_image import plot_image_attribution
+from .plots_tabular import plot_beeswarm, plot_dependence, plot_waterfall
+from .plots_text import plot_text
 from .render import (
     _heat2d,
     colour_map,
@@ -19,71 +25,70 @@ from .render import (
     feature_table,
     image_rgb,
     robust_scale,
-    token_values,
 )
 
-__all__ = ["plot_explanation"]
+__all__ = ["KINDS", "plot_explanation"]
 
 
-def _axes(ax: Any, figsize: tuple[float, float]) -> Any:
-    if ax is not None:
-        return ax
-    require("matplotlib", "viz")
-    import matplotlib.pyplot as plt
-
-    _, ax = plt.subplots(figsize=figsize)
-    return ax
-
-
-def _check_index(exp: Explanation, index: int) -> int:
-    from ..errors import InputError
-
-    n = len(exp)
-    if not -n <= index < n:
-        raise InputError(f"index {index} is out of range for an explanation of {n} samples")
-    return index % n
+KINDS = {
+    "image": ("heatmap", "blended", "overlay"),
+    "table": ("bar", "waterfall", "beeswarm", "dependence"),
+    "text": ("words",),
+    "sequence": ("signal",),
+}
+_IMAGE_OPTIONS = ("sign", "outlier_perc", "colorbar")
 
 
-def plot_explanation(
-    exp: Explanation,
-    index: int = 0,
-    ax: Any = None,
-    *,
-    top_k: int = 12,
-    alpha: float = 0.6,
-    cmap: str = "bwr",
-    title: str | None = None,
-    overlay: bool = True,
-) -> Any:
-    """Draw sample ``index`` of ``exp`` and return the matplotlib Axes.
+def plot_explanation(exp: Explanation, index: int = 0, ax: Any = None, *, kind: str | None = None,
+                     title: str | None = None, **options: Any) -> Any:
+    """Draw ``exp`` and return the matplotlib Axes (none of these calls ``plt.show()``).
 
     Parameters
     ----------
     exp : Explanation
         Any explanation; the drawing follows its inputs (images, tables, token ids, signals).
     index : int
-        Which sample of the batch.
+        Which sample of the batch (plots of one sample).
     ax : matplotlib Axes, optional
         Where to draw (a new figure otherwise).
-    top_k : int
-        Bars drawn for tables (largest ``|attribution|`` first).
-    alpha, cmap, overlay
-        Opacity and colour map of the image heatmap, and whether it is drawn over the image.
+    kind : str, optional
+        Images: ``"heatmap"``, ``"blended"`` or ``"overlay"``
+        (:func:`~unveil.report.plot_image_attribution`, with ``sign=``, ``alpha=``, ``cmap=``,
+        ``outlier_perc=``); by default the map over the grey image (``alpha=0.6``,
+        ``cmap="bwr"``, ``overlay=True``), or ``"blended"`` when ``sign=`` is given.
+        Tables: ``"bar"`` (default; ``top_k=12``), ``"waterfall"``
+        (:func:`~unveil.report.plot_waterfall`), ``"beeswarm"`` (every row;
+        :func:`~unveil.report.plot_beeswarm`), ``"dependence"`` (every row; ``feature=``,
+        ``color_by=``; :func:`~unveil.report.plot_dependence`). Text: ``"words"`` (default;
+        :func:`~unveil.report.plot_text`). Sequences: ``"signal"``.
     title : str, optional
         Axes title (default: the method's name and the explained class).
+    **options
+        Passed to the drawing of that kind.
     """
     i = _check_index(exp, index)
-    kind = display_kind(exp)
-    name = title if title is not None else display_name(exp.method) + _target_suffix(exp, i)
-    if kind == "image":
-        ax = _plot_image(exp, i, _axes(ax, (4.0, 4.0)), alpha=alpha, cmap=cmap, overlay=overlay)
-    elif kind == "table":
-        ax = _plot_table(exp, i, _axes(ax, (6.0, 0.35 * top_k + 1.0)), top_k=top_k)
-    elif kind == "text":
-        ax = _plot_tokens(exp, i, _axes(ax, (8.0, 2.0)))
+    what = display_kind(exp)
+    if kind is None:
+        kind = "blended" if what == "image" and any(k in options for k in _IMAGE_OPTIONS) else None
+    if kind is not None:
+        check_choice("kind", kind, KINDS[what])
+    if kind in ("beeswarm", "dependence"):
+        ax = plot_beeswarm(exp, ax, **options) if kind == "beeswarm" else plot_dependence(exp, ax=ax, **options)
+        ax.set_title(title if title is not None else display_name(exp.method))
+        return ax
+    if kind == "waterfall":
+        ax = plot_waterfall(exp, i, ax, **options)
+    elif kind in KINDS["image"]:
+        ax = plot_image_attribution(exp, i, ax, kind=kind, **options)
+    elif what == "image":
+        ax = _plot_image(exp, i, **options, ax=ax)
+    elif what == "table":
+        ax = _plot_table(exp, i, ax, **options)
+    elif what == "text":
+        ax = plot_text(exp, i, ax, **options)
     else:
-        ax = _plot_sequence(exp, i, _axes(ax, (8.0, 2.5)), cmap=cmap)
-    ax.set_title(name)
+        ax = _plot_sequence(exp, i, ax, **options)
+    ax.set_title(title if title is not None else display_name(exp.method) + _target_suffix(exp, i))
     return ax
 
 
@@ -95,7 +100,9 @@ def _target_suffix(exp: Explanation, i: int) -> str:
     return f" · {names[k] if names is not None and 0 <= k < len(names) else f'class {k}'}"
 
 
-def _plot_image(exp: Explanation, i: int, ax: Any, *, alpha: float, cmap: str, overlay: bool) -> Any:
+def _plot_image(exp: Explanation, i: int, ax: Any, *, alpha: float = 0.6, cmap: str = "bwr",
+                overlay: bool = True) -> Any:
+    ax = new_axes(ax, (4.0, 4.0))
     x = np.asarray(exp.inputs[i])
     if x.ndim == 2:
         x = x[None]
@@ -111,7 +118,8 @@ def _plot_image(exp: Explanation, i: int, ax: Any, *, alpha: float, cmap: str, o
     return ax
 
 
-def _plot_table(exp: Explanation, i: int, ax: Any, *, top_k: int) -> Any:
+def _plot_table(exp: Explanation, i: int, ax: Any, *, top_k: int = 12) -> Any:
+    ax = new_axes(ax, (6.0, 0.35 * top_k + 1.0))
     rows = feature_table(exp, i, top_k=top_k)[::-1]
     vals = np.array([r.attribution for r in rows])
     col, _ = colour_map(vals, 1.0)
@@ -123,28 +131,8 @@ def _plot_table(exp: Explanation, i: int, ax: Any, *, top_k: int) -> Any:
     return ax
 
 
-def _plot_tokens(exp: Explanation, i: int, ax: Any) -> Any:
-    toks, v = token_values(exp, i)
-    s = robust_scale(v)
-    col, a = colour_map(np.asarray(v, dtype=np.float64), s)
-    fig = ax.figure
-    renderer = fig.canvas.get_renderer()
-    ax.set_axis_off()
-    x, y, line_h = 0.01, 0.9, 0.18
-    for t, c, al in zip(toks, col, a):
-        txt = ax.text(x, y, t, transform=ax.transAxes, fontsize=11, va="top",
-                      bbox={"boxstyle": "round,pad=0.15", "fc": (*c, 0.75 * float(al)), "ec": "none"})
-        bb = txt.get_window_extent(renderer=renderer).transformed(ax.transAxes.inverted())
-        x += bb.width + 0.012
-        if x > 0.97:
-            x, y = 0.01, y - line_h
-            txt.set_position((x, y))
-            bb = txt.get_window_extent(renderer=renderer).transformed(ax.transAxes.inverted())
-            x += bb.width + 0.012
-    return ax
-
-
-def _plot_sequence(exp: Explanation, i: int, ax: Any, *, cmap: str) -> Any:
+def _plot_sequence(exp: Explanation, i: int, ax: Any, *, cmap: str = "bwr") -> Any:
+    ax = new_axes(ax, (8.0, 2.5))
     x = np.asarray(exp.inputs[i], dtype=np.float64)
     x2 = x.reshape(-1, x.shape[-1])
     v = element_values(exp)[i]

@@ -417,11 +417,12 @@ class FidelityCurve:
         return dict(self.__dict__)
 
     def plot(self, ax: Any = None) -> Any:
-        """Fidelity (and accuracy) against complexity; returns the matplotlib Axes."""
+        """Fidelity (and accuracy) against complexity; returns the matplotlib Axes. A new figure
+        uses constrained layout, so that the axis labels and the title stay inside it."""
         import matplotlib.pyplot as plt
 
         if ax is None:
-            _, ax = plt.subplots(figsize=(5, 3.5))
+            _, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
         ax.plot(self.complexity, self.fidelity, "o-", label="fidelity (held out)")
         if self.accuracy is not None:
             ax.plot(self.complexity, self.accuracy, "s--", label="accuracy (held out)")

@@ -87,7 +87,7 @@ class GlobalImportance:
 
         order = np.argsort(-self.importances, kind="stable")[:top][::-1]
         if ax is None:
-            _, ax = plt.subplots(figsize=(5, 0.3 * len(order) + 1))
+            _, ax = plt.subplots(figsize=(5, 0.3 * len(order) + 1), layout="constrained")
         ax.barh([self.feature_names[j] for j in order], self.importances[order],
                 xerr=self.importances_std[order], color="C0")
         label = {"accuracy": "drop in accuracy", "agreement": "drop in agreement with the model",
@@ -217,20 +217,13 @@ class PartialDependence:
         return {"feature": self.feature, "index": self.index, "grid": self.grid.tolist(),
                 "average": self.average.tolist(), "target": self.target}
 
-    def plot(self, ax: Any = None, *, ice: int = 50, output: int = 0) -> Any:
-        """The partial dependence over up to ``ice`` ICE curves; returns the Axes."""
-        import matplotlib.pyplot as plt
+    def plot(self, ax: Any = None, **kwargs: Any) -> Any:
+        """The partial dependence over the ICE curves; see
+        :func:`unveil.report.plot_partial_dependence` (``kind=``, ``centered=``, ``ice=``,
+        ``output=``). Returns the matplotlib Axes."""
+        from ..report import plots_surrogate
 
-        if ax is None:
-            _, ax = plt.subplots(figsize=(5, 3.5))
-        avg = self.average if self.average.ndim == 1 else self.average[:, output]
-        ind = self.individual if self.individual.ndim == 2 else self.individual[..., output]
-        ax.plot(self.grid, ind[:ice].T, color="0.7", lw=0.6)
-        ax.plot(self.grid, avg, color="C3", lw=2, label="partial dependence")
-        ax.set_xlabel(self.feature)
-        ax.set_ylabel("model output")
-        ax.legend()
-        return ax
+        return plots_surrogate.plot_partial_dependence(self, ax=ax, **kwargs)
 
 
 def _grid(col: np.ndarray, resolution: int, percentiles: tuple[float, float]) -> np.ndarray:

@@ -24,7 +24,32 @@ from ._fit import check_positive_int
 from ._rules import RuleList, fmt_number, read_tree, score_rules
 from .blackbox import as_table, estimator_classes, evaluate_rows, wrap
 
-__all__ = ["LocalSurrogate", "local_surrogate"]
+__all__ = ["LocalSurrogate", "local_surrogate", "quartile_borders", "quartile_condition"]
+
+
+def quartile_borders(X: np.ndarray) -> np.ndarray:
+    """(F, 3) quartile borders of each column of reference rows ``X`` (N, F), as LIME's
+    discretiser keeps them: a border equal to the one before it becomes ``inf``.
+    (:func:`unveil.attribution.lime.quartile_sampler`, which LIME's tables sample from.)"""
+    from ..attribution.lime import quartile_sampler
+
+    return np.asarray(quartile_sampler(torch.from_numpy(np.asarray(X, dtype=np.float64)))["borders"].numpy())
+
+
+def quartile_condition(name: str, value: float, borders: np.ndarray) -> str:
+    """The quartile of ``value`` as LIME writes it: ``name <= q1``, ``q1 < name <= q2``, ...,
+    ``name > q3`` (two decimals, as ``lime``); ``borders`` is one row of
+    :func:`quartile_borders`. A value in a bin with no upper border reads ``name > q``."""
+    b = np.asarray(borders, dtype=np.float64)
+    fin = b[np.isfinite(b)]
+    k = int(np.searchsorted(fin, value, side="left"))  # borders below the value (strictly)
+    if fin.size == 0:
+        return f"{name} = {value:.2f}"
+    if k == 0:
+        return f"{name} <= {fin[0]:.2f}"
+    if k == fin.size:
+        return f"{name} > {fin[-1]:.2f}"
+    return f"{fin[k - 1]:.2f} < {name} <= {fin[k]:.2f}"
 
 
 @dataclass
@@ -42,6 +67,8 @@ class LocalSurrogate:
     intercept : float — linear: the surrogate's score at the instance
     rules : RuleList or None — tree: rules with coverage and mean |error| on held-out rows
     scale : (F,) array — the perturbation std of each column, in its own units
+    borders : (F, 3) array or None — quartile borders of the reference rows ``X`` (when given),
+        from which :meth:`conditions` reads the instance's quartiles
     """
 
     kind: str
@@ -59,6 +86,23 @@ class LocalSurrogate:
     intercept: float | None = None
     rules: RuleList | None = None
     target_name: str | None = None  # the class the target index stands for, when known
+    borders: np.ndarray | None = None
+
+    def conditions(self) -> list[str]:
+        """Each column's value at the instance as people read it, in column order: LIME's
+        quartile conditions (``proline > 1035.00``, ``2.10 < alcohol <= 3.40``) from the
+        quartiles of the reference rows ``X``, or ``name = value`` when none were given."""
+        if self.borders is None:
+            return [f"{n} = {fmt_number(float(v))}" for n, v in zip(self.feature_names, self.instance)]
+        return [quartile_condition(n, float(v), b)
+                for n, v, b in zip(self.feature_names, self.instance, self.borders)]
+
+    def plot(self, ax: Any = None, **kwargs: Any) -> Any:
+        """Bars of the linear surrogate's effects labelled with :meth:`conditions`; see
+        :func:`unveil.report.plot_local_surrogate`. Returns the matplotlib Axes."""
+        from ..report import plots_surrogate
+
+        return plots_surrogate.plot_local_surrogate(self, ax=ax, **kwargs)
 
     def predict(self, X: Any) -> np.ndarray:
         """The surrogate's score for rows ``X`` (N, F)."""
@@ -96,17 +140,18 @@ class LocalSurrogate:
         }
 
 
-def _scales(X: Any, x: np.ndarray, names: list[str], scale: float) -> np.ndarray:
+def _scales(X: Any, x: np.ndarray, names: list[str], scale: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """The perturbation std of each column and the reference rows' quartile borders."""
     if not scale > 0:
         raise OptionError(f"scale must be positive, got {scale!r}")
     if X is None:
-        return np.full(x.shape[0], float(scale))
+        return np.full(x.shape[0], float(scale)), None
     Xa, _ = as_table(X, names, name="X")
     if Xa.shape[1] != x.shape[0]:
         raise InputError(f"X has {Xa.shape[1]} columns but the instance has {x.shape[0]}")
     sd = Xa.std(axis=0)
     sd[sd == 0] = 1.0
-    return np.asarray(sd * float(scale), dtype=np.float64)
+    return np.asarray(sd * float(scale), dtype=np.float64), quartile_borders(Xa)
 
 
 def local_surrogate(
@@ -149,7 +194,7 @@ def local_surrogate(
     n = check_positive_int("n_samples", n_samples) or 0
     if n < 20:
         raise OptionError(f"n_samples must be at least 20, got {n_samples}")
-    sd = _scales(X, x0, names, scale)
+    sd, borders = _scales(X, x0, names, scale)
     width = float(np.sqrt(x0.shape[0])) if kernel_width is None else float(kernel_width)
     if not width > 0:
         raise OptionError(f"kernel_width must be positive, got {kernel_width!r}")
@@ -171,7 +216,7 @@ def local_surrogate(
     perm = rng.permutation(np.arange(1, n))
     val, fit = perm[:n_val], np.concatenate([[0], perm[n_val:]])
     res = _fit_local(kind, rows, score, w, fit, val, x0, sd, alpha, max_depth, seed)
-    res.feature_names, res.target, res.kernel_width = names, t, width
+    res.feature_names, res.target, res.kernel_width, res.borders = names, t, width, borders
     classes = estimator_classes(m)
     if t is not None and classes is not None and t < len(classes):
         res.target_name = str(classes[t])
