@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.colors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -49,7 +50,7 @@ def test_plot_labels_colours_and_scale() -> None:
     cmap = plt.get_cmap("bwr")
     faces = [t.get_bbox_patch().get_facecolor() for t in ax.texts]
     assert np.allclose(faces[4][:3], cmap(0.0)[:3])  # the most negative word: the scale's end
-    assert np.allclose(faces[3][:3], cmap(plt.Normalize(-1.2, 1.2)(0.8))[:3])
+    assert np.allclose(faces[3][:3], cmap(matplotlib.colors.Normalize(-1.2, 1.2)(0.8))[:3])
     assert [t.get_color() for t in ax.texts][4] == "white"  # readable on a dark background
     cbar = ax.figure.axes[-1]
     assert cbar.get_xlim() == pytest.approx((-1.2, 1.2))
