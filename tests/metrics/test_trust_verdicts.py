@@ -98,3 +98,13 @@ def test_every_family_has_a_cause_in_words(family: str) -> None:
 
     text = degeneracy_reason("m", family, all_zero=True, layer="features.7")
     assert "try" in text and len(text) > 40
+
+
+def test_trust_card_answers_unknown_with_the_reason_when_sanity_is_undefined() -> None:
+    model = nn.Sequential(nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        model[0].weight[0] = 0.0  # class 0 ignores its inputs: flat saliency maps
+    exp = uv.explain(model, torch.randn(6, 4), method="saliency", target=0)
+    v = trust_card(model, exp, checks=("sanity",)).verdicts["sanity"]
+    assert v.answer is None and v.word == "unknown"
+    assert "constant" in v.figures["reason"]

@@ -389,4 +389,5 @@ def sanity_metric(
         np.nanmean(np.stack([v[res.measure] for v in res.per_sample.values()]), axis=0)
     return MetricResult("sanity", res.final, np.asarray(last), False, details=res.to_dict(),
                         params={"threshold": res.threshold, "measure": res.measure, "mode": res.mode,
-                                "passed": res.passed, "upper": res.upper})
+                                "passed": res.passed, "upper": res.upper,
+                                "verdict": res.verdict, "reason": res.reason})

@@ -150,7 +150,10 @@ def _sanity(model: Any, exp: Explanation, opts: Mapping[str, Any]) -> Verdict:
     figs["per_layer"] = {k: v[d["measure"]] for k, v in d["similarity"].items()}
     if d.get("random_logit"):
         figs["random_logit"] = d["random_logit"].get(d["measure"])
-    return Verdict(_QUESTIONS["sanity"], bool(r.params["passed"]),
+    if r.params.get("reason"):
+        figs["reason"] = r.params["reason"]
+    answer = None if r.params.get("verdict") == "undefined" else bool(r.params["passed"])
+    return Verdict(_QUESTIONS["sanity"], answer,
                    f"{d['measure']} between the maps of the model and of a copy with its upper "
                    f"half of layers randomised, and with every layer randomised (cascading, top "
                    f"down), both below {thr}", figs)

@@ -257,8 +257,10 @@ def api_router(store: Store) -> APIRouter:
                                   note="the sanity check needs unveil.metrics, which is not installed")
         with store.lock:
             res = sanity_check(store.explainable(e), x, method=req.method)
+        final = float(res.final) if np.isfinite(res.final) else None
         return SanityResponse(method=req.method, available=True, passed=bool(res.passed),
-                              threshold=float(res.threshold), similarity=float(res.final),
+                              verdict=res.verdict, reason=res.reason,
+                              threshold=float(res.threshold), similarity=final,
                               note=f"{res.measure} after randomising {len(res.layers)} layers")
 
     @r.get("/runs/{run}/report", response_class=HTMLResponse)

@@ -152,6 +152,8 @@ class SanityResponse(BaseModel):
     method: str
     available: bool
     passed: bool | None = None
+    verdict: str | None = None  # "passed", "failed" or "undefined" (``reason`` says why)
+    reason: str | None = None
     threshold: float | None = None
     similarity: float | None = None
     note: str | None = None

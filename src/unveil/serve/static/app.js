@@ -253,8 +253,13 @@ async function sanity() {
     const res = await api("/api/sanity", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ model: state.model.name, method: $("sanity-method").value, ...state.input }) });
     if (!res.available) { out.textContent = res.note; return; }
-    out.replaceChildren(el("span", { class: res.passed ? "ok" : "bad", text: res.passed ? "passed" : "failed" }),
-      ` · similarity after randomisation ${fmt(res.similarity)} (threshold ${fmt(res.threshold)})`);
+    const verdict = res.verdict || (res.passed ? "passed" : "failed");
+    const cls = verdict === "passed" ? "ok" : verdict === "failed" ? "bad" : "muted";
+    const parts = [el("span", { class: cls, "data-testid": "sanity-verdict", text: verdict })];
+    if (res.similarity !== null && res.similarity !== undefined)
+      parts.push(` · similarity after randomisation ${fmt(res.similarity)} (threshold ${fmt(res.threshold)})`);
+    if (res.reason) parts.push(el("p", { class: "muted", text: res.reason }));
+    out.replaceChildren(...parts);
   } catch (err) {
     out.textContent = "";
     showError(err);
