@@ -22,7 +22,7 @@ import torch
 from ..core.batching import BatchSize, map_chunked, resolve_batch_size
 from ..core.explanation import Explanation
 from ..core.modality import infer_modality
-from ..core.model import Model, TargetSpec, as_model
+from ..core.model import Model, TargetSpec, as_model, frame_columns, token_strings
 from ..core.options import suggest
 from ..core.quality import mark_degenerate
 from ..core.reference import Reference
@@ -174,14 +174,34 @@ class Attributor(abc.ABC):
 
     def __call__(self, inputs: Any, *, target: TargetSpec = "predicted", **kwargs: Any) -> Explanation:
         names = self._common_call_options(kwargs, target)
+        columns = frame_columns(inputs)
         exp = self._run(inputs, target=target, **kwargs)
-        for key, value in names.items():
-            if value is not None:
-                setattr(exp, key, [str(v) for v in value])
-        if exp.feature_names is None and self.model.feature_names is not None:
-            exp.feature_names = list(self.model.feature_names)
+        self._name(exp, names, columns)
         self._judge(exp, kwargs.get("background"))
         return exp
+
+    def _name(self, exp: Explanation, given: dict[str, Any], columns: list[str] | None) -> None:
+        """Names from where they are known, the first found wins: the call's ``feature_names=``
+        / ``class_names=``, a DataFrame's columns, then the model's (``uv.Model(feature_names=)``,
+        an estimator's ``feature_names_in_`` / ``classes_``, a module's ``feature_names`` /
+        ``class_names``). The model's feature names are dropped when their count does not fit
+        a table's columns. A text model with a ``tokenizer`` gives ``meta["tokens"]``."""
+        if given.get("feature_names") is not None:
+            exp.feature_names = [str(v) for v in given["feature_names"]]
+        elif columns is not None:
+            exp.feature_names = columns
+        elif self.model.feature_names is not None:
+            width = int(exp.inputs[0].size) if exp.inputs.ndim >= 2 else -1
+            if exp.modality != "tabular" or len(self.model.feature_names) == width:
+                exp.feature_names = list(self.model.feature_names)
+        if given.get("class_names") is not None:
+            exp.class_names = [str(v) for v in given["class_names"]]
+        elif self.model.class_names is not None:
+            exp.class_names = list(self.model.class_names)
+        if exp.modality == "text" and "tokens" not in exp.meta:
+            tokens = token_strings(self.model.obj, exp.inputs)
+            if tokens is not None:
+                exp.meta["tokens"] = tokens
 
     def _judge(self, exp: Explanation, background: Any) -> None:
         """Quality facts every explanation gets: degenerate rows (``quality["degenerate"]``) and
