@@ -171,6 +171,18 @@ def _decorate(exp: Any, loaded: LoadedModel, data: Any) -> None:
         exp.meta = {**exp.meta, "tokens": data.tokens}
 
 
+#: Options whose values are arrays: on the command line they are files, given by their own flag.
+_FILE_OPTIONS = {"background": "--background PATH (.csv, .npy or zoo:NAME)"}
+
+
+def _refuse_file_options(items: Sequence[str]) -> None:
+    """``-o background=rows.csv`` points to ``--background`` (an option value is not a file)."""
+    for item in items:
+        key = item.partition("=")[0].strip().rpartition(".")[2]
+        if key in _FILE_OPTIONS:
+            raise OptionError(f"-o {key}= takes no file; give the rows with {_FILE_OPTIONS[key]}")
+
+
 def _check_out(out: str | None, suffixes: tuple[str, ...]) -> None:
     if out is not None and Path(out).suffix.lower() not in suffixes:
         raise click.BadParameter(f"must end in {' or '.join(suffixes)}, got {out!r}",
@@ -199,22 +211,33 @@ def _write(exp: Any, out: str | None, title: str) -> Path | None:
 @click.option("--target", help="predicted (default), a class index or name, or i,j,... per row.")
 @click.option("--option", "-o", "options", multiple=True, metavar="NAME=VALUE",
               help="A method option, e.g. -o n_steps=32 (repeatable).")
+@click.option("--background", "background_path", metavar="PATH",
+              help="Rows the method averages over or draws replacements from (.csv/.npy, or "
+                   "zoo:NAME for its training rows), for LIME, SHAP and other methods that take "
+                   "background=.")
 @click.option("--out", help="Write the Explanation (.npz) or an HTML page (.html).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def explain_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
                 texts: tuple[str, ...], rows: str | None, size: str | None, method: str,
-                target: str | None, options: tuple[str, ...], out: str | None, as_json: bool) -> None:
+                target: str | None, options: tuple[str, ...], background_path: str | None,
+                out: str | None, as_json: bool) -> None:
     """Explain a model's decisions on some inputs with one method."""
     from .core.explain import explain
     from .core.registry import get_method
 
     _check_out(out, (".npz", ".html", ".htm"))
     info = get_method(method)
+    _refuse_file_options(options)
     opts = parse_option(options, info.options)
     if "target" in opts:
         raise OptionError("the target is given with --target, not -o target=")
+    if background_path is not None and "background" not in info.options.by_name:
+        raise OptionError(f"{method!r} takes no background rows, so --background does not apply; "
+                          "methods that do: kernel_shap, lime, gradient_shap, deeplift_shap ...")
     info.split_options(opts)  # an unknown or ill-typed option fails before the model loads
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
+    if background_path is not None:
+        opts["background"] = _training_rows(loaded, background_path)
     exp = explain(loaded.with_data(), data.x, method=method,
                   target=parse_target(target, loaded.class_names), **opts)
     _decorate(exp, loaded, data)

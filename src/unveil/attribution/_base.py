@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from ..core.batching import BatchSize, map_chunked, resolve_batch_size
 from ..core.explanation import Explanation
+from ..core.hooks import layer_name
 from ..core.modality import infer_modality
 from ..core.model import Model, TargetSpec, as_model, frame_columns, token_strings
 from ..core.options import suggest
@@ -122,6 +124,7 @@ class Attributor(abc.ABC):
         @functools.wraps(init)
         def checked(self: Attributor, model: Any, *args: Any, **options: Any) -> None:
             if type(self) is owner:  # the outermost constructor checks; super() calls do not
+                options = _named_layers(model, options)
                 info = self.declaration()
                 if info is not None:
                     _check_where(info, options, "init")
@@ -173,6 +176,7 @@ class Attributor(abc.ABC):
         return names
 
     def __call__(self, inputs: Any, *, target: TargetSpec = "predicted", **kwargs: Any) -> Explanation:
+        kwargs = _named_layers(self.model, kwargs)
         names = self._common_call_options(kwargs, target)
         columns = frame_columns(inputs)
         exp = self._run(inputs, target=target, **kwargs)
@@ -308,6 +312,23 @@ def _check_where(info: MethodInfo, options: Mapping[str, Any], where: str) -> No
             f"{info.name!r}: {', '.join(wrong)} {'is an option' if len(wrong) == 1 else 'are options'} "
             f"of the {other}, not of the {given} (uv.explain takes both)"
         )
+
+
+def _named_layers(model: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """``layer=`` (and a ``neuron=`` tuple's layer) given as a module of the model become its
+    dotted name, so that every method, its params and saved files see names."""
+    layer, neuron = options.get("layer"), options.get("neuron")
+    neuron_layer = neuron[0] if isinstance(neuron, tuple) and neuron else None
+    if not isinstance(layer, nn.Module) and not isinstance(neuron_layer, nn.Module):
+        return options
+    root = model.module if isinstance(model, Model) else model
+    root = root if isinstance(root, nn.Module) else None
+    out = dict(options)
+    if isinstance(layer, nn.Module):
+        out["layer"] = layer_name(root, layer)
+    if isinstance(neuron_layer, nn.Module) and isinstance(neuron, tuple):
+        out["neuron"] = (layer_name(root, neuron_layer), *neuron[1:])
+    return out
 
 
 def refuse_options(method: str, extra: Mapping[str, Any], takes: Iterable[str]) -> None:

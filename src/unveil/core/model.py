@@ -404,13 +404,15 @@ class Model:
         return s.detach(), g
 
     # -- structure ------------------------------------------------------------------------
-    def layer(self, name: str) -> nn.Module:
-        """The submodule at a dotted name; the error lists the closest names."""
+    def layer(self, name: str | nn.Module) -> nn.Module:
+        """The submodule at a dotted name (or the module itself, checked to be part of the
+        model); the error lists the closest names."""
         if self.module is None:
             from ..errors import LayerNotFoundError
 
             raise LayerNotFoundError(
-                f"layer {name!r} was asked of a model that is not a torch.nn.Module"
+                f"layer {name if isinstance(name, str) else type(name).__name__!r} was asked of a "
+                "model that is not a torch.nn.Module"
             )
         return get_submodule(self.module, name)
 
