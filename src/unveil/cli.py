@@ -171,16 +171,14 @@ def _decorate(exp: Any, loaded: LoadedModel, data: Any) -> None:
         exp.meta = {**exp.meta, "tokens": data.tokens}
 
 
-#: Options whose values are arrays: on the command line they are files, given by their own flag.
-_FILE_OPTIONS = {"background": "--background PATH (.csv, .npy or zoo:NAME)"}
-
-
-def _refuse_file_options(items: Sequence[str]) -> None:
-    """``-o background=rows.csv`` points to ``--background`` (an option value is not a file)."""
+def _refuse_file_options(items: Sequence[str], flag: str = "--background") -> None:
+    """``-o background=rows.csv`` points to the flag that reads rows from a file (an option's
+    value is read as a number or a name, never as a file)."""
     for item in items:
         key = item.partition("=")[0].strip().rpartition(".")[2]
-        if key in _FILE_OPTIONS:
-            raise OptionError(f"-o {key}= takes no file; give the rows with {_FILE_OPTIONS[key]}")
+        if key == "background":
+            raise OptionError(f"-o {key}= takes no file; give the rows with {flag} PATH (.csv, "
+                              ".npy or zoo:NAME)")
 
 
 def _check_out(out: str | None, suffixes: tuple[str, ...]) -> None:
@@ -342,6 +340,7 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
     """Write one self-contained HTML report comparing several methods."""
     from .report import Report, build_section, check_options
 
+    _refuse_file_options(options, "--data")
     budget, per_method = _report_options(options, method_names)
     check_options(list(method_names), per_method, budget)  # before the model loads
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
