@@ -4,6 +4,8 @@ to it (issue 18)."""
 from __future__ import annotations
 
 import csv
+import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 
 import unveil as uv
 from test_cli import _main
+from unveil.cli import main
 
 
 def _csv(path: Path, rows: np.ndarray, names: list[str]) -> Path:
@@ -81,3 +84,31 @@ def test_report_background_option_points_to_data(capsys, files, tmp_path: Path) 
                          "--method", "kernel_shap", "-o", f"kernel_shap.background={bg_path}",
                          "--out", str(tmp_path / "r.html"))
     assert code == 1 and "give the rows with --data PATH" in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bar_on_a_terminal_unless_quiet(capsys, monkeypatch, files, quiet: bool) -> None:
+    rows, bg_path, *_ = files
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    args = ["explain", "-m", "zoo:breast_cancer_mlp", "-i", str(rows), "--method", "kernel_shap",
+            "--background", str(bg_path), "-o", "n_samples=64", *(["--quiet"] if quiet else [])]
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code in (0, None)
+    assert ("model rows" in terminal.getvalue()) is not quiet
+    assert "kernel_shap: 2 inputs" in capsys.readouterr().out
+
+
+def test_model_reports_its_evaluations() -> None:
+    m = uv.Model(uv.zoo.breast_cancer_mlp())
+    seen: list[int] = []
+    m.on_evaluate = seen.append
+    uv.explain(m, uv.zoo.load_dataset("breast_cancer_mlp").X_test[:3], method="integrated_gradients",
+               n_steps=8, batch_size=4)
+    assert sum(seen) == m.n_evals > 0 and len(seen) > 1

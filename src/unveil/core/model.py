@@ -164,6 +164,9 @@ class Model:
         self.class_names: list[str] | None = _name_list(class_names) or known_names(model, "class")
         self.reference: Reference | None = as_reference(reference, feature_names=names)
         self.n_evals = 0
+        #: Called with the number of rows after each evaluation (e.g. a progress bar's
+        #: ``update``); ``None`` by default.
+        self.on_evaluate: Callable[[int], Any] | None = None
         self._fingerprint: str | None = None
 
     # -- properties -----------------------------------------------------------------------
@@ -310,6 +313,8 @@ class Model:
         elif callable(self.output):
             out = self.output(out)
         self.n_evals += int(x.shape[0])
+        if self.on_evaluate is not None:
+            self.on_evaluate(int(x.shape[0]))
         return out
 
     __call__ = forward
