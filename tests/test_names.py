@@ -51,7 +51,7 @@ def test_dataframe_columns_and_estimator_classes_reach_plot_html_and_file(wine, 
     assert np.abs(exp.values[0]).max() > 0
     text = plot_texts(exp)
     assert top in text and "feature " not in text
-    assert exp.class_names[int(exp.targets[0])] in text  # the title names the class
+    assert exp.targets is not None and exp.class_names[int(exp.targets[0])] in text  # the title names the class
     for html in (exp.to_html(), exp._repr_html_()):
         assert top in html and "feature 0" not in html
     back = uv.load(exp.save(tmp_path / "wine.npz"))

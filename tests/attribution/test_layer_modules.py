@@ -13,13 +13,13 @@ from unveil.errors import LayerNotFoundError
 
 
 @pytest.fixture(scope="module")
-def cnn() -> tuple[nn.Module, torch.Tensor]:
+def cnn() -> tuple[TinyCNN, torch.Tensor]:
     torch.manual_seed(0)
     return TinyCNN().eval(), torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(2))
 
 
 @pytest.mark.parametrize("method", ["integrated_gradients", "grad_cam"])
-def test_module_equals_dotted_name(cnn: tuple[nn.Module, torch.Tensor], method: str) -> None:
+def test_module_equals_dotted_name(cnn: tuple[TinyCNN, torch.Tensor], method: str) -> None:
     net, x = cnn
     opts = {"n_steps": 8} if method == "integrated_gradients" else {}
     by_module = uv.explain(net, x, method=method, layer=net.features[3], **opts)
@@ -31,7 +31,7 @@ def test_module_equals_dotted_name(cnn: tuple[nn.Module, torch.Tensor], method: 
 
 
 @pytest.mark.parametrize("method", ["integrated_gradients", "grad_cam"])
-def test_foreign_module_gives_a_short_error(cnn: tuple[nn.Module, torch.Tensor], method: str) -> None:
+def test_foreign_module_gives_a_short_error(cnn: tuple[TinyCNN, torch.Tensor], method: str) -> None:
     net, x = cnn
     stranger = nn.Conv2d(6, 8, 3, padding=1)
     with pytest.raises(LayerNotFoundError, match=r"a Conv2d that is not a submodule of this model "
@@ -41,7 +41,7 @@ def test_foreign_module_gives_a_short_error(cnn: tuple[nn.Module, torch.Tensor],
     assert len(str(info.value)) < 300
 
 
-def test_neuron_tuple_takes_a_module(cnn: tuple[nn.Module, torch.Tensor]) -> None:
+def test_neuron_tuple_takes_a_module(cnn: tuple[TinyCNN, torch.Tensor]) -> None:
     net, x = cnn
     a = uv.explain(net, x, method="saliency", neuron=(net.features[3], (2, 4, 4)))
     b = uv.explain(net, x, method="saliency", neuron=("features.3", (2, 4, 4)))

@@ -55,6 +55,7 @@ def test_tokenizer_output_is_explained_with_its_words(encoded, tmp_path: Path) -
     # the padding was masked: the short row's scores are its scores alone
     alone = uv.explain(model, tok(SENTENCES[1:], return_tensors="pt"), method="integrated_gradients",
                        n_steps=8)
+    assert exp.outputs is not None and alone.outputs is not None
     np.testing.assert_allclose(exp.outputs[1], alone.outputs[0], rtol=1e-4, atol=1e-5)
 
 
