@@ -63,3 +63,13 @@ def test_a_mapping_given_to_an_explainer_points_to_explain(encoded) -> None:
     _, enc, model = encoded
     with pytest.raises(InputError, match=r"tokenizer output goes to unveil.explain\(model, encoding\)"):
         uv.IntegratedGradients(model)(dict(enc))
+
+
+def test_a_row_of_the_explanation_keeps_its_own_words(encoded) -> None:
+    _, enc, model = encoded
+    # a module is found inside the wrapper that masks the padding (its dotted name there differs)
+    exp = uv.explain(model, enc, method="saliency", layer=model.bert.embeddings.word_embeddings)
+    assert exp.meta["layer"] == "model.bert.embeddings.word_embeddings"
+    assert exp[1].meta["tokens"] == [enc.tokens(1)]
+    assert _plot_words(exp[1], 0) == ["dull", "plot"]
+    assert exp[[1, 0]].meta["tokens"] == [enc.tokens(1), enc.tokens(0)]

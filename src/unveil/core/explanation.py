@@ -142,6 +142,9 @@ class Explanation:
             kw[name] = take(kw[name])
         kw["extras"] = {k: take(v) for k, v in self.extras.items()}
         kw["params"] = dict(self.params)
+        toks = self.meta.get("tokens")
+        if isinstance(toks, list) and len(toks) == n and all(isinstance(t, list) for t in toks):
+            kw["meta"] = {**self.meta, "tokens": [toks[int(j)] for j in np.arange(n)[idx]]}
         kw["quality"] = {}
         kw["_fingerprint"] = self.fingerprint
         kw["_fingerprint_fn"] = None
