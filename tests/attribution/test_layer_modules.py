@@ -47,3 +47,11 @@ def test_neuron_tuple_takes_a_module(cnn: tuple[TinyCNN, torch.Tensor]) -> None:
     b = uv.explain(net, x, method="saliency", neuron=("features.3", (2, 4, 4)))
     assert np.abs(b.values).max() > 0
     np.testing.assert_array_equal(a.values, b.values)
+
+
+def test_module_for_a_model_that_is_not_a_module() -> None:
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return x.sum(1, keepdim=True)
+
+    with pytest.raises(LayerNotFoundError, match="a Linear module was given, but the model is not a torch.nn.Module"):
+        uv.explain(fn, torch.ones(2, 3), method="integrated_gradients", layer=nn.Linear(3, 3))
