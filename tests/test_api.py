@@ -38,3 +38,10 @@ def test_explain_splits_options() -> None:
     e = uv.explain(mlp().eval(), torch.randn(2, 6), method="integrated_gradients", n_steps=5, baseline=0.5, target=1)
     assert e.params["n_steps"] == 5 and e.params["baseline"] == 0.5
     assert e.targets.tolist() == [1, 1]
+
+
+def test_dir_lists_the_lazy_names() -> None:
+    listed = dir(uv)
+    assert {"distill", "evaluate", "sanity_check", "bias_audit", "Explainer", "zoo"} <= set(listed)
+    assert "explain" in listed and "_LAZY" not in listed
+    assert "distill" not in vars(uv) or callable(uv.distill)  # listing loads nothing by itself

@@ -305,5 +305,5 @@ def test_text_inputs_use_the_model_tokenizer(capsys, tmp_path: Path, monkeypatch
     assert code == 0, err
     page = out.read_text(encoding="utf-8")
     check_self_contained(page)
-    assert page.count('class="uv-tok"') == 6  # 2 rows x 3 tokens (the second padded)
-    assert ">good</span>" in page and ">[PAD]</span>" in page
+    assert page.count('class="uv-tok"') == 5  # 3 words + 2 words: the padding is not shown
+    assert ">good</span>" in page and ">[PAD]</span>" not in page

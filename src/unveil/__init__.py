@@ -75,6 +75,11 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    """Every public name, the lazily loaded ones included (``dir(unveil)``)."""
+    return sorted({*__all__, "__version__"})
+
+
 def __getattr__(name: str) -> Any:
     target = _LAZY.get(name)
     if target is None:

@@ -11,7 +11,8 @@ import json
 import logging
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -72,6 +73,38 @@ def _load(model_spec: str, weights: str | None, allow_pickle: bool, inputs: Sequ
             raise click.BadParameter(f"expected H,W, got {size!r}", param_hint="--size") from None
     loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
     return loaded, load_inputs(inputs, loaded, texts=texts, rows=rows, size=hw)
+
+
+def _quiet_option(f: F) -> F:
+    return click.option("--quiet", "-q", is_flag=True,
+                        help="No progress bars (they show only when stderr is a terminal).")(f)
+
+
+def _show_progress(quiet: bool, as_json: bool = False) -> bool:
+    """Progress bars on stderr: not with --quiet or --json, and only on a terminal."""
+    return not quiet and not as_json and sys.stderr.isatty()
+
+
+@contextmanager
+def _evaluations_bar(model: Any, show: bool, desc: str) -> Iterator[Any]:
+    """``model`` as an :class:`unveil.Model` whose evaluations advance a progress bar (rows of
+    the model evaluated so far; the total is not known beforehand); the model as it is when
+    ``show`` is false."""
+    if not show:
+        yield model
+        return
+    from tqdm.auto import tqdm
+
+    from .core.model import as_model
+
+    m = as_model(model)
+    bar = tqdm(desc=desc, unit=" model rows", unit_scale=True, leave=False, file=sys.stderr)
+    saved, m.on_evaluate = m.on_evaluate, bar.update
+    try:
+        yield m
+    finally:
+        m.on_evaluate = saved
+        bar.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -171,6 +204,16 @@ def _decorate(exp: Any, loaded: LoadedModel, data: Any) -> None:
         exp.meta = {**exp.meta, "tokens": data.tokens}
 
 
+def _refuse_file_options(items: Sequence[str], flag: str = "--background") -> None:
+    """``-o background=rows.csv`` points to the flag that reads rows from a file (an option's
+    value is read as a number or a name, never as a file)."""
+    for item in items:
+        key = item.partition("=")[0].strip().rpartition(".")[2]
+        if key == "background":
+            raise OptionError(f"-o {key}= takes no file; give the rows with {flag} PATH (.csv, "
+                              ".npy or zoo:NAME)")
+
+
 def _check_out(out: str | None, suffixes: tuple[str, ...]) -> None:
     if out is not None and Path(out).suffix.lower() not in suffixes:
         raise click.BadParameter(f"must end in {' or '.join(suffixes)}, got {out!r}",
@@ -199,24 +242,37 @@ def _write(exp: Any, out: str | None, title: str) -> Path | None:
 @click.option("--target", help="predicted (default), a class index or name, or i,j,... per row.")
 @click.option("--option", "-o", "options", multiple=True, metavar="NAME=VALUE",
               help="A method option, e.g. -o n_steps=32 (repeatable).")
+@click.option("--background", "background_path", metavar="PATH",
+              help="Rows the method averages over or draws replacements from (.csv/.npy, or "
+                   "zoo:NAME for its training rows), for LIME, SHAP and other methods that take "
+                   "background=.")
 @click.option("--out", help="Write the Explanation (.npz) or an HTML page (.html).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_quiet_option
 def explain_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
                 texts: tuple[str, ...], rows: str | None, size: str | None, method: str,
-                target: str | None, options: tuple[str, ...], out: str | None, as_json: bool) -> None:
+                target: str | None, options: tuple[str, ...], background_path: str | None,
+                out: str | None, as_json: bool, quiet: bool) -> None:
     """Explain a model's decisions on some inputs with one method."""
     from .core.explain import explain
     from .core.registry import get_method
 
     _check_out(out, (".npz", ".html", ".htm"))
     info = get_method(method)
+    _refuse_file_options(options)
     opts = parse_option(options, info.options)
     if "target" in opts:
         raise OptionError("the target is given with --target, not -o target=")
+    if background_path is not None and "background" not in info.options.by_name:
+        raise OptionError(f"{method!r} takes no background rows, so --background does not apply; "
+                          "methods that do: kernel_shap, lime, gradient_shap, deeplift_shap ...")
     info.split_options(opts)  # an unknown or ill-typed option fails before the model loads
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
-    exp = explain(loaded.with_data(), data.x, method=method,
-                  target=parse_target(target, loaded.class_names), **opts)
+    if background_path is not None:
+        opts["background"] = _training_rows(loaded, background_path)
+    with _evaluations_bar(loaded.with_data(), _show_progress(quiet, as_json), method) as model:
+        exp = explain(model, data.x, method=method,
+                      target=parse_target(target, loaded.class_names), **opts)
     _decorate(exp, loaded, data)
     path = _write(exp, out, f"{method} · {loaded.name}")
     lines = _sample_lines(exp)
@@ -295,6 +351,21 @@ def _training_rows(loaded: LoadedModel, path: str | None) -> Any:
     return load_inputs([path], loaded).x
 
 
+def _report_section(build_section: Callable[..., Any], model: Any, data: Any, loaded: LoadedModel,
+                    train: Any, method_names: Sequence[str], target: str | None,
+                    per_method: dict[str, dict[str, Any]], budget: dict[str, Any],
+                    metric_names: Sequence[str], no_evaluate: bool, sanity: bool,
+                    progress: bool) -> Any:
+    return build_section(
+        model, data.x, list(method_names) or None, data=train,
+        target=parse_target(target, loaded.class_names), options=per_method, budget=budget,
+        class_names=loaded.class_names, feature_names=data.feature_names, tokens=data.tokens,
+        labels=data.labels, model_name=loaded.name, description=loaded.description,
+        evaluate=not no_evaluate, sanity=sanity, metrics=list(metric_names) or None,
+        progress=progress,
+    )
+
+
 @cli.command("report")
 @_model_options
 @_input_options
@@ -311,26 +382,24 @@ def _training_rows(loaded: LoadedModel, path: str | None) -> Any:
                    "that need a background set (default for zoo models: their training split).")
 @click.option("--no-evaluate", is_flag=True, help="Skip the faithfulness figures.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_quiet_option
 def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
                texts: tuple[str, ...], rows: str | None, size: str | None,
                method_names: tuple[str, ...], target: str | None, options: tuple[str, ...],
                out: str, title: str, sanity: bool, metric_names: tuple[str, ...],
-               data_path: str | None, no_evaluate: bool, as_json: bool) -> None:
+               data_path: str | None, no_evaluate: bool, as_json: bool, quiet: bool) -> None:
     """Write one self-contained HTML report comparing several methods."""
     from .report import Report, build_section, check_options
 
+    _refuse_file_options(options, "--data")
     budget, per_method = _report_options(options, method_names)
     check_options(list(method_names), per_method, budget)  # before the model loads
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
     train = _training_rows(loaded, data_path)
-    section = build_section(
-        loaded.with_data(train), data.x, list(method_names) or None, data=train,
-        target=parse_target(target, loaded.class_names), options=per_method, budget=budget,
-        class_names=loaded.class_names, feature_names=data.feature_names, tokens=data.tokens,
-        labels=data.labels, model_name=loaded.name, description=loaded.description,
-        evaluate=not no_evaluate, sanity=sanity, metrics=list(metric_names) or None,
-        progress=not as_json,
-    )
+    show = _show_progress(quiet, as_json)
+    with _evaluations_bar(loaded.with_data(train), show, "report") as model:
+        section = _report_section(build_section, model, data, loaded, train, method_names, target,
+                                  per_method, budget, metric_names, no_evaluate, sanity, show)
     rep = Report([section], title=title, command="unveil " + " ".join(sys.argv[1:]))
     path = rep.save(out)
     if as_json:
@@ -405,10 +474,11 @@ def _write_json(out: str | None, obj: Any) -> Path | None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", help="Write the surrogate's rules or weights and figures (.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_quiet_option
 def distill_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
                 rows: str | None, label_column: str | None, kind: str, max_depth: int,
                 max_features: int | None, threshold: float | None, curve: bool, augment: str,
-                seed: int, out: str | None, as_json: bool) -> None:
+                seed: int, out: str | None, as_json: bool, quiet: bool) -> None:
     """Fit a small tree, rule list or linear model that mimics the model, with its fidelity."""
     from .surrogate import distill
 
@@ -421,11 +491,12 @@ def distill_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs
                           "class_names": loaded.class_names, "threshold": threshold, "seed": seed,
                           "augment": augment if augment == "auto" else int(augment),
                           "preprocess": table.preprocess}
-    sur = distill(loaded.model, table.X, kind=kind, max_depth=max_depth,  # type: ignore[arg-type]
-                  max_features=max_features, **kw)
-    result: dict[str, Any] = sur.to_dict()
-    if curve:
-        result["curve"] = sur.curve().to_dict()  # the model's answers are reused
+    with _evaluations_bar(loaded.model, _show_progress(quiet, as_json), "distill") as model:
+        sur = distill(model, table.X, kind=kind, max_depth=max_depth,  # type: ignore[arg-type]
+                      max_features=max_features, **kw)
+        result: dict[str, Any] = sur.to_dict()
+        if curve:
+            result["curve"] = sur.curve().to_dict()  # the model's answers are reused
     path = _write_json(out, result)
     if as_json:
         _echo_json({**result, "out": str(path) if path else None})
@@ -457,11 +528,12 @@ def distill_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs
               help="Exit with status 3 when the verdict is this or worse (for pipelines).")
 @click.option("--out", help="Write the audit: a page for reviewers (.html) or every figure (.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_quiet_option
 @click.pass_context
 def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pickle: bool,
               inputs: tuple[str, ...], rows: str | None, label_column: str | None, sensitive: str,
               positive: str, threshold: float | None, attribution: str, seed: int,
-              fail_on: str | None, out: str | None, as_json: bool) -> None:
+              fail_on: str | None, out: str | None, as_json: bool, quiet: bool) -> None:
     """Audit a classifier for reliance on a sensitive column and its proxies."""
     from .audit import bias_audit
 
@@ -480,9 +552,10 @@ def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pi
     elif not hasattr(loaded.model, "classes_"):  # a scikit-learn classifier maps its own labels
         raise OptionError(f"--positive {positive!r} is neither an output index nor a class name "
                           f"(class names: {', '.join(loaded.class_names or []) or 'none known'})")
-    res = bias_audit(loaded.model, table.X, sensitive=col, y=table.labels, feature_names=names,
-                     positive=pos, threshold=threshold, attribution=attribution, seed=seed,
-                     preprocess=table.preprocess, class_names=loaded.class_names)
+    with _evaluations_bar(loaded.model, _show_progress(quiet, as_json), "audit") as model:
+        res = bias_audit(model, table.X, sensitive=col, y=table.labels, feature_names=names,
+                         positive=pos, threshold=threshold, attribution=attribution, seed=seed,
+                         preprocess=table.preprocess, class_names=loaded.class_names)
     path = res.save(out) if out else None
     if as_json:
         _echo_json({**res.to_dict(), "out": str(path) if path else None})
@@ -535,17 +608,19 @@ def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str |
 @click.option("--samples", type=click.IntRange(1, 64), help="Test inputs per model.")
 @click.option("--no-evaluate", is_flag=True, help="Skip the trust-card metrics.")
 @click.option("--no-audit", is_flag=True, help="Skip the bias audit of the fair-data network.")
+@_quiet_option
 @click.pass_context
 def demo_cmd(ctx: click.Context, out_dir: str, models: tuple[str, ...],
              method_names: tuple[str, ...], samples: int | None, no_evaluate: bool,
-             no_audit: bool) -> None:
+             no_audit: bool, quiet: bool) -> None:
     """Explain the zoo models with every method that applies, write a report, and audit a
     network trained on real survey data for bias."""
     from .report.demo import run_demo
 
     res = run_demo(out_dir, models=list(models) or None, methods=list(method_names) or None,
                    n_samples=samples, evaluate=not no_evaluate, audit=not no_audit and not models,
-                   echo=click.echo)
+                   echo=None if quiet else click.echo,
+                   progress=_show_progress(quiet))
     click.echo(f"\n{'model':<24} {'method':<24} {'status':<8} {'time (s)':>8} {'evals':>7}  note")
     for model, r in res.rows:
         note = r.error or r.skipped or ""

@@ -306,8 +306,8 @@ def test_errors(resnet):
         GradCAM(model)(x, baseline="zeros")
     with pytest.raises(OptionError, match=r"ablation_value='min' should be float \| 'auto'"):
         AblationCAM(model, ablation_value="min")  # type: ignore[arg-type]  # refused on purpose
-    with pytest.raises(OptionError, match=r"(?s)option layer=.* should be str \| None"):
-        GradCAM(model, layer=model.layer2)  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match=r"(?s)option layer=.* should be str \| Module \| None"):
+        GradCAM(model, layer=2)  # type: ignore[arg-type]
 
 
 def test_layer_not_on_the_path_and_shared_layers():

@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-import torch
-
+from ..core.explain import explain as _explain
 from ..core.explanation import Explanation
 from ..core.model import TargetSpec
 from ..core.registry import get_method
-from ..errors import InputError, OptionError
+from ..errors import OptionError
 
 __all__ = ["METHODS", "attention"]
 
@@ -54,37 +52,13 @@ def attention(
         raise OptionError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     info = get_method(method)
     if isinstance(tokens, Mapping):
-        if "input_ids" not in tokens:
-            raise InputError(f"a mapping of inputs needs 'input_ids', got keys {sorted(tokens)}")
-        mask = tokens.get("attention_mask")
+        from ..text.encoding import read_encoding
+
+        model, tokens, mask, strings = read_encoding(model, tokens)
         if mask is not None:
             options.setdefault("attention_mask", mask)
-            model = _masked(model, tokens["input_ids"], mask)
-        tokens = tokens["input_ids"]
-    from ..core.explain import explain
-
-    return explain(model, tokens, method=info.name, target=target, **options)
-
-
-def _masked(model: Any, ids: Any, mask: Any) -> Any:
-    """Wrap a Hugging Face model so that its padding (``mask == 0``) is masked at every call.
-
-    The wrapper rebuilds the mask from the ids (``ids != pad_token_id``), so it stays right
-    however the rows are chunked or repeated; a mask it cannot rebuild is refused.
-    """
-    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
-    if bool(m.all()):
-        return model
-    from ..text.models import MaskedModel, TextModel
-
-    if isinstance(model, TextModel):
-        wrapped = model
-    elif hasattr(model, "config"):
-        wrapped = MaskedModel(model)
-    else:
-        raise OptionError(
-            "tokens carry an attention_mask with padding, but the model is not a Hugging Face "
-            "model; wrap it so that it masks padding itself (e.g. unveil.text.MaskedModel)"
-        )
-    wrapped.check_mask(ids, m)
-    return wrapped
+        exp = _explain(model, tokens, method=info.name, target=target, **options)
+        if strings is not None:
+            exp.meta["tokens"] = strings
+        return exp
+    return _explain(model, tokens, method=info.name, target=target, **options)

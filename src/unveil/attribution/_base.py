@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from ..core.batching import BatchSize, map_chunked, resolve_batch_size
 from ..core.explanation import Explanation
+from ..core.hooks import layer_name
 from ..core.modality import infer_modality
-from ..core.model import Model, TargetSpec, as_model
+from ..core.model import Model, TargetSpec, as_model, frame_columns, token_strings
 from ..core.options import suggest
 from ..core.quality import mark_degenerate
 from ..core.reference import Reference
@@ -122,6 +124,7 @@ class Attributor(abc.ABC):
         @functools.wraps(init)
         def checked(self: Attributor, model: Any, *args: Any, **options: Any) -> None:
             if type(self) is owner:  # the outermost constructor checks; super() calls do not
+                options = _named_layers(model, options)
                 info = self.declaration()
                 if info is not None:
                     _check_where(info, options, "init")
@@ -173,15 +176,36 @@ class Attributor(abc.ABC):
         return names
 
     def __call__(self, inputs: Any, *, target: TargetSpec = "predicted", **kwargs: Any) -> Explanation:
+        kwargs = _named_layers(self.model, kwargs)
         names = self._common_call_options(kwargs, target)
+        columns = frame_columns(inputs)
         exp = self._run(inputs, target=target, **kwargs)
-        for key, value in names.items():
-            if value is not None:
-                setattr(exp, key, [str(v) for v in value])
-        if exp.feature_names is None and self.model.feature_names is not None:
-            exp.feature_names = list(self.model.feature_names)
+        self._name(exp, names, columns)
         self._judge(exp, kwargs.get("background"))
         return exp
+
+    def _name(self, exp: Explanation, given: dict[str, Any], columns: list[str] | None) -> None:
+        """Names from where they are known, the first found wins: the call's ``feature_names=``
+        / ``class_names=``, a DataFrame's columns, then the model's (``uv.Model(feature_names=)``,
+        an estimator's ``feature_names_in_`` / ``classes_``, a module's ``feature_names`` /
+        ``class_names``). The model's feature names are dropped when their count does not fit
+        a table's columns. A text model with a ``tokenizer`` gives ``meta["tokens"]``."""
+        if given.get("feature_names") is not None:
+            exp.feature_names = [str(v) for v in given["feature_names"]]
+        elif columns is not None:
+            exp.feature_names = columns
+        elif self.model.feature_names is not None:
+            width = int(exp.inputs[0].size) if exp.inputs.ndim >= 2 else -1
+            if exp.modality != "tabular" or len(self.model.feature_names) == width:
+                exp.feature_names = list(self.model.feature_names)
+        if given.get("class_names") is not None:
+            exp.class_names = [str(v) for v in given["class_names"]]
+        elif self.model.class_names is not None:
+            exp.class_names = list(self.model.class_names)
+        if exp.modality == "text" and "tokens" not in exp.meta:
+            tokens = token_strings(self.model.obj, exp.inputs)
+            if tokens is not None:
+                exp.meta["tokens"] = tokens
 
     def _judge(self, exp: Explanation, background: Any) -> None:
         """Quality facts every explanation gets: degenerate rows (``quality["degenerate"]``) and
@@ -288,6 +312,23 @@ def _check_where(info: MethodInfo, options: Mapping[str, Any], where: str) -> No
             f"{info.name!r}: {', '.join(wrong)} {'is an option' if len(wrong) == 1 else 'are options'} "
             f"of the {other}, not of the {given} (uv.explain takes both)"
         )
+
+
+def _named_layers(model: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """``layer=`` (and a ``neuron=`` tuple's layer) given as a module of the model become its
+    dotted name, so that every method, its params and saved files see names."""
+    layer, neuron = options.get("layer"), options.get("neuron")
+    neuron_layer = neuron[0] if isinstance(neuron, tuple) and neuron else None
+    if not isinstance(layer, nn.Module) and not isinstance(neuron_layer, nn.Module):
+        return options
+    root = model.module if isinstance(model, Model) else model
+    root = root if isinstance(root, nn.Module) else None
+    out = dict(options)
+    if isinstance(layer, nn.Module):
+        out["layer"] = layer_name(root, layer)
+    if isinstance(neuron_layer, nn.Module) and isinstance(neuron, tuple):
+        out["neuron"] = (layer_name(root, neuron_layer), *neuron[1:])
+    return out
 
 
 def refuse_options(method: str, extra: Mapping[str, Any], takes: Iterable[str]) -> None:

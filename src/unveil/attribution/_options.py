@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal, Union
 
+from torch import nn
+
 from ..core.groups import FeatureGroups
 from ..core.options import ArrayLike, Option
 from ._layers import NeuronSpec
@@ -17,8 +19,9 @@ BASELINE = Option(
     "reference input: a number, 'zeros' (None), 'blur', 'mean', 'uniform' (seeded) or an array "
     "broadcastable to the inputs (token ids for text)", where="call")
 LAYER = Option(
-    "layer", Union[str, None], None,
-    "dotted name of a layer: attribute to its output instead of the input", where="call")
+    "layer", Union[str, nn.Module, None], None,
+    "a layer of the model (its dotted name or the module itself): attribute to its output "
+    "instead of the input", where="call")
 NEURON = Option(
     "neuron", NeuronSpec, None,
     "explain one unit instead of the target score: ('layer.name', index or callable), or an "

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, Union
 
 import torch
+from torch import nn
 
 from ..core.batching import BatchSize, rows_located, run_chunked
 from ..core.options import Option
@@ -206,8 +207,8 @@ _PARAMS_DOC = """
 """
 
 
-_LAYER = Option("layer", Union[str, None], None, "dotted name of the target layer; None picks "
-                "the last spatial layer the prediction depends on")
+_LAYER = Option("layer", Union[str, nn.Module, None], None, "the target layer (its dotted name or "
+                "the module itself); None picks the last spatial layer the prediction depends on")
 
 
 def _cam(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,9 @@ class Explanation:
             kw[name] = take(kw[name])
         kw["extras"] = {k: take(v) for k, v in self.extras.items()}
         kw["params"] = dict(self.params)
+        toks = self.meta.get("tokens")
+        if isinstance(toks, list) and len(toks) == n and all(isinstance(t, list) for t in toks):
+            kw["meta"] = {**self.meta, "tokens": [toks[int(j)] for j in np.arange(n)[idx]]}
         kw["quality"] = {}
         kw["_fingerprint"] = self.fingerprint
         kw["_fingerprint_fn"] = None
@@ -254,22 +257,53 @@ class Explanation:
             **kw,
         )
 
+    def with_names(
+        self,
+        *,
+        feature_names: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None,
+        tokens: Sequence[Sequence[str]] | None = None,
+    ) -> Explanation:
+        """A copy (arrays shared) with names replaced: ``feature_names`` (one per column),
+        ``class_names`` (one per output) and ``tokens`` (token strings per row, stored in
+        ``meta["tokens"]``); ``None`` keeps what the explanation has."""
+        meta = dict(self.meta)
+        if tokens is not None:
+            meta["tokens"] = [[str(t) for t in row] for row in tokens]
+        return replace(
+            self,
+            feature_names=self.feature_names if feature_names is None else [str(n) for n in feature_names],
+            class_names=self.class_names if class_names is None else [str(n) for n in class_names],
+            meta=meta,
+            _fingerprint=self.fingerprint,
+            _fingerprint_fn=None,
+        )
+
     # -- display (the one permitted upward import) ----------------------------------------
-    def plot(self, index: int = 0, *, ax: Any = None, **kwargs: Any) -> Any:
+    def plot(
+        self, index: int = 0, *, ax: Any = None, feature_names: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None, **kwargs: Any,
+    ) -> Any:
         """Draw sample ``index``: a heatmap for images, bars for tables, highlighted words for
-        text; ``kind=`` picks another drawing (``"waterfall"``, ``"beeswarm"``,
-        ``"dependence"`` for tables; ``"heatmap"``, ``"blended"``, ``"overlay"`` with
-        ``sign=`` for images), see :func:`unveil.report.plot_explanation`. Returns the
-        matplotlib Axes."""
+        text (subwords merged); ``kind=`` picks another drawing (``"waterfall"``,
+        ``"beeswarm"``, ``"dependence"`` for tables; ``"heatmap"``, ``"blended"``,
+        ``"overlay"`` with ``sign=`` for images), see :func:`unveil.report.plot_explanation`.
+        Returns the matplotlib Axes. ``feature_names`` / ``class_names`` name columns and
+        classes for this drawing only (see :meth:`with_names`)."""
         from ..report import plotting
 
-        return plotting.plot_explanation(self, index=index, ax=ax, **kwargs)
+        exp = self.with_names(feature_names=feature_names, class_names=class_names)
+        return plotting.plot_explanation(exp, index=index, ax=ax, **kwargs)
 
-    def to_html(self, **kwargs: Any) -> str:
-        """A self-contained HTML fragment showing the explanation."""
+    def to_html(
+        self, *, feature_names: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None, **kwargs: Any,
+    ) -> str:
+        """A self-contained HTML fragment showing the explanation (names as in :meth:`plot`)."""
         from ..report import html
 
-        return html.explanation_html(self, **kwargs)
+        exp = self.with_names(feature_names=feature_names, class_names=class_names)
+        return html.explanation_html(exp, **kwargs)
 
     def _repr_html_(self) -> str:
         return self.to_html(max_samples=4)

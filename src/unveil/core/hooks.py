@@ -30,6 +30,7 @@ __all__ = [
     "forward_hooks",
     "frozen_parameters",
     "get_submodule",
+    "layer_name",
     "model_guard",
     "replaced_modules",
 ]
@@ -207,10 +208,39 @@ def capture_outputs(
         yield store
 
 
-def get_submodule(root: nn.Module, name: str) -> nn.Module:
-    """``root.get_submodule(name)`` with an error that lists the closest existing names."""
+def layer_name(root: nn.Module | None, layer: str | nn.Module) -> str:
+    """The dotted name of ``layer`` in ``root``: a name passes through, a module is looked up by
+    identity in ``root.named_modules()``.
+
+    Raises :class:`~unveil.errors.LayerNotFoundError` for a module that is not part of ``root``
+    (the message names its type only, never its repr).
+    """
     from ..errors import LayerNotFoundError
 
+    if not isinstance(layer, nn.Module):
+        return layer
+    if root is None:
+        raise LayerNotFoundError(
+            f"layer= a {type(layer).__name__} module was given, but the model is not a "
+            "torch.nn.Module"
+        )
+    for name, m in root.named_modules(remove_duplicate=False):
+        if m is layer:
+            return str(name)
+    names = [n for n, _ in root.named_modules() if n]
+    sample = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+    raise LayerNotFoundError(
+        f"layer= a {type(layer).__name__} that is not a submodule of this model "
+        f"({type(root).__name__}); pass one of its own modules or a dotted name: {sample}"
+    )
+
+
+def get_submodule(root: nn.Module, name: str | nn.Module) -> nn.Module:
+    """``root.get_submodule(name)`` with an error that lists the closest existing names; a
+    module of ``root`` is accepted too (see :func:`layer_name`)."""
+    from ..errors import LayerNotFoundError
+
+    name = layer_name(root, name)
     if name in ("", "."):
         return root
     try:

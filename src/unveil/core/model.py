@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Union
 
 import numpy as np
@@ -28,7 +28,8 @@ from ..errors import (
 from .hooks import StopForward, get_submodule, model_guard
 from .reference import Reference, as_reference
 
-__all__ = ["Model", "OutputSpec", "TargetSpec", "as_model", "to_tensor"]
+__all__ = ["Model", "OutputSpec", "TargetSpec", "as_model", "frame_columns", "known_names",
+           "to_tensor", "token_strings"]
 
 OutputSpec = Union[Literal["logits", "probs"], Callable[[torch.Tensor], torch.Tensor]]
 TargetSpec = Union[int, str, Sequence[int], np.ndarray, torch.Tensor, None]
@@ -45,13 +46,18 @@ def to_tensor(x: Any, *, name: str = "inputs") -> torch.Tensor:
         arr = np.asarray(x)
     except Exception as exc:  # pragma: no cover - numpy raises many kinds
         raise InputError(f"{name} must be a tensor or array, got {type(x).__name__}") from exc
+    if isinstance(x, Mapping):
+        raise InputError(
+            f"{name} is a mapping (keys {sorted(map(str, x))}); tokenizer output goes to "
+            "unveil.explain(model, encoding), which reads its input_ids and attention_mask"
+        )
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise InputError(
             f"{name} must be a numeric tensor or array, got dtype {arr.dtype}; encode text as "
             "token ids and categories as numbers first"
         )
     arr = np.ascontiguousarray(arr)
-    if not arr.flags.writeable:  # e.g. a pandas frame's values: torch warns on read-only memory
+    if not arr.flags.writeable:  # e.g. a pandas frame's read-only view: torch warns on those
         arr = arr.copy()
     return torch.from_numpy(arr)
 
@@ -117,8 +123,13 @@ class Model:
         explained row is then checked against their ranges and the verdict stored in
         ``exp.quality["in_distribution"]`` (see :mod:`unveil.core.reference`), so an input in the
         wrong units or far from the data is flagged instead of explained with confidence.
-    feature_names
-        Column names, used in those messages.
+    feature_names, class_names
+        Names of the input columns and of the output classes, carried into every
+        :class:`~unveil.core.explanation.Explanation` (plots, HTML, saved files). When not given
+        they are read from the model: a scikit-learn estimator's ``feature_names_in_`` and
+        ``classes_``, or ``feature_names`` / ``class_names`` attributes holding lists of strings
+        (the zoo's models carry them). A DataFrame's columns or ``feature_names=`` given to a
+        call win over these.
     """
 
     def __init__(
@@ -129,6 +140,7 @@ class Model:
         backend: Literal["auto", "torch", "numpy"] = "auto",
         reference: Any = None,
         feature_names: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         if isinstance(model, Model):
             raise TypeError("already a Model; use as_model() to pass one through")
@@ -147,10 +159,14 @@ class Model:
             elif _is_estimator(model):
                 backend = "numpy"
         self._backend: str = backend  # "auto" until probed for a plain function
-        names = None if feature_names is None else [str(n) for n in feature_names]
-        self.feature_names = names
+        names = _name_list(feature_names) or known_names(model, "feature")
+        self.feature_names: list[str] | None = names
+        self.class_names: list[str] | None = _name_list(class_names) or known_names(model, "class")
         self.reference: Reference | None = as_reference(reference, feature_names=names)
         self.n_evals = 0
+        #: Called with the number of rows after each evaluation (e.g. a progress bar's
+        #: ``update``); ``None`` by default.
+        self.on_evaluate: Callable[[int], Any] | None = None
         self._fingerprint: str | None = None
 
     # -- properties -----------------------------------------------------------------------
@@ -297,6 +313,8 @@ class Model:
         elif callable(self.output):
             out = self.output(out)
         self.n_evals += int(x.shape[0])
+        if self.on_evaluate is not None:
+            self.on_evaluate(int(x.shape[0]))
         return out
 
     __call__ = forward
@@ -391,13 +409,15 @@ class Model:
         return s.detach(), g
 
     # -- structure ------------------------------------------------------------------------
-    def layer(self, name: str) -> nn.Module:
-        """The submodule at a dotted name; the error lists the closest names."""
+    def layer(self, name: str | nn.Module) -> nn.Module:
+        """The submodule at a dotted name (or the module itself, checked to be part of the
+        model); the error lists the closest names."""
         if self.module is None:
             from ..errors import LayerNotFoundError
 
             raise LayerNotFoundError(
-                f"layer {name!r} was asked of a model that is not a torch.nn.Module"
+                f"layer {name if isinstance(name, str) else type(name).__name__!r} was asked of a "
+                "model that is not a torch.nn.Module"
             )
         return get_submodule(self.module, name)
 
@@ -425,6 +445,63 @@ class Model:
                         h.update(f"{k}={v!r}".encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
+
+
+_NAME_ATTRIBUTES = {
+    "feature": ("feature_names_in_", "feature_names"),
+    "class": ("classes_", "class_names"),
+}
+
+
+def _name_list(names: Any) -> list[str] | None:
+    if names is None:
+        return None
+    return [str(n) for n in names]
+
+
+def known_names(obj: Any, kind: Literal["feature", "class"]) -> list[str] | None:
+    """The ``kind`` names a model object carries, or ``None``.
+
+    Read from a scikit-learn estimator's ``feature_names_in_`` / ``classes_`` and from
+    ``feature_names`` / ``class_names`` attributes (the zoo's modules carry these); only a
+    list, tuple or 1-d array of strings (or, for classes, of numbers) counts.
+    """
+    for attr in _NAME_ATTRIBUTES[kind]:
+        try:
+            value = getattr(obj, attr, None)
+        except Exception:  # a property that raises (e.g. an unfitted estimator)
+            continue
+        if isinstance(value, np.ndarray) and value.ndim == 1 and value.size:
+            value = value.tolist()
+        if not isinstance(value, (list, tuple)) or not value:
+            continue
+        ok = (str,) if kind == "feature" else (str, int, np.integer, bool)
+        if all(isinstance(v, ok) for v in value):
+            return [str(v) for v in value]
+    return None
+
+
+def frame_columns(x: Any) -> list[str] | None:
+    """The column names of a pandas DataFrame (``None`` for anything else), without importing
+    pandas."""
+    if type(x).__module__.split(".")[0] != "pandas" or not hasattr(x, "columns"):
+        return None
+    cols = list(x.columns)
+    return [str(c) for c in cols] if getattr(x, "ndim", 0) == 2 else None
+
+
+def token_strings(obj: Any, ids: Any) -> list[list[str]] | None:
+    """Token strings of each row of ``ids`` (N, T) from ``obj.tokenizer`` (a Hugging Face
+    tokenizer's ``convert_ids_to_tokens``), or ``None`` when the model carries no tokenizer."""
+    tok = getattr(obj, "tokenizer", None)
+    convert = getattr(tok, "convert_ids_to_tokens", None)
+    arr = np.asarray(ids)
+    if convert is None or arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+        return None
+    try:
+        return [[str(t) for t in convert([int(i) for i in row])] for row in arr]
+    except Exception:  # not a tokenizer after all: no strings, not an error
+        return None
 
 
 def _check_finite(out: torch.Tensor, n: int) -> None:

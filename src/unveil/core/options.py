@@ -222,7 +222,7 @@ def check_value(value: Any, tp: Any) -> bool:
     if origin is Union or origin is types.UnionType:
         return any(check_value(value, a) for a in typing.get_args(tp))
     if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
+        return any(type(value) is type(a) and value == a for a in typing.get_args(tp))
     if origin is not None:
         tp = origin
     if tp is bool:

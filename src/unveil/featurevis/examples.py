@@ -15,8 +15,10 @@ from typing import Any, Literal, Union
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..core.batching import BatchSize
+from ..core.hooks import layer_name
 from ..core.model import as_model
 from ..errors import OptionError
 from ._data import stream
@@ -119,7 +121,7 @@ def dataset_examples(
     model: Any,
     data: Any,
     *,
-    layer: str,
+    layer: str | nn.Module,
     unit: Unit,
     k: int = 9,
     reduce: Literal["max", "mean"] = "max",
@@ -151,6 +153,7 @@ def dataset_examples(
     DatasetExamples
     """
     m = as_model(model)
+    layer = layer_name(m.module, layer)
     k = positive_int(k, "k")
     if reduce not in ("max", "mean"):
         raise OptionError(f"reduce must be 'max' or 'mean', got {reduce!r}")

@@ -18,6 +18,7 @@ Tables are :class:`Table` objects: lists of dicts with ``to_pandas()`` (pandas f
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from ..core.batching import BatchSize
+from ..core.hooks import layer_name
 from ..core.model import Model, as_model
 from ..errors import OptionError, require
 from ._data import stream
@@ -202,7 +204,7 @@ def activation_stats(
     model: Any,
     data: Any,
     *,
-    layers: list[str] | None = None,
+    layers: Sequence[str | nn.Module] | None = None,
     dead_tol: float = 0.0,
     saturation_tol: float = 0.01,
     batch_size: BatchSize = "auto",
@@ -225,7 +227,8 @@ def activation_stats(
     """
     m = _module_model(model, "activation_stats")
     assert m.module is not None
-    names = _default_layers(m.module) if layers is None else list(layers)
+    names = (_default_layers(m.module) if layers is None
+             else [layer_name(m.module, n) for n in layers])
     if not names:
         raise OptionError("no layers to inspect; pass layers=[...] with dotted names")
     accs = {n: _Acc(_bounds_of(m.layer(n)), type(m.layer(n)).__name__) for n in names}
@@ -312,7 +315,7 @@ def class_mean_activations(
     model: Any,
     data: Any,
     *,
-    layer: str,
+    layer: str | nn.Module,
     labels: Any = None,
     n_classes: int | None = None,
     class_names: list[str] | None = None,
@@ -324,6 +327,7 @@ def class_mean_activations(
     an iterable, or else the model's predicted class.
     """
     m = _module_model(model, "class_mean_activations")
+    layer = layer_name(m.module, layer)
     need_output = labels is None
     used_predictions: list[bool] = []
     sums: dict[int, torch.Tensor] = {}

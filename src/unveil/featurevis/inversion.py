@@ -19,7 +19,9 @@ from typing import Any, Literal, Union
 
 import numpy as np
 import torch
+from torch import nn
 
+from ..core.hooks import layer_name
 from ..core.model import as_model
 from ..errors import OptionError
 from . import objectives as O
@@ -106,7 +108,7 @@ def invert(
     model: Any,
     x: Any,
     *,
-    layer: str,
+    layer: str | nn.Module,
     n_steps: int = 300,
     steps: int | None = None,
     lr: float = 0.05,
@@ -153,6 +155,7 @@ def invert(
         ``.images``, ``.error`` and ``.initial_error`` (N,), ``.trace`` (steps,).
     """
     m = as_model(model)
+    layer = layer_name(m.module, layer)
     xt = m.prepare(x)
     steps = positive_int(steps_alias(n_steps, steps), "n_steps")
     lr = positive_float(lr, "lr")

@@ -25,7 +25,9 @@ from typing import Any, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from ..core.hooks import layer_name
 from ..errors import OptionError
 from ._taps import INPUT, OUTPUT
 
@@ -47,6 +49,8 @@ __all__ = [
 
 Acts = Mapping[str, torch.Tensor]
 Index = Union[int, Sequence[int], np.ndarray, torch.Tensor]
+#: A layer: its dotted name, or the module itself (resolved when the objective meets its model).
+Layer = Union[str, nn.Module]
 NeuronIndex = Union[int, tuple[int, ...], Sequence[Union[int, tuple[int, ...]]]]
 
 
@@ -64,10 +68,27 @@ class Objective:
         A readable description, used in results and reprs.
     """
 
-    def __init__(self, fn: Callable[[Acts], torch.Tensor], layers: Iterable[str], name: str) -> None:
+    def __init__(self, fn: Callable[[Acts], torch.Tensor], layers: Iterable[Any], name: str) -> None:
         self.fn = fn
-        self.layers = frozenset(layers)
+        self.layers: frozenset[Any] = frozenset(layers)
         self.name = name
+
+    def named(self, root: nn.Module | None) -> Objective:
+        """This objective with layers given as modules replaced by their dotted names in
+        ``root`` (a module outside ``root`` raises
+        :class:`~unveil.errors.LayerNotFoundError`); itself when all layers are names."""
+        modules = [k for k in self.layers if isinstance(k, nn.Module)]
+        if not modules:
+            return self
+        names = {k: layer_name(root, k) for k in modules}
+        fn, text = self.fn, self.name
+        for k, n in names.items():
+            text = text.replace(_label(k), repr(n))
+
+        def renamed(acts: Acts) -> torch.Tensor:
+            return fn(_ByModule(acts, names))
+
+        return Objective(renamed, [names.get(k, k) for k in self.layers], text)
 
     @property
     def needs_output(self) -> bool:
@@ -136,8 +157,30 @@ def as_objective(spec: Objective | str) -> Objective:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _get(acts: Acts, key: str) -> torch.Tensor:
-    a = acts[key]
+class _ByModule(Mapping[Any, torch.Tensor]):
+    """Activations keyed by name, also readable by the modules that ``names`` maps to names."""
+
+    def __init__(self, acts: Acts, names: Mapping[nn.Module, str]) -> None:
+        self._acts, self._names = acts, names
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        return self._acts[self._names[key] if isinstance(key, nn.Module) else key]
+
+    def __iter__(self) -> Any:
+        return iter(self._acts)
+
+    def __len__(self) -> int:
+        return len(self._acts)
+
+
+def _label(layer: Layer) -> str:
+    """How a layer reads in an objective's name: the quoted dotted name, or ``<Type@id>`` for a
+    module until :meth:`Objective.named` puts its name in."""
+    return repr(layer) if isinstance(layer, str) else f"<{type(layer).__name__}@{id(layer):x}>"
+
+
+def _get(acts: Acts, key: Layer) -> torch.Tensor:
+    a = acts[key]  # type: ignore[index]  # a module key is read through _ByModule
     if a.ndim < 2:
         if key == OUTPUT:
             return a.unsqueeze(1)
@@ -184,7 +227,7 @@ def _fmt(v: Any) -> str:
 
 
 # ---------------------------------------------------------------------------- objectives
-def channel(layer: str, c: Index) -> Objective:
+def channel(layer: Layer, c: Index) -> Objective:
     """Mean activation of channel ``c`` of ``layer`` (axis 1), over all positions.
 
     For a fully connected layer (N, F) channel ``c`` is unit ``c``. ``c`` may hold one channel
@@ -194,7 +237,7 @@ def channel(layer: str, c: Index) -> Objective:
     def fn(acts: Acts) -> torch.Tensor:
         return _gather(_spatial_mean(_get(acts, layer)), c, "channel")
 
-    return Objective(fn, [layer], f"channel({layer!r}, {_fmt(c)})")
+    return Objective(fn, [layer], f"channel({_label(layer)}, {_fmt(c)})")
 
 
 def _flat_neuron(spec: int | tuple[int, ...], shape: tuple[int, ...]) -> int:
@@ -211,7 +254,7 @@ def _flat_neuron(spec: int | tuple[int, ...], shape: tuple[int, ...]) -> int:
     return int(np.ravel_multi_index(tuple(i % s for i, s in zip(spec, shape)), shape))
 
 
-def neuron(layer: str, index: NeuronIndex) -> Objective:
+def neuron(layer: Layer, index: NeuronIndex) -> Objective:
     """The activation of one unit of ``layer``.
 
     ``index`` is a tuple into the per-sample activation, e.g. ``(c, y, x)`` for a conv layer or
@@ -229,10 +272,10 @@ def neuron(layer: str, index: NeuronIndex) -> Objective:
         flat = [_flat_neuron(s, shape) for s in specs]
         return _gather(a.flatten(1), flat, "neuron")
 
-    return Objective(fn, [layer], f"neuron({layer!r}, {_fmt(index) if per_image else index})")
+    return Objective(fn, [layer], f"neuron({_label(layer)}, {_fmt(index) if per_image else index})")
 
 
-def layer(layer: str) -> Objective:
+def layer(layer: Layer) -> Objective:
     """Mean squared activation of the whole layer: the L2 ("deep dream") objective.
 
     Mordvintsev, Olah & Tyka (2015) "Inceptionism: going deeper into neural networks".
@@ -241,7 +284,7 @@ def layer(layer: str) -> Objective:
     def fn(acts: Acts) -> torch.Tensor:
         return _get(acts, layer).flatten(1).pow(2).mean(1)
 
-    return Objective(fn, [layer], f"layer({layer!r})")
+    return Objective(fn, [layer], f"layer({_label(layer)})")
 
 
 def class_logit(k: Index) -> Objective:
@@ -253,7 +296,7 @@ def class_logit(k: Index) -> Objective:
     return Objective(fn, [OUTPUT], f"class_logit({_fmt(k)})")
 
 
-def direction(layer: str, v: Any, *, cosine: bool = False) -> Objective:
+def direction(layer: Layer, v: Any, *, cosine: bool = False) -> Objective:
     """Projection of ``layer``'s activation onto a direction ``v`` (normalised to unit length).
 
     ``v`` of shape (C,) is a direction over channels, scored at every position and averaged;
@@ -276,7 +319,7 @@ def direction(layer: str, v: Any, *, cosine: bool = False) -> Objective:
             tuple(d.shape[1:]) == full or (channelwise and d.shape[1] == a.shape[1])
         ):
             raise OptionError(
-                f"direction of shape {tuple(vt.shape)} does not fit {layer!r}'s activation "
+                f"direction of shape {tuple(vt.shape)} does not fit {_label(layer)}'s activation "
                 f"{full} for a batch of {a.shape[0]}: give (C,) = ({a.shape[1]},), the "
                 "per-sample shape, or either with a leading axis of one per image"
             )
@@ -292,10 +335,10 @@ def direction(layer: str, v: Any, *, cosine: bool = False) -> Objective:
         proj: torch.Tensor = dots / (af.norm(dim=1) + 1e-8) if cosine else dots
         return proj
 
-    return Objective(fn, [layer], f"direction({layer!r}, shape {tuple(vt.shape)})")
+    return Objective(fn, [layer], f"direction({_label(layer)}, shape {tuple(vt.shape)})")
 
 
-def diversity(layer: str) -> Objective:
+def diversity(layer: Layer) -> Objective:
     """Minus each image's mean similarity to the other images of the batch.
 
     Similarity is the cosine between the images' Gram matrices (channel correlations) at
@@ -318,7 +361,7 @@ def diversity(layer: str) -> Objective:
         sim = g @ g.t()
         return -(sim.sum(1) - sim.diagonal()) / (n - 1)
 
-    return Objective(fn, [layer], f"diversity({layer!r})")
+    return Objective(fn, [layer], f"diversity({_label(layer)})")
 
 
 def per_image(objectives: Sequence[Objective]) -> Objective:

@@ -222,7 +222,7 @@ def visualize(
         ``.images`` (N, ...), ``.trace`` (steps,), ``.trace_per_image``, ``.values`` (N,).
     """
     m = as_model(model)
-    obj = O.as_objective(objective)
+    obj = O.as_objective(objective).named(m.module)
     shp = check_shape(shape)
     steps = positive_int(steps_alias(n_steps, steps), "n_steps")
     lr = positive_float(lr, "lr")

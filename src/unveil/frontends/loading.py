@@ -68,7 +68,8 @@ class LoadedModel:
         if ref is None or isinstance(self.model, Model):
             return self.model
         try:
-            return Model(self.model, reference=ref, feature_names=self.feature_names)
+            return Model(self.model, reference=ref, feature_names=self.feature_names,
+                         class_names=self.class_names)
         except UnveilError:
             return self.model  # token ids, or too few rows: nothing to compare with
 

@@ -102,6 +102,7 @@ def run_demo(
     evaluate: bool = True,
     audit: bool = True,
     echo: Callable[[str], None] | None = None,
+    progress: bool = True,
 ) -> DemoResult:
     """Run the demo and write ``out_dir/report.html`` (and ``out_dir/audit.html``).
 
@@ -125,6 +126,8 @@ def run_demo(
         ``examples`` extras; skipped with a note without them).
     echo : callable, optional
         Receives one line per step (the CLI prints them); silent by default.
+    progress : bool
+        A progress bar over each model's methods (on a terminal only).
     """
     from ..zoo import ZOO, load_dataset
 
@@ -147,7 +150,7 @@ def run_demo(
             labels=data.y_test[:k], data=data.X_train[:256], model_name=f"zoo:{name}",
             description=entry.description, evaluate=evaluate, sanity=DEMO_SANITY if evaluate else False,
             trust_options={"n_steps": 10},
-            on_error="record", progress=True,
+            on_error="record", progress=progress,
         )
         skip_not_applicable(section.runs)
         sections.append(section)

@@ -204,11 +204,20 @@ def _token_strings(exp: Explanation, i: int, n: int) -> list[str]:
 
 
 def token_values(exp: Explanation, i: int) -> tuple[list[str], np.ndarray]:
-    """Tokens of sample ``i`` and one attribution per token (embedding dims summed)."""
+    """Tokens of sample ``i`` and one attribution per token (embedding dims summed); with token
+    strings known, subword pieces are merged into words (their values summed) and special
+    tokens such as ``[CLS]`` and padding are left out."""
     v = element_values(exp)[i]
     n = int(np.asarray(exp.inputs[i]).reshape(-1).size)
     v = v.reshape(n, -1).sum(axis=1) if v.size % max(n, 1) == 0 else v.reshape(-1)[:n]
-    return _token_strings(exp, i, n), v
+    toks = _token_strings(exp, i, n)
+    if n and toks[0] != f"#{int(np.asarray(exp.inputs[i]).reshape(-1)[0])}":  # real strings
+        from ..text.merge import merge_subwords
+
+        words, wv = merge_subwords(toks, v)  # pieces summed into words; [CLS], padding left out
+        if words:
+            return words, np.asarray(wv, dtype=np.float64)
+    return toks, v
 
 
 def token_spans(exp: Explanation, i: int, *, signed: bool = True) -> str:

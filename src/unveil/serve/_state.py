@@ -149,7 +149,8 @@ class Store:
         model = self.model(entry)
         if entry.reference is None or isinstance(model, Model):
             return model
-        return Model(model, reference=entry.reference, feature_names=entry.feature_names)
+        return Model(model, reference=entry.reference, feature_names=entry.feature_names,
+                     class_names=entry.class_names)
 
     def input(self, entry: Entry, sample: int | None, upload: str | None, row: int
               ) -> tuple[torch.Tensor, int | None, list[list[str]] | None]:

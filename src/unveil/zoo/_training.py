@@ -146,7 +146,11 @@ def train(name: str) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
 def build(
     name: str, *, cache_dir: str | os.PathLike[str] | None = None, retrain: bool = False
 ) -> nn.Module:
-    """Return zoo model ``name`` in eval mode, with weights from the cache or freshly trained."""
+    """Return zoo model ``name`` in eval mode, with weights from the cache or freshly trained.
+
+    The module carries its data's names as ``class_names`` (and ``feature_names`` for tables),
+    which :class:`unveil.Model` reads: ``uv.explain(zoo_model, x)`` names classes and columns.
+    """
     recipe = RECIPES[name]
     with torch.inference_mode(False):
         with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
@@ -163,4 +167,9 @@ def build(
             retrain=retrain,
         )
         model.load_state_dict(state)
+    data = load_dataset(name)
+    # names for unveil.Model to read (plain attributes: not in the state dict or the weights)
+    object.__setattr__(model, "class_names", list(data.class_names))  # not a submodule: plain
+    if data.feature_names is not None:
+        object.__setattr__(model, "feature_names", list(data.feature_names))
     return model.eval()
