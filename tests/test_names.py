@@ -71,7 +71,7 @@ def test_given_names_win_and_plot_takes_names(wine) -> None:
     gbc, df, _ = wine
     own = [f"c{j}" for j in range(df.shape[1])]
     exp = uv.explain(gbc, df.iloc[:1], method="occlusion", feature_names=own,
-                     class_names=["a", "b", "c"], baseline=df.to_numpy()[:1])
+                     class_names=["a", "b", "c"], baseline=df.to_numpy()[-1:])  # another wine
     assert exp.feature_names == own and exp.class_names == ["a", "b", "c"]
     shown = [n.upper() for n in own]
     text = plot_texts(exp, feature_names=shown, class_names=["A", "B", "C"])

@@ -34,7 +34,7 @@ def word_scores(exp: Explanation, index: int = 0, *, merge: bool = True) -> tupl
     ``[CLS]`` are left out.
     """
     i = check_index(exp, index)
-    toks, v = token_values(exp, i)
+    toks, v = token_values(exp, i, merge=False)  # merged here: the tokenizer's word ids may lead
     if not merge:
         return toks, np.asarray(v, dtype=np.float64)
     word_ids = _row_meta(exp, "word_ids", i)

@@ -203,15 +203,15 @@ def _token_strings(exp: Explanation, i: int, n: int) -> list[str]:
     return [f"#{int(t)}" for t in ids]
 
 
-def token_values(exp: Explanation, i: int) -> tuple[list[str], np.ndarray]:
+def token_values(exp: Explanation, i: int, *, merge: bool = True) -> tuple[list[str], np.ndarray]:
     """Tokens of sample ``i`` and one attribution per token (embedding dims summed); with token
-    strings known, subword pieces are merged into words (their values summed) and special
-    tokens such as ``[CLS]`` and padding are left out."""
+    strings known and ``merge``, subword pieces are merged into words (their values summed) and
+    special tokens such as ``[CLS]`` and padding are left out."""
     v = element_values(exp)[i]
     n = int(np.asarray(exp.inputs[i]).reshape(-1).size)
     v = v.reshape(n, -1).sum(axis=1) if v.size % max(n, 1) == 0 else v.reshape(-1)[:n]
     toks = _token_strings(exp, i, n)
-    if n and toks[0] != f"#{int(np.asarray(exp.inputs[i]).reshape(-1)[0])}":  # real strings
+    if merge and n and toks[0] != f"#{int(np.asarray(exp.inputs[i]).reshape(-1)[0])}":
         from ..text.merge import merge_subwords
 
         words, wv = merge_subwords(toks, v)  # pieces summed into words; [CLS], padding left out
