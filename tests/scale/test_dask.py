@@ -18,7 +18,7 @@ pytestmark = pytest.mark.dask
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")  # any free port: 8787 may be taken
     try:
         yield c
     finally:
