@@ -9,14 +9,13 @@ machine (parallel test workers) does not slow OpenMP's spinning threads to a cra
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.metadata
 import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,6 +26,7 @@ from torch import nn
 from unveil.zoo._architectures import BreastCancerMLP, DigitsCNN
 from unveil.zoo._cache import load_or_train
 from unveil.zoo._data import DATA_RECIPES, ZooData, load_dataset
+from unveil.zoo.fitting import one_thread
 
 __all__ = ["RECIPES", "RECIPE_VERSION", "SEED", "Recipe", "build", "identity", "train"]
 
@@ -108,23 +108,13 @@ def _accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(X).argmax(dim=1) == y).float().mean())
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train(name: str) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
     """Train zoo model ``name`` from scratch; return its state dict and facts about the run."""
     recipe = RECIPES[name]
     data = load_dataset(name)
     logger.info("training zoo model %s", name)
     start, start_cpu = time.perf_counter(), time.process_time()
-    with _one_thread(), torch.random.fork_rng(devices=[]), torch.enable_grad():
+    with one_thread(), torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(SEED)
         model = recipe.architecture()
         scaler = getattr(model, "standardize", None)

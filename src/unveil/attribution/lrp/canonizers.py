@@ -148,17 +148,23 @@ def _linear_bn_pairs(
     return once, first
 
 
-def _fold_into_next(bn: nn.Module, lin: nn.Linear) -> None:
-    """``W' = W * s`` (per input column), ``b' = b + W @ shift`` for a norm ``s * x + shift``."""
+def _affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch norm in eval mode as ``s * x + shift`` per channel: ``(s, shift)``."""
     assert isinstance(bn, _BN)
     assert bn.running_var is not None and bn.running_mean is not None
+    scale = (bn.running_var + bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+def _fold_into_next(bn: nn.Module, lin: nn.Linear) -> None:
+    """``W' = W * s`` (per input column), ``b' = b + W @ shift`` for a norm ``s * x + shift``."""
     with torch.no_grad():
-        scale = (bn.running_var + bn.eps).rsqrt()
-        if bn.weight is not None:
-            scale = scale * bn.weight
-        shift = -bn.running_mean * scale
-        if bn.bias is not None:
-            shift = shift + bn.bias
+        scale, shift = _affine(bn)
         w = lin.weight
         old_b = lin.bias if lin.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
         lin.bias = nn.Parameter(old_b + w @ shift, requires_grad=False)
@@ -167,15 +173,9 @@ def _fold_into_next(bn: nn.Module, lin: nn.Linear) -> None:
 
 def _fold(lin: nn.Module, bn: nn.Module) -> None:
     """``W' = W * s``, ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``."""
-    assert isinstance(lin, _LINEAR) and isinstance(bn, _BN)
-    assert bn.running_var is not None and bn.running_mean is not None
+    assert isinstance(lin, _LINEAR)
     with torch.no_grad():
-        scale = (bn.running_var + bn.eps).rsqrt()
-        if bn.weight is not None:
-            scale = scale * bn.weight
-        shift = -bn.running_mean * scale
-        if bn.bias is not None:
-            shift = shift + bn.bias
+        scale, shift = _affine(bn)
         w = lin.weight
         new_w = w * scale.reshape(-1, *([1] * (w.ndim - 1)))
         old_b = lin.bias if lin.bias is not None else torch.zeros_like(scale)
