@@ -54,8 +54,8 @@ def gradient_shap_draws(
     alpha = draws.uniform(seed, start, stop, stream=_ALPHA, piece=_SCALAR_PIECE,
                           dtype=torch.float64, device=device).to(dtype)
     d = math.prod(point_shape)
-    eps = draws.normal(seed, start * d, stop * d, stream=_NOISE, dtype=dtype,
-                       device=device).view(-1, *point_shape) if noise else None
+    eps = draws.normal(seed, start * d, stop * d, stream=_NOISE, piece=draws.piece_for(d),
+                       dtype=dtype, device=device).view(-1, *point_shape) if noise else None
     return idx, alpha, eps
 
 

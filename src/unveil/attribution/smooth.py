@@ -70,9 +70,10 @@ def normal_draws(
     """Standard normal draws shaped ``shape``: draws ``start ..`` of the noise stream of ``seed``
     (:func:`unveil.core.draws.normal`; device-independent). The noise of (row ``i``, sample
     ``j``) of a call with ``S`` samples and ``D`` values per row is draws
-    ``(i * S + j) * D .. + D``."""
-    n = math.prod(shape)
-    return draws.normal(seed, start, start + n, dtype=dtype, device=device).view(shape)
+    ``(i * S + j) * D .. + D``, in pieces of :func:`~unveil.core.draws.piece_for` ``(D)``."""
+    n, piece = math.prod(shape), draws.piece_for(math.prod(shape[1:]))
+    return draws.normal(seed, start, start + n, piece=piece, dtype=dtype,
+                        device=device).view(shape)
 
 
 def noise_scale(points: torch.Tensor, noise_level: float, stdev: float | None) -> torch.Tensor:

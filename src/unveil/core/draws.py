@@ -17,11 +17,18 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["PIECE", "integers", "normal", "uniform"]
+__all__ = ["PIECE", "integers", "normal", "piece_for", "uniform"]
 
 #: Draws per piece of a stream (the default).
 PIECE = 1 << 16
 _MASK = (1 << 64) - 1
+
+
+def piece_for(row_size: int) -> int:
+    """A piece size for a stream read in whole rows of ``row_size`` draws: about 16 rows, a
+    power of two from 1024 to :data:`PIECE` (it depends on the row's size only, never on the
+    chunking)."""
+    return min(PIECE, max(1024, 1 << (16 * max(1, row_size) - 1).bit_length()))
 
 
 def _mix(x: int) -> int:
