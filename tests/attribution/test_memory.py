@@ -243,3 +243,15 @@ def test_huge_n_samples_peak_stays_small() -> None:
     res = peak_rise("stream", 16 * 2**20)
     assert res["calls"] == 30
     assert res["rise"] < 64 * 2**20, res["rise"] / 2**20
+
+
+def test_rise_draws_its_masks_per_chunk() -> None:
+    from unveil.attribution.perturbation import RISE as Rise
+
+    net = TinyCNN().eval()
+    x = torch.rand(2, 1, 16, 16)
+    want = Rise(net, n_samples=40, grid=4)(x, target=1, seed=2)
+    assert float(np.abs(want.values).max()) > 1e-6
+    for bs in (1, 7, 64):
+        got = Rise(net, n_samples=40, grid=4, batch_size=bs)(x, target=1, seed=2)
+        torch.testing.assert_close(torch.from_numpy(got.values), torch.from_numpy(want.values))
