@@ -9,6 +9,9 @@
 - 3x224x224, batch 2: single-pass methods in this process; IG-50 and SmoothGrad-16 for each
   library in its own subprocess, which reports its time and the rise of peak RSS over its
   level after imports and a warm-up (unveil's default memory budget is 2 GiB).
+- Issue 16 (memory in budget): a 2-convolution CNN on 8x3x224x224 with a 256 MiB budget,
+  SmoothGrad and VarGrad with 256 samples against IG with 256 steps, each in its own
+  subprocess (peak RSS rise, glibc returning freed blocks at once).
 
 Both libraries get the same frozen, eval-mode model and explicit targets (the predicted class),
 so Captum does not compute weight gradients. SmoothGrad uses an absolute ``stdev`` in both.
@@ -17,6 +20,7 @@ so Captum does not compute weight gradients. SmoothGrad uses an absolute ``stdev
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -180,6 +184,58 @@ def _memory_rows() -> list[Row]:
     return rows
 
 
+_SUB16 = r"""
+import json, sys, time, warnings
+warnings.filterwarnings("ignore")
+import torch
+torch.set_num_threads(2)
+import unveil as uv
+from unveil.attribution.path import IntegratedGradients
+from unveil.attribution.smooth import SmoothGrad, VarGrad
+def status(key):  # bytes, from /proc/self/status
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key))
+torch.manual_seed(0)
+net = torch.nn.Sequential(
+    torch.nn.Conv2d(3, 2, 3, stride=2, padding=1), torch.nn.ReLU(),
+    torch.nn.Conv2d(2, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+    torch.nn.Flatten(), torch.nn.Linear(2, 3),
+).eval()
+x = torch.rand(8, 3, 224, 224)
+uv.set_memory_budget(256 * 2**20)
+SmoothGrad(net, n_samples=2)(x[:1], target=0, seed=0)  # warm-up
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base = status("VmRSS:")
+t0 = time.perf_counter()
+method = {method!r}
+if method == "ig":
+    exp = IntegratedGradients(net, n_steps=256)(x, target=0)
+elif method == "smoothgrad":
+    exp = SmoothGrad(net, n_samples=256, stdev=0.1)(x, target=0, seed=0)
+else:
+    exp = VarGrad(net, n_samples=256, stdev=0.1)(x, target=0, seed=0)
+s = time.perf_counter() - t0
+print(json.dumps({{"s": s, "rise_mb": (status("VmHWM:") - base) / 2**20, "evals": exp.n_evals}}))
+"""
+
+
+def _budget_rows() -> list[Row]:
+    """Issue 16: peak RSS of the noise tunnels against IG at 8x3x224x224 with a 256 MiB budget."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072",
+           "TQDM_DISABLE": "1"}
+    rows = []
+    for method, label in (("ig", "integrated_gradients-256"), ("smoothgrad", "smoothgrad-256"),
+                          ("vargrad", "vargrad-256")):
+        out = subprocess.run([sys.executable, "-c", _SUB16.format(method=method)],
+                             capture_output=True, text=True, check=True, cwd=str(ROOT), env=env)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(Row("gradient", label, "2-conv CNN 224x224 b8 (subprocess)", res["s"],
+                        n_evals=res["evals"], note=f"peak RSS rise {res['rise_mb']:.0f} MB "
+                        "(budget 256 MiB)", extra={"rise_mb": res["rise_mb"]}))
+    return rows
+
+
 def run(ctx: Context) -> list[Row]:
     warnings.filterwarnings("ignore")
     if ctx.quick:
@@ -188,4 +244,5 @@ def run(ctx: Context) -> list[Row]:
     rows += _bench(ctx, 224, 2, {"saliency", "input_x_gradient", "guided_backprop", "deconvnet",
                                  "deeplift"})
     rows += _memory_rows()
+    rows += _budget_rows()
     return rows

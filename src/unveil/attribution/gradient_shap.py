@@ -12,10 +12,12 @@ each background row, and in expectation satisfies completeness against ``E f(b)`
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
 
+from ..core import draws
 from ..core.batching import BatchSize, run_chunked
 from ..core.options import Option
 from ..core.registry import register
@@ -28,24 +30,33 @@ from .smooth import NOISE_LEVEL, STDEV, noise_scale, resolve_seed
 __all__ = ["GradientShap", "gradient_shap_draws"]
 
 
+#: Streams of :mod:`unveil.core.draws` a call reads: background indices, points on the segment
+#: (one draw per sample: small pieces, as chunks may be a few samples) and input noise.
+_INDEX, _ALPHA, _NOISE = 1, 2, 0
+_SCALAR_PIECE = 1 << 10
+
+
 def gradient_shap_draws(
     n_rows: int, n_samples: int, n_background: int, seed: int, *,
     point_shape: tuple[int, ...], noise: bool, dtype: torch.dtype, device: torch.device,
+    start: int = 0, stop: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The random draws of one call, flat in row-major (row, sample) order.
+    """The random draws of (row, sample) pairs ``start .. stop`` (all by default), flat in
+    row-major (row, sample) order.
 
-    Returns background indices (R*S,), alphas (R*S,) and standard normal noise
-    (R*S, *point_shape) or ``None``; all from one CPU generator seeded with ``seed``.
+    Returns background indices (K,), alphas (K,) and standard normal noise (K, *point_shape)
+    or ``None``, from counter-based streams of ``seed`` (:mod:`unveil.core.draws`): a pair's
+    draws are the same whichever chunk asks for them.
     """
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    total = n_rows * n_samples
-    idx = torch.randint(0, n_background, (total,), generator=g)
-    alpha = torch.rand(total, generator=g, dtype=torch.float64)
-    eps = torch.randn((total, *point_shape), generator=g, dtype=dtype) if noise else None
-    return (
-        idx.to(device), alpha.to(device=device, dtype=dtype),
-        None if eps is None else eps.to(device),
-    )
+    stop = n_rows * n_samples if stop is None else stop
+    idx = draws.integers(seed, start, stop, n_background, stream=_INDEX, piece=_SCALAR_PIECE,
+                         device=device)
+    alpha = draws.uniform(seed, start, stop, stream=_ALPHA, piece=_SCALAR_PIECE,
+                          dtype=torch.float64, device=device).to(dtype)
+    d = math.prod(point_shape)
+    eps = draws.normal(seed, start * d, stop * d, stream=_NOISE, piece=draws.piece_for(d),
+                       dtype=dtype, device=device).view(-1, *point_shape) if noise else None
+    return idx, alpha, eps
 
 
 @register(
@@ -121,37 +132,39 @@ class GradientShap(Attributor):
         pts, s = space.points, self.n_samples
         sigma = noise_scale(pts, self.noise_level, self.stdev)
         noisy = bool((sigma > 0).any())
-        idx, alpha, eps = gradient_shap_draws(
-            pts.shape[0], s, refs.per_row, seed, point_shape=tuple(pts.shape[1:]), noise=noisy,
-            dtype=pts.dtype, device=pts.device,
-        )
         shape1 = (-1,) + (1,) * (pts.ndim - 1)
-        total = torch.zeros_like(space.reduce(pts))  # per token for token ids
+        # float64 sums: the standard error subtracts two of them
+        total = torch.zeros(space.reduce(pts).shape, dtype=torch.float64, device=pts.device)
         total_sq = torch.zeros_like(total)
 
         def run(a: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
-            q = torch.arange(a, c, device=pts.device)
-            r = q // s
+            # this chunk's draws only (memory bounded by the chunk), the same for any chunking
+            idx, alpha, eps = gradient_shap_draws(
+                pts.shape[0], s, refs.per_row, seed, point_shape=tuple(pts.shape[1:]),
+                noise=noisy, dtype=pts.dtype, device=pts.device, start=a, stop=c,
+            )
+            r = torch.arange(a, c, device=pts.device) // s
             x_r = pts[r]
             if eps is not None:
-                x_r = x_r + eps[a:c] * sigma[r].view(shape1)
-            b = refs.points[idx[a:c]]
-            _, g = space.gradient(r, b + alpha[a:c].view(shape1) * (x_r - b))
+                x_r = eps.mul_(sigma[r].view(shape1)).add_(x_r)
+            b = refs.points[idx]
+            _, g = space.gradient(r, b + alpha.view(shape1) * (x_r - b))
             return space.reduce((x_r - b) * g), r
 
         def consume(_a: int, _c: int, res: tuple[torch.Tensor, torch.Tensor]) -> None:
-            total.index_add_(0, res[1], res[0])
-            total_sq.index_add_(0, res[1], res[0] * res[0])
+            v = res[0].to(torch.float64)
+            total.index_add_(0, res[1], v)
+            total_sq.index_add_(0, res[1], v * v)
 
         run_chunked(
             run, pts.shape[0] * s, consume=consume, batch_size=self.batch_size,
             model=space.model, grad=True, key=space.key("gradient", pts.shape[0] * s),
         )
         mean = total / s
-        out = Partial(values=mean, seed=seed, params={"background": refs.label})
+        out = Partial(values=mean.to(pts.dtype), seed=seed, params={"background": refs.label})
         if s > 1:
             var = (total_sq - s * mean * mean).clamp_min(0) / (s - 1)
-            out.stderr = (var / s).sqrt()
+            out.stderr = (var / s).sqrt().to(pts.dtype)
         if noisy:
             out.add(params={"sigma": sigma.cpu().tolist()})
         return out

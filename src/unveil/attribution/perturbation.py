@@ -18,13 +18,14 @@ chunks and evaluated in large batches.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core import draws
 from ..core.baselines import BaselineSpec, make_baseline
 from ..core.batching import BatchSize, run_chunked
 from ..core.groups import FeatureGroups
@@ -275,6 +276,23 @@ class RISE(Attributor):
         self.grid = int(grid)
         self.keep_prob = float(keep_prob)
 
+    def _masks(
+        self, seed: int, cell: tuple[int, int], size: tuple[int, int], x: torch.Tensor
+    ) -> Callable[[int, int], torch.Tensor]:
+        """Masks ``m0 .. m1`` (k, H, W) from counter-based streams of ``seed`` (the same for
+        any chunking): grid cells kept with ``keep_prob`` and the random shift of each mask."""
+        gg = self.grid * self.grid
+
+        def masks(m0: int, m1: int) -> torch.Tensor:
+            u = draws.uniform(seed, m0 * gg, m1 * gg, stream=0, piece=draws.piece_for(gg),
+                              dtype=torch.float32)
+            cells = (u < self.keep_prob).to(x.dtype).view(-1, 1, self.grid, self.grid)
+            sh = draws.uniform(seed, 2 * m0, 2 * m1, stream=1, piece=1024, dtype=torch.float32)
+            shift = (sh.view(-1, 2) * torch.tensor(cell)).long()
+            return _smooth_masks(cells.to(x.device), shift.to(x.device), cell, size)
+
+        return masks
+
     def _attribute(self, call: Call, *, baseline: BaselineSpec = None, seed: int | None = None) -> Partial:
         x = call.x
         if x.ndim != 4 or not x.is_floating_point():
@@ -282,10 +300,8 @@ class RISE(Attributor):
         seed_ = resolve_seed(seed)
         n, (h, w), m = x.shape[0], x.shape[2:], self.n_samples
         b = make_baseline(baseline if baseline is not None else "zeros", x, seed=seed_)
-        g = torch.Generator().manual_seed(seed_)
-        cells = (torch.rand(m, 1, self.grid, self.grid, generator=g) < self.keep_prob).to(x.dtype).to(x.device)
         cell = (math.ceil(h / self.grid), math.ceil(w / self.grid))
-        shift = (torch.rand(m, 2, generator=g) * torch.tensor(cell)).long().to(x.device)
+        masks = self._masks(seed_, cell, (h, w), x)
         s1 = torch.zeros(n, h, w, dtype=torch.float64, device=x.device)
         s2 = torch.zeros_like(s1)
 
@@ -293,7 +309,7 @@ class RISE(Attributor):
             r = torch.arange(a, c, device=x.device)
             mi, i = r // n, r % n  # mask-major: a chunk needs few masks
             m0, m1 = int(mi[0]), int(mi[-1]) + 1
-            mk = _smooth_masks(cells[m0:m1], shift[m0:m1], cell, (h, w))
+            mk = masks(m0, m1)  # drawn per chunk: memory does not grow with n_samples
             mm = mk[mi - mi[0]].unsqueeze(1)
             xs = x.index_select(0, i) * mm + b.index_select(0, i) * (1 - mm)
             return call.model.scores(xs, None if call.targets is None else call.targets[i]), mk, i, int(mi[0])

@@ -7,8 +7,13 @@ Captum's ``NoiseTunnel(stdevs=...)`` convention (Captum's default is ``stdevs=1.
 ``layer=`` (and for token ids, which are attributed at the embedding) the noise is added to the
 layer's activations and the range is theirs.
 
-All ``n_samples`` noisy copies of every row are drawn up front from ``seed`` (same seed, same
-answer, for any batch size) and evaluated by the inner method in auto-sized chunks.
+The noisy copies are made and evaluated in blocks of (row, sample) pairs sized by the memory
+budget (:func:`unveil.core.batching.block_size`), so memory stays bounded for any ``n_samples``;
+each block's noise is built in one batched operation from a counter-based stream
+(:mod:`unveil.core.draws`: draw ``i`` of the stream is the same whichever block asks for it), so
+the same seed gives the same answer for any batch size or memory budget. Each row's mean and
+variance are merged block by block in float64 (Chan et al.'s pairwise update of Welford's
+algorithm).
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from typing import Any, Literal, Union
 
 import torch
 
+from ..core import draws
 from ..core.baselines import BaselineSpec
-from ..core.batching import BatchSize
+from ..core.batching import BatchSize, block_size, chunks, progress
 from ..core.options import Option
 from ..core.registry import get_method, register
 from ..errors import OptionError
@@ -59,11 +65,15 @@ def resolve_seed(seed: int | None) -> int:
 
 
 def normal_draws(
-    shape: tuple[int, ...], seed: int, *, dtype: torch.dtype, device: torch.device
+    shape: tuple[int, ...], seed: int, *, dtype: torch.dtype, device: torch.device, start: int = 0
 ) -> torch.Tensor:
-    """Standard normal draws from a CPU generator seeded with ``seed`` (device-independent)."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randn(shape, generator=g, dtype=dtype).to(device)
+    """Standard normal draws shaped ``shape``: draws ``start ..`` of the noise stream of ``seed``
+    (:func:`unveil.core.draws.normal`; device-independent). The noise of (row ``i``, sample
+    ``j``) of a call with ``S`` samples and ``D`` values per row is draws
+    ``(i * S + j) * D .. + D``, in pieces of :func:`~unveil.core.draws.piece_for` ``(D)``."""
+    n, piece = math.prod(shape), draws.piece_for(math.prod(shape[1:]))
+    return draws.normal(seed, start, start + n, piece=piece, dtype=dtype,
+                        device=device).view(shape)
 
 
 def noise_scale(points: torch.Tensor, noise_level: float, stdev: float | None) -> torch.Tensor:
@@ -137,23 +147,66 @@ class _NoiseTunnel(Attributor):
                               neuron=neuron)
         pts, s = space.points, self.n_samples
         sigma = noise_scale(pts, self.noise_level, self.stdev)
-        eps = normal_draws((pts.shape[0] * s, *pts.shape[1:]), seed, dtype=pts.dtype,
-                           device=pts.device)
+        squared = bool(getattr(self, "squared", False))
+        d, n = pts[0].numel(), pts.shape[0] * s  # values per row; (row, sample) pairs
+        # per pair: the noise and noisy copy, the inner method's points and values (and their
+        # concatenation), the values in float64 and their deviations
+        per_pair = d * (6 * pts.element_size() + 16)
+        size = block_size(per_pair, n, what=f"{self.name}: one noisy copy of a row",
+                          batch_size=self.batch_size)
         shape1 = (-1,) + (1,) * (pts.ndim - 1)
-        noisy = pts.repeat_interleave(s, dim=0) + eps * sigma.repeat_interleave(s).view(shape1)
-        moved = space.moved(space.rows.repeat_interleave(s), noisy)
-        v = space.reduce(inner._attribute_space(moved, **inner_kwargs).values)
-        result = self._aggregate(v.view(pts.shape[0], s, *v.shape[1:]))
+        moments: _Moments | None = None
+        for a, b in progress(chunks(n, size), total=-(-n // size), desc=self.name):
+            r = torch.arange(a, b, device=pts.device) // s
+            eps = normal_draws((b - a, *pts.shape[1:]), seed, dtype=pts.dtype, device=pts.device,
+                               start=a * d)
+            noisy = eps.mul_(sigma[r].view(shape1)).add_(pts[r])  # one batched op per block
+            moved = space.moved(space.rows[r], noisy)
+            del eps, noisy
+            v = space.reduce(inner._attribute_space(moved, **inner_kwargs).values)
+            del moved
+            if squared:
+                v = v * v
+            if moments is None:
+                moments = _Moments(pts.shape[0], tuple(v.shape[1:]), v.device)
+            moments.add(r, v)
+        assert moments is not None
+        result = self._aggregate(moments, s, pts.dtype)
         result.seed = seed
         return space.finish(result.add(params={"sigma": sigma.cpu().tolist()}))
 
-    def _aggregate(self, v: torch.Tensor) -> Partial:
-        s = v.shape[1]
+    def _aggregate(self, m: _Moments, s: int, dtype: torch.dtype) -> Partial:
         if self._kind == "vargrad":
-            return Partial(values=v.var(dim=1, unbiased=False))
-        if getattr(self, "squared", False):
-            v = v * v
-        return Partial(values=v.mean(dim=1), stderr=v.std(dim=1) / math.sqrt(s))
+            return Partial(values=(m.m2 / s).to(dtype))  # the population variance
+        stderr = (m.m2 / (s - 1)).sqrt_() / math.sqrt(s)
+        return Partial(values=m.mean.to(dtype), stderr=stderr.to(dtype))
+
+
+class _Moments:
+    """Per-row count, mean and sum of squared deviations (float64), merged block by block."""
+
+    def __init__(self, n_rows: int, shape: tuple[int, ...], device: torch.device) -> None:
+        self.count = torch.zeros(n_rows, dtype=torch.float64, device=device)
+        self.mean = torch.zeros((n_rows, *shape), dtype=torch.float64, device=device)
+        self.m2 = torch.zeros_like(self.mean)
+        self.shape1 = (-1,) + (1,) * len(shape)
+
+    def add(self, rows: torch.Tensor, v: torch.Tensor) -> None:
+        """Merge values ``v`` (K, ...) of rows ``rows`` (K,), sorted, into the moments."""
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        local = rows - lo
+        nb = torch.bincount(local, minlength=hi - lo).to(torch.float64)
+        v64 = v.to(torch.float64)
+        mb = torch.zeros((hi - lo, *v.shape[1:]), dtype=torch.float64, device=v.device)
+        mb.index_add_(0, local, v64).div_(nb.view(self.shape1))
+        dev = v64.sub_(mb[local]).square_()
+        m2b = torch.zeros_like(mb).index_add_(0, local, dev)
+        na = self.count[lo:hi]
+        tot = na + nb
+        delta = mb.sub_(self.mean[lo:hi])
+        self.mean[lo:hi] += delta * (nb / tot).view(self.shape1)
+        self.m2[lo:hi] += m2b.add_(delta.square_().mul_((na * nb / tot).view(self.shape1)))
+        self.count[lo:hi] = tot
 
 
 @register("smoothgrad", family="gradient", needs_gradients=True, stochastic=True,

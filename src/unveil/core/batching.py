@@ -3,15 +3,21 @@
 ``batch_size="auto"`` picks the fastest chunk size from a short timed probe, capped by a memory
 budget estimated from the sizes of the model's intermediate outputs per row. On CUDA an
 out-of-memory error halves the chunk and retries. Inputs are produced per chunk by a callback,
-so perturbed or interpolated batches never need to exist all at once; any random draws must be
-made before chunking so that results do not depend on the chunk size.
+so perturbed or interpolated batches never need to exist all at once; random draws come from
+the counter-based streams of :mod:`unveil.core.draws` (drawn per chunk, the same for any chunk
+size) or are made before chunking, so that results do not depend on the chunk size.
+
+Work with many samples per row (noise, perturbations) runs in blocks sized by
+:func:`block_size` from the memory budget, so memory stays bounded whatever the number of
+samples; :func:`progress` shows a bar over the blocks when there are several.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
@@ -26,8 +32,12 @@ __all__ = [
     "BatchSize",
     "DEFAULT_MEMORY_BUDGET",
     "auto_batch_size",
+    "block_size",
     "chunks",
+    "get_memory_budget",
     "map_chunked",
+    "progress",
+    "resolve_batch_size",
     "run_chunked",
     "set_memory_budget",
 ]
@@ -52,6 +62,46 @@ def set_memory_budget(n_bytes: int) -> None:
 def get_memory_budget() -> int:
     """The memory budget in bytes that caps automatic chunk sizes."""
     return _memory_budget
+
+
+def block_size(
+    bytes_per_item: int, total: int, *, what: str, share: float = 0.25,
+    batch_size: BatchSize = "auto",
+) -> int:
+    """Items per block of work whose own buffers take ``bytes_per_item`` each.
+
+    A block's buffers (e.g. the noisy copies of an input and their values) take at most
+    ``share`` of the memory budget, leaving the rest to the model evaluations, whose chunks are
+    capped by the budget themselves. With an int ``batch_size`` a block larger than one chunk
+    is a whole number of chunks. Raises :class:`~unveil.errors.OptionError` when a single item
+    needs more than the whole budget (``what`` names the item in the message).
+    """
+    budget = _memory_budget
+    if bytes_per_item > budget:
+        raise OptionError(
+            f"{what} needs about {_mib(bytes_per_item)} of memory, more than the memory budget "
+            f"of {_mib(budget)}; raise the budget with unveil.set_memory_budget(n_bytes) (e.g. "
+            f"unveil.set_memory_budget({2 * bytes_per_item})), or explain smaller inputs"
+        )
+    size = max(1, min(total, int(budget * share) // max(1, bytes_per_item)))
+    if isinstance(batch_size, int) and size > batch_size and size < total:
+        size -= size % batch_size
+    return size
+
+
+def _mib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:,.1f} MiB"
+
+
+def progress(items: Iterable[Any], *, total: int, desc: str) -> Iterable[Any]:
+    """``items`` with a progress bar when there are several (tqdm; silent when the output is
+    not a terminal, or with ``TQDM_DISABLE=1`` in the environment)."""
+    if total <= 1:
+        return items
+    from tqdm.auto import tqdm
+
+    off = os.environ.get("TQDM_DISABLE", "").lower() not in ("", "0", "false")
+    return tqdm(items, total=total, desc=desc, disable=True if off else None, leave=False)
 
 
 def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
