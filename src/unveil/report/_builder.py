@@ -325,21 +325,8 @@ def _run_all(
             runs.append(MethodRun(name, skipped=reason))
             continue
         opts = {**accepted_options(info, budget), **options.get(name, {})}
-        if modality == "tabular" and "background" in retry:
-            opts = _data_mean_baseline(info, opts, retry["background"])
         runs.append(_run_one(info, model, x, target, opts, retry, on_error))
     return runs
-
-
-def _data_mean_baseline(info: MethodInfo, opts: dict[str, Any], rows: Any) -> dict[str, Any]:
-    """On a table with known data, path and reference methods (IG, DeepLIFT) compare with the
-    data's mean row rather than an all-zero row, which is far from any real row in the data's
-    own units; an explicit ``baseline=`` or ``background=`` is kept."""
-    takes = info.options
-    if (info.family != "gradient" or info.wraps or "baseline" not in takes
-            or "background" not in takes or "baseline" in opts or "background" in opts):
-        return opts
-    return {**opts, "baseline": "mean", "background": rows}
 
 
 def build_section(
