@@ -95,3 +95,20 @@ def test_hooks_see_only_their_own_threads_passes() -> None:
         worker.join()
         net(torch.rand(2, 1, 16, 16))
     assert seen == [2]
+
+
+def test_copy_module_drops_unveil_hooks_and_keeps_the_users() -> None:
+    """Another thread's hooks on the model must not travel into a copy (they would run there
+    with the other thread's bookkeeping); the user's own hooks do."""
+    from torch import nn
+
+    from unveil.core.hooks import copy_module, forward_hooks
+
+    net = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    seen: list[str] = []
+    net[0].register_forward_hook(lambda m, i, o: seen.append("user"))
+    with forward_hooks([(net[0], lambda m, i, o: seen.append("unveil"))]):
+        dup = copy_module(net)
+    dup(torch.zeros(1, 3))
+    assert seen == ["user"]
+    assert len(dup[0]._forward_hooks) == 1 and len(net[0]._forward_hooks) == 1

@@ -10,6 +10,7 @@ last one ends.
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import warnings
 import weakref
@@ -25,6 +26,7 @@ from ..errors import ModelError
 __all__ = [
     "StopForward",
     "capture_outputs",
+    "copy_module",
     "eval_mode",
     "first_tensor",
     "forward_hooks",
@@ -166,7 +168,28 @@ def _this_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
             return None
         return fn(*args, **kwargs)
 
+    hook._unveil_hook = True  # type: ignore[attr-defined]  # so a copy can drop it (copy_module)
     return hook
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+               "_backward_pre_hooks")
+
+
+def copy_module(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` without the hooks unveil attached to it: another thread may be
+    explaining the model at this moment, and its hooks must not run on (or fail in) the copy.
+    The user's own hooks are copied as they are."""
+    dup = copy.deepcopy(module)
+    for m in dup.modules():
+        for attr in _HOOK_DICTS:
+            hooks = getattr(m, attr, None)
+            if hooks:
+                for key in [k for k, h in hooks.items() if getattr(h, "_unveil_hook", False)]:
+                    del hooks[key]
+                    getattr(m, "_forward_hooks_with_kwargs", {}).pop(key, None)
+                    getattr(m, "_forward_hooks_always_called", {}).pop(key, None)
+    return dup
 
 
 class StopForward(Exception):

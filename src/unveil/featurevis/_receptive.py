@@ -9,14 +9,13 @@ no two paths cancel, and the input gradient's support is exactly the theoretical
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..core.hooks import StopForward, first_tensor, forward_hooks, get_submodule
+from ..core.hooks import StopForward, copy_module, first_tensor, forward_hooks, get_submodule
 
 __all__ = ["receptive_boxes"]
 
@@ -40,7 +39,7 @@ def _swap(m: nn.Module) -> nn.Module | None:
 
 
 def _positive_copy(module: nn.Module) -> nn.Module:
-    probe = copy.deepcopy(module)
+    probe = copy_module(module)
     for sub in probe.modules():  # the user's own hooks were copied too: drop them
         for hooks in (sub._forward_hooks, sub._forward_pre_hooks, sub._backward_hooks):
             hooks.clear()

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..core.explanation import Explanation
+from ..core.hooks import copy_module
 from ..core.model import Model, TargetSpec, as_model
 from ..errors import LayerNotFoundError, ModelError, OptionError
 from ._common import (
@@ -312,7 +313,7 @@ def _randomised_maps(m: Model, order: list[str], seed: int, method: str, opts: d
     """The maps after randomising each layer of a copy: cumulatively (``cascading``) or that
     layer alone (its weights restored afterwards)."""
     assert m.module is not None
-    twin = copy.deepcopy(m.module)
+    twin = copy_module(m.module)
     explain = _explainer(Model(twin, output=m.output), method, opts, fn)
     maps = []
     for i, name in enumerate(order):

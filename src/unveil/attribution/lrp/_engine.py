@@ -10,7 +10,7 @@ What the user should hear about (no rule for a layer, folding undone) is kept in
 from __future__ import annotations
 
 import contextlib
-import copy
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...core.hooks import forward_pre_hooks
+from ...core.hooks import copy_module, forward_pre_hooks
 from ...core.model import Model
 from ...errors import ModelError
 from .._cam_layers import preferred_format
@@ -43,11 +43,14 @@ class Prepared:
     pool_stabilizer: float = 1e-6
     memory_format: torch.memory_format = torch.contiguous_format
     warnings: list[str] = field(default_factory=list)
+    # the copy is shared (cached per model): one relevance pass at a time runs through it
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @contextlib.contextmanager
     def relevance_mode(self) -> Iterator[None]:
-        """Functional rules and canonizer contexts, for the relevance forward pass."""
-        with contextlib.ExitStack() as stack:
+        """Functional rules and canonizer contexts, for the relevance forward pass (one thread
+        at a time: the rules keep per-pass state on the shared copy's layers)."""
+        with self.lock, contextlib.ExitStack() as stack:
             stack.enter_context(FunctionalRules(pool_stabilizer=self.pool_stabilizer))
             for c in self.canonizers:
                 stack.enter_context(c.context())
@@ -127,7 +130,7 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def _copy(module: nn.Module) -> nn.Module:
     try:
-        dup = copy.deepcopy(module)
+        dup = copy_module(module)
     except Exception as exc:
         raise ModelError(
             f"LRP works on a copy of the model, but copy.deepcopy failed ({exc}); make the model "
