@@ -19,13 +19,14 @@ import torch
 
 from ..core import draws
 from ..core.batching import BatchSize, run_chunked
+from ..core.draws import resolve_seed
 from ..core.options import Option
 from ..core.registry import register
 from ._base import Attributor, Call, Partial
 from ._layers import NeuronSpec, Space
 from ._options import SPACE
 from ._refs import make_refs
-from .smooth import NOISE_LEVEL, STDEV, noise_scale, resolve_seed
+from .smooth import NOISE_LEVEL, STDEV, noise_scale
 
 __all__ = ["GradientShap", "gradient_shap_draws"]
 

@@ -30,6 +30,7 @@ import torch
 
 from ..core.baselines import BaselineSpec, make_background
 from ..core.batching import BatchSize, map_chunked
+from ..core.draws import resolve_seed
 from ..core.groups import columns
 from ..core.options import Option
 from ..core.registry import register
@@ -37,7 +38,6 @@ from ..errors import BaselineError, OptionError
 from ._base import Attributor, Call, Partial
 from ._options import REFERENCE
 from ._value_functions import make_game, resolve_groups, table_background
-from .shapley import resolve_seed
 
 __all__ = ["Lime", "quartile_sampler", "weighted_ridge"]
 

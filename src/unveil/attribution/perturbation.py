@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..core import draws
 from ..core.baselines import BaselineSpec, make_baseline
 from ..core.batching import BatchSize, run_chunked
+from ..core.draws import resolve_seed
 from ..core.groups import FeatureGroups
 from ..core.options import Option
 from ..core.registry import register
@@ -35,7 +36,6 @@ from ..errors import InputError, OptionError
 from ._base import Attributor, Call, Partial
 from ._options import BASELINE, GROUPS, MASK_ID
 from ._value_functions import Masker, make_game, resolve_groups
-from .shapley import resolve_seed
 
 __all__ = ["RISE", "FeatureAblation", "Occlusion", "occlusion_windows"]
 

@@ -29,6 +29,7 @@ import torch
 
 from ..core.baselines import BaselineSpec
 from ..core.batching import BatchSize
+from ..core.draws import resolve_seed
 from ..core.options import Option
 from ..core.registry import register
 from ..errors import OptionError
@@ -44,20 +45,13 @@ from ._kernel_estimators import choose_degree, solve_kernel, solve_stratified
 from ._options import REFERENCE
 from ._value_functions import Game, make_game, resolve_groups
 
-__all__ = ["ExactShapley", "KernelShap", "PermutationShapley", "resolve_seed"]
+__all__ = ["ExactShapley", "KernelShap", "PermutationShapley"]
 
 _LARGE_EXACT_JOB = 1 << 18  # model rows above which exact_shapley warns and names a cheaper way
 
 
 _N_SAMPLES = Option("n_samples", int, 512, "coalitions per explained row, the empty and full "
                     "ones included (exact values when 2**groups <= n_samples)", low=4)
-
-
-def resolve_seed(seed: int | None) -> int:
-    """The seed as an int; ``None`` draws a fresh one (recorded in ``exp.seed``)."""
-    if seed is None:
-        return int(np.random.SeedSequence().generate_state(1)[0])
-    return int(seed)
 
 
 def _classes(active: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:

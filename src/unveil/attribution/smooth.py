@@ -28,6 +28,7 @@ import torch
 from ..core import draws
 from ..core.baselines import BaselineSpec
 from ..core.batching import BatchSize, block_size, chunks, progress
+from ..core.draws import resolve_seed
 from ..core.options import Option
 from ..core.registry import get_method, register
 from ..errors import OptionError
@@ -35,7 +36,7 @@ from ._base import Attributor, Call, Partial
 from ._layers import NeuronSpec, Space
 from ._options import BASELINE, SPACE
 
-__all__ = ["NOISE_LEVEL", "STDEV", "SmoothGrad", "VarGrad", "normal_draws", "resolve_seed"]
+__all__ = ["NOISE_LEVEL", "STDEV", "SmoothGrad", "VarGrad", "normal_draws"]
 
 #: The gradient methods a noise wrapper may wrap (those that attribute in a given space).
 WRAPPABLE = ("saliency", "input_x_gradient", "integrated_gradients", "guided_backprop",
@@ -55,13 +56,6 @@ _TUNNEL = (
                         "deeplift)"),
     *SPACE,
 )
-
-
-def resolve_seed(seed: int | None) -> int:
-    """``seed``, or a fresh one from torch's global generator (so it can be recorded)."""
-    if seed is None:
-        return int(torch.randint(0, 2**31 - 1, ()).item())
-    return int(seed)
 
 
 def normal_draws(

@@ -17,11 +17,19 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["PIECE", "integers", "normal", "piece_for", "uniform"]
+__all__ = ["PIECE", "integers", "normal", "piece_for", "resolve_seed", "uniform"]
 
 #: Draws per piece of a stream (the default).
 PIECE = 1 << 16
 _MASK = (1 << 64) - 1
+
+
+def resolve_seed(seed: int | None) -> int:
+    """``seed`` as an int, or a fresh one from torch's global generator (so that it can be
+    recorded in ``exp.seed``, and ``torch.manual_seed`` makes unseeded calls repeatable)."""
+    if seed is None:
+        return int(torch.randint(0, 2**31 - 1, ()).item())
+    return int(seed)
 
 
 def piece_for(row_size: int) -> int:

@@ -169,6 +169,21 @@ class Model:
         self.on_evaluate: Callable[[int], Any] | None = None
         self._fingerprint: str | None = None
 
+    def with_data(self, rows: Any, *, feature_names: Sequence[str] | None = None,
+                  class_names: Sequence[str] | None = None) -> Model:
+        """This model with ``rows`` as its reference data (a new :class:`Model`: same object,
+        output and backend; names kept unless given). Rows that cannot serve as a reference
+        (token ids of another shape, a single row) leave the model as it is."""
+        if rows is None:
+            return self
+        backend: Any = self._backend if self._backend in ("torch", "numpy") else "auto"
+        try:
+            return Model(self.obj, output=self.output, backend=backend, reference=rows,
+                         feature_names=feature_names or self.feature_names,
+                         class_names=class_names or self.class_names)
+        except InputError:
+            return self
+
     # -- properties -----------------------------------------------------------------------
     @property
     def backend(self) -> str:

@@ -96,19 +96,18 @@ class Reference:
         span = self.high - self.low
         pad = self.margin * np.where(span > 0, span, np.maximum(np.abs(self.high), 1.0))
         lo, hi = self.low - pad, self.high + pad
+        n = arr.shape[0]
+        per = self._per_feature(arr).reshape(n, -1, self.low.size)  # (rows, pixels or 1, features)
+        low_v, high_v = per.min(axis=1), per.max(axis=1)  # (rows, features)
+        bad = (low_v < lo) | (high_v > hi)
+        # how far out, in ranges of the data: the farthest-out features are listed first
+        dist = np.maximum(lo - low_v, high_v - hi) / np.maximum(span, 1e-12)
+        ok = [bool(v) for v in ~bad.any(axis=1)]
         outside: dict[str, list[dict[str, Any]]] = {}
-        ok = []
-        for i in range(arr.shape[0]):
-            row = arr[i][None] if arr.ndim == 2 else arr[i : i + 1]
-            per = self._per_feature(row)  # (pixels or 1, features)
-            below, above = per < lo, per > hi
-            bad = np.flatnonzero((below | above).any(axis=0))
-            ok.append(bad.size == 0)
-            if bad.size:
-                # the farthest-out features first
-                dist = np.maximum(lo - per.min(axis=0), per.max(axis=0) - hi)[bad] / np.maximum(span[bad], 1e-12)
-                order = bad[np.argsort(-dist, kind="stable")][:MAX_LISTED]
-                outside[str(i)] = [self._entry(j, per[:, j], names) for j in order]
+        for i in np.flatnonzero(~np.asarray(ok)):  # only the flagged rows are described
+            cols = np.flatnonzero(bad[i])
+            order = cols[np.argsort(-dist[i, cols], kind="stable")][:MAX_LISTED]
+            outside[str(i)] = [self._entry(j, per[i, :, j], names) for j in order]
         return {
             "ok": ok,
             "rows_outside": [i for i, good in enumerate(ok) if not good],

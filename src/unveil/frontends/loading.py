@@ -61,17 +61,13 @@ class LoadedModel:
         """The model to explain: wrapped in :class:`unveil.Model` with ``reference=`` (``rows``,
         else the model's own data) so that inputs far from the data are flagged; the model as
         it is when no data is known or the rows are not numeric."""
-        from ..core.model import Model
-        from ..errors import UnveilError
+        from ..core.model import Model, as_model
 
         ref = self.reference if rows is None else rows
         if ref is None or isinstance(self.model, Model):
             return self.model
-        try:
-            return Model(self.model, reference=ref, feature_names=self.feature_names,
-                         class_names=self.class_names)
-        except UnveilError:
-            return self.model  # token ids, or too few rows: nothing to compare with
+        return as_model(self.model).with_data(ref, feature_names=self.feature_names,
+                                              class_names=self.class_names)
 
 
 def zoo_names() -> list[str]:

@@ -29,6 +29,7 @@ from torch import nn
 from ..core.explanation import Explanation
 from ..core.hooks import copy_module
 from ..core.model import Model, TargetSpec, as_model
+from ..core.quality import degenerate_rows
 from ..errors import LayerNotFoundError, ModelError, OptionError
 from ._common import (
     ExplainFn,
@@ -269,15 +270,9 @@ def sanity_check(
     if res.similarity:
         res.upper = res.similarity[order[math.ceil(len(order) / 2) - 1]][measure]
     res.passed = bool(res.final < threshold and not res.upper >= threshold)  # NaN upper: no test
-    res.verdict, res.reason = _verdict(res, int(_constant_rows(v0).sum()), v0.shape[0])
+    res.verdict, res.reason = _verdict(res, int(degenerate_rows(v0.detach().cpu()).sum()), v0.shape[0])
     res.passed = res.verdict == "passed"
     return res
-
-
-def _constant_rows(v: torch.Tensor) -> torch.Tensor:
-    """Rows of maps with one value everywhere (all zero, say): nothing to rank."""
-    flat = v.reshape(v.shape[0], -1)
-    return (flat.amax(dim=1) - flat.amin(dim=1)) <= 0
 
 
 def _verdict(res: SanityResult, constant: int, n: int) -> tuple[Any, str | None]:

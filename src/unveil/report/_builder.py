@@ -261,17 +261,6 @@ def run_method(
     return exp
 
 
-def _with_data(m: Model, data: Any, feature_names: Sequence[str] | None) -> Model:
-    """``m`` given the report's ``data=`` rows as its reference: inputs far from them are
-    flagged, and perturbation methods on tables use them for absent features."""
-    try:
-        backend: Any = m.backend if m.backend in ("torch", "numpy") else "auto"
-        return Model(m.obj, output=m.output, backend=backend, reference=data,
-                     feature_names=feature_names)
-    except UnveilError:
-        return m  # rows of another kind (e.g. token ids): nothing to compare with
-
-
 def _predict(model: Model, x: torch.Tensor) -> np.ndarray:
     with model.guard(), torch.inference_mode():
         out = model.forward(x)
@@ -368,7 +357,7 @@ def build_section(
     scores = _predict(m, xt)
     modality = infer_modality(xt)
     if data is not None and m.reference is None and modality in ("tabular", "image"):
-        m = _with_data(m, data, feature_names)
+        m = m.with_data(data, feature_names=feature_names)
     names = list(methods) if methods is not None else default_methods(modality, m)
     if methods is None:
         check_options(names, {}, budget)

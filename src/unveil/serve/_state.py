@@ -144,13 +144,13 @@ class Store:
     def explainable(self, entry: Entry) -> Any:
         """The model wrapped with its data (``uv.Model(reference=)``) when the data is known, so
         that explanations flag inputs far from it; the model itself otherwise."""
-        from ..core.model import Model
+        from ..core.model import Model, as_model
 
         model = self.model(entry)
         if entry.reference is None or isinstance(model, Model):
             return model
-        return Model(model, reference=entry.reference, feature_names=entry.feature_names,
-                     class_names=entry.class_names)
+        return as_model(model).with_data(entry.reference, feature_names=entry.feature_names,
+                                         class_names=entry.class_names)
 
     def input(self, entry: Entry, sample: int | None, upload: str | None, row: int
               ) -> tuple[torch.Tensor, int | None, list[list[str]] | None]:
