@@ -112,3 +112,32 @@ def test_model_reports_its_evaluations() -> None:
     uv.explain(m, uv.zoo.load_dataset("breast_cancer_mlp").X_test[:3], method="integrated_gradients",
                n_steps=8, batch_size=4)
     assert sum(seen) == m.n_evals > 0 and len(seen) > 1
+
+
+USER_MODEL = '''
+import torch
+
+def make():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(30, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+'''
+
+
+def test_a_users_table_model_needs_background_and_names_the_features_outside(
+        capsys, files, tmp_path: Path, monkeypatch) -> None:
+    """A model the CLI knows nothing about: a table method without --background is one line
+    naming the flag; with it, rows in other units are flagged under the input, by column name."""
+    rows, bg_path, x, bg, names = files
+    (tmp_path / "usermods.py").write_text(USER_MODEL)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _main(capsys, "explain", "-m", "usermods:make", "-i", str(rows),
+                         "--method", "kernel_shap")
+    assert code == 1 and "pass --background train.csv" in err and "background=" not in err
+    far = _csv(tmp_path / "far.csv", x / 1000.0, names)  # a unit mistake
+    code, out, err = _main(capsys, "explain", "-m", "usermods:make", "-i", str(far),
+                           "--method", "kernel_shap", "--background", str(bg_path),
+                           "-o", "n_samples=64", "-o", "seed=0")
+    assert code == 0, err
+    warnings = [line for line in out.splitlines() if line.startswith("  ! ")]
+    assert len(warnings) == 2 and "outside the data the model knows" in warnings[0]
+    assert any(f"{n} = " in warnings[0] for n in names) and "feature 0" not in warnings[0]

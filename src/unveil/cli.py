@@ -270,9 +270,17 @@ def explain_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
     if background_path is not None:
         opts["background"] = _training_rows(loaded, background_path)
-    with _evaluations_bar(loaded.with_data(), _show_progress(quiet, as_json), method) as model:
+    elif (info.needs_data("tabular") and data.x.ndim == 2 and data.x.is_floating_point()
+          and loaded.reference is None and "baseline" not in opts):
+        raise OptionError(f"{method!r} on a table needs rows of real data to stand for an absent "
+                          "feature: pass --background train.csv (or .npy, or zoo:NAME), or "
+                          "-o baseline=VALUE; zeros are rarely neutral in a table's own units")
+    with _evaluations_bar(loaded.with_data(opts.get("background"), data.feature_names),
+                          _show_progress(quiet, as_json),
+                          method) as model:
+        names = {"feature_names": data.feature_names} if data.feature_names else {}
         exp = explain(model, data.x, method=method,
-                      target=parse_target(target, loaded.class_names), **opts)
+                      target=parse_target(target, loaded.class_names), **{**names, **opts})
     _decorate(exp, loaded, data)
     path = _write(exp, out, f"{method} · {loaded.name}")
     lines = _sample_lines(exp)
@@ -397,7 +405,7 @@ def report_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs:
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
     train = _training_rows(loaded, data_path)
     show = _show_progress(quiet, as_json)
-    with _evaluations_bar(loaded.with_data(train), show, "report") as model:
+    with _evaluations_bar(loaded.with_data(train, data.feature_names), show, "report") as model:
         section = _report_section(build_section, model, data, loaded, train, method_names, target,
                                   per_method, budget, metric_names, no_evaluate, sanity, show)
     rep = Report([section], title=title, command="unveil " + " ".join(sys.argv[1:]))

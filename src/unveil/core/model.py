@@ -178,11 +178,13 @@ class Model:
             return self
         backend: Any = self._backend if self._backend in ("torch", "numpy") else "auto"
         try:
-            return Model(self.obj, output=self.output, backend=backend, reference=rows,
-                         feature_names=feature_names or self.feature_names,
-                         class_names=class_names or self.class_names)
+            out = Model(self.obj, output=self.output, backend=backend, reference=rows,
+                        feature_names=feature_names or self.feature_names,
+                        class_names=class_names or self.class_names)
         except InputError:
             return self
+        out.on_evaluate = self.on_evaluate
+        return out
 
     # -- properties -----------------------------------------------------------------------
     @property

@@ -17,7 +17,7 @@ import re
 import sys
 import types
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +57,7 @@ class LoadedModel:
     tokenizer: Any = None
     reference: Any = None  # rows of the model's data (the zoo's training split), if known
 
-    def with_data(self, rows: Any = None) -> Any:
+    def with_data(self, rows: Any = None, feature_names: Sequence[str] | None = None) -> Any:
         """The model to explain: wrapped in :class:`unveil.Model` with ``reference=`` (``rows``,
         else the model's own data) so that inputs far from the data are flagged; the model as
         it is when no data is known or the rows are not numeric."""
@@ -66,7 +66,7 @@ class LoadedModel:
         ref = self.reference if rows is None else rows
         if ref is None or isinstance(self.model, Model):
             return self.model
-        return as_model(self.model).with_data(ref, feature_names=self.feature_names,
+        return as_model(self.model).with_data(ref, feature_names=feature_names or self.feature_names,
                                               class_names=self.class_names)
 
 

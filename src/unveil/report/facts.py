@@ -312,7 +312,7 @@ def outside_warning(runs: list[MethodRun], i: int) -> str | None:
 def trust_line(section: Section, i: int, lead: Lead) -> str:
     """One line: may the reasons above be trusted, and on what evidence."""
     if lead.method is None:
-        return f"Do not read the maps below as the model's reasons: {lead.why}."
+        return "Do not read the maps below as the model's reasons (see why above)."
     name = display_name(lead.method)
     if lead.measured:
         line = (f"Trustworthy as far as measured: the ranking of {name} beat a random order "
