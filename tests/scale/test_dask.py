@@ -18,7 +18,7 @@ pytestmark = pytest.mark.dask
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")  # any free port: 8787 may be taken
+    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     try:
         yield c
     finally:
@@ -69,3 +69,48 @@ def test_dask_resume_recomputes_a_damaged_shard_and_refuses_changed_data(tmp_pat
     x2[3, 1] += 1.0
     with pytest.raises(InputError, match=r"data rows 0\.\.6 \(shard 00000\) differ"):
         explain_dataset(net, x2, out=tmp_path / "run", **opts)
+
+
+def test_model_is_unpickled_once_per_worker_and_reused_across_runs(tmp_path, cluster) -> None:
+    """Two runs of one model: each worker unpickles it at most once (the chunk-size probe and
+    prepared copies live on with it) and sets torch's threads and its allocator once."""
+    from unveil.scale._shard_task import worker_state
+
+    x = torch.randn(48, 6)
+    net = mlp().eval()
+    opts: dict[str, Any] = dict(method="integrated_gradients", n_steps=8, shard_size=4, progress=False,
+                                engine="dask")
+    with distributed.Client(cluster) as client:
+        before = client.run(worker_state)
+        first = explain_dataset(net, x, out=tmp_path / "a", scheduler=client, **opts).values()
+        second = explain_dataset(net, x, out=tmp_path / "b", scheduler=client, **opts).values()
+        after = client.run(worker_state)
+        loads = {w: after[w]["loads"] - before[w]["loads"] for w in after}
+        assert all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1
+        tokens = {tuple(s["tokens"]) for w, s in after.items() if loads[w]}
+        assert len(tokens) == 1  # the same bytes, the same token on every worker
+        assert all(s["threads"] == 1 for w, s in after.items() if loads[w])
+        np.testing.assert_array_equal(second, first)
+        other = mlp().eval()  # other weights: other bytes, a new token, unpickled again
+        with torch.no_grad():
+            next(other.parameters()).add_(1.0)
+        explain_dataset(other, x, out=tmp_path / "c", scheduler=client, **opts)
+        last = client.run(worker_state)
+        assert sum(last[w]["loads"] - after[w]["loads"] for w in last) >= 1
+        assert {tuple(s["tokens"]) for s in last.values()} != tokens
+
+
+def test_dask_and_local_give_identical_shards_for_images(tmp_path, cluster) -> None:
+    """Seeded sampling on images: the same values whichever engine ran a shard (up to float
+    rounding: the worker's torch may run on another number of threads)."""
+    from _util import TinyCNN
+
+    x = torch.rand(20, 1, 12, 12)
+    net = TinyCNN().eval()
+    opts: dict[str, Any] = dict(method="smoothgrad", n_samples=4, shard_size=6, progress=False, seed=3,
+                                batch_size=8)
+    local = explain_dataset(net, x, out=tmp_path / "local", **opts)
+    dask = explain_dataset(net, x, out=tmp_path / "dask", engine="dask", scheduler=cluster.scheduler_address, **opts)
+    torch.testing.assert_close(torch.from_numpy(dask.values()), torch.from_numpy(local.values()))
+    assert np.abs(local.values()).max() > 0
+    assert [e.meta["rows"] for e in dask.shards()] == [e.meta["rows"] for e in local.shards()]

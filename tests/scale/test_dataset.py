@@ -14,6 +14,7 @@ import unveil as uv
 from _util import TinyCNN, mlp
 from unveil.errors import InputError
 from unveil.scale import explain_dataset
+from unveil.scale._run import read_manifest
 
 
 class FailingOnce(torch.nn.Module):
@@ -37,8 +38,9 @@ def test_killed_run_resumes_to_the_same_output(tmp_path) -> None:
     opts: dict[str, Any] = dict(method="integrated_gradients", n_steps=8, shard_size=10, progress=False)
     with pytest.raises(RuntimeError, match="crash"):
         explain_dataset(model, x, out=tmp_path / "run", **opts)
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    manifest = read_manifest(tmp_path / "run")  # manifest.json and the shards journaled since
     assert sorted(manifest["shards"]) == ["00000", "00001", "00002"] and not manifest["complete"]
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["shards"] == {}  # not rewritten per shard
     mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").glob("shard-*.npz")}
     model.armed = False
     resumed = explain_dataset(model, x, out=tmp_path / "run", **opts)

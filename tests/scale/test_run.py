@@ -16,6 +16,7 @@ import torch
 from _util import TinyCNN, mlp
 from unveil.errors import InputError
 from unveil.scale import explain_dataset
+from unveil.scale._run import JOURNAL, read_manifest
 
 OPTS: dict[str, Any] = dict(method="integrated_gradients", n_steps=8, shard_size=10, progress=False)
 
@@ -36,8 +37,7 @@ class CrashOn(torch.nn.Module):
 
 
 def _finished(out: Path) -> list[str]:
-    path = out / "manifest.json"
-    return sorted(json.loads(path.read_text())["shards"]) if path.exists() else []
+    return sorted(read_manifest(out)["shards"]) if (out / "manifest.json").exists() else []
 
 
 def _interrupt(model: torch.nn.Module, data: Any, out: Path, **opts: Any) -> CrashOn:
@@ -242,7 +242,10 @@ def test_unreadable_or_old_manifest_is_refused(tmp_path) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="maps file descriptors to paths through /proc")
-def test_files_are_fsynced_before_replace_and_the_folder_after(tmp_path, monkeypatch) -> None:
+def test_files_are_fsynced_before_replace_and_journaled_after(tmp_path, monkeypatch) -> None:
+    """Each shard: its files fsynced, moved into place, then one journal line fsynced. The
+    manifest is written twice (configuration first, every shard at the end), the folder synced
+    before the final one; never once per shard."""
     events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -257,16 +260,56 @@ def test_files_are_fsynced_before_replace_and_the_folder_after(tmp_path, monkeyp
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     run = tmp_path / "run"
-    explain_dataset(mlp().eval(), torch.randn(20, 6), out=run, **OPTS)
+    explain_dataset(mlp().eval(), torch.randn(40, 6), out=run, **OPTS)
     monkeypatch.undo()
     replaced = [(i, e[1].split(" -> ")) for i, e in enumerate(events) if e[0] == "replace" and str(run) in e[1]]
-    names = {Path(dst).name for _, (_, dst) in replaced}
-    assert {"manifest.json", "shard-00000.npz", "shard-00001.npz", "shard-00000.parquet"} <= names
-    folder = ("fsync", str(run.resolve()))
+    names = [Path(dst).name for _, (_, dst) in replaced]
+    assert names.count("manifest.json") == 2 and names[0] == names[-1] == "manifest.json"
+    for k in range(4):
+        assert {f"shard-0000{k}.npz", f"shard-0000{k}.parquet"} <= set(names)
     for i, (src, dst) in replaced:
         assert ("fsync", os.path.realpath(src)) in events[:i], f"{src} replaced {dst} before it was fsynced"
-        assert folder in events[i + 1:], f"the folder was not fsynced after {dst}"
-    for i, (_, dst) in replaced:  # a shard's files are in place for good before the manifest names them
-        if Path(dst).name == "manifest.json":
-            previous = max((j for j, _ in replaced if j < i), default=-1)
-            assert previous < 0 or folder in events[previous + 1 : i]
+    journal = ("fsync", os.path.realpath(run / JOURNAL))
+    journal_syncs = [i for i, e in enumerate(events) if e == journal]
+    assert len(journal_syncs) == 4  # one per shard
+    shard_moves = [i for i, (_, dst) in replaced if Path(dst).name.startswith("shard-")]
+    for k, j in enumerate(journal_syncs):  # shard k's two files are in place before its line is synced
+        assert max(shard_moves[: 2 * (k + 1)]) < j and (k == 3 or shard_moves[2 * (k + 1)] > j)
+    folder = ("fsync", str(run.resolve()))
+    final = replaced[-1][0]
+    assert folder in events[journal_syncs[-1] : final] and folder in events[final + 1 :]
+    assert not (run / JOURNAL).exists() and sorted(json.loads((run / "manifest.json").read_text())["shards"]) == [
+        "00000", "00001", "00002", "00003"]
+
+
+def test_a_torn_journal_line_names_no_shard(tmp_path) -> None:
+    """A crash in the middle of an append leaves part of a line: that shard is computed again,
+    the whole lines before it still count."""
+    x = torch.randn(50, 6)
+    clean = explain_dataset(mlp().eval(), x, out=tmp_path / "clean", **OPTS).values()
+    crash = _interrupt(mlp().eval(), x, tmp_path / "run", **OPTS)
+    journal = tmp_path / "run" / JOURNAL
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 2
+    journal.write_bytes(lines[0] + lines[1][: len(lines[1]) // 2])
+    assert _finished(tmp_path / "run") == ["00000"]
+    crash.calls = 0
+    resumed = explain_dataset(crash, x, out=tmp_path / "run", **OPTS)
+    per_shard = crash.calls // 4  # shards 1..4 computed, shard 0 skipped
+    assert per_shard > 0 and crash.calls == 4 * per_shard
+    assert np.array_equal(resumed.values(), clean) and resumed.manifest["complete"]
+    assert not journal.exists() and sorted(read_manifest(tmp_path / "run")["shards"]) == [f"0000{k}" for k in range(5)]
+
+
+def test_a_journal_of_another_run_is_ignored(tmp_path) -> None:
+    """Lines carry the run's id: a journal left by another run in the folder names no shard of
+    this one, so every shard is computed (and the run still completes)."""
+    x = torch.randn(30, 6)
+    crash = _interrupt(mlp().eval(), x, tmp_path / "run", **OPTS)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({**manifest, "run_id": "another"}))
+    assert _finished(tmp_path / "run") == []
+    crash.calls = 0
+    resumed = explain_dataset(crash, x, out=tmp_path / "run", **OPTS)
+    assert resumed.manifest["complete"] and len(resumed.values()) == 30
+    assert crash.calls > 0 and crash.calls % 3 == 0  # all three shards, each with the same calls

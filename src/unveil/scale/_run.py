@@ -14,12 +14,22 @@ checksum of each file written for it. A resume
   shard kept matches the data as it is now, so the finished run is that of a fresh run on it.
 
 So a run only ever ends ``complete`` with every shard computed from the same data.
+
+While a run is under way, ``manifest.json`` holds its configuration and the shards finished
+before it started; each shard finished since is one JSON line appended to ``manifest.journal``
+(written and fsynced after the shard's files are fsynced and moved into place), so a shard costs
+one small append instead of rewriting and syncing the whole manifest. The finished run's
+``manifest.json`` names every shard and the journal is removed. A reader merges the two with
+:func:`read_manifest`; a torn last line (a crash mid-append) is ignored, and the shard it named
+is computed again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,9 +41,43 @@ from ..errors import InputError
 from ._store import check_file, commit, fsync_dir, new_hash, write_json
 from .sources import Shard
 
-__all__ = ["FORMAT", "InputCheck", "Writer", "data_digest", "open_run"]
+__all__ = ["FORMAT", "JOURNAL", "InputCheck", "Writer", "data_digest", "open_run", "read_manifest"]
 
 FORMAT = "unveil.run/2"
+JOURNAL = "manifest.journal"
+
+
+def _replay(path: Path, manifest: dict[str, Any]) -> None:
+    """Apply the journal's shard entries of this run (same ``run_id``) to ``manifest``, in order.
+
+    Only whole lines count: a line cut short by a crash, or one that does not parse, names no
+    shard (that shard is computed again).
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return
+    for line in raw.split(b"\n")[:-1]:  # the part after the last newline is unfinished
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("run_id") == manifest.get("run_id") and "shard" in entry:
+            key = entry.pop("shard")
+            entry.pop("run_id")
+            manifest.setdefault("shards", {})[str(key)] = entry
+
+
+def read_manifest(out: Path) -> dict[str, Any]:
+    """The run's manifest as it stands: ``manifest.json`` with the journal's shards applied.
+
+    Raises ``OSError`` or ``ValueError`` when ``manifest.json`` is missing or unreadable.
+    """
+    manifest = json.loads((out / "manifest.json").read_text())
+    if not isinstance(manifest, dict):
+        raise ValueError("not a JSON object")
+    _replay(out / JOURNAL, manifest)
+    return manifest
 
 
 def _what_to_do(out: Path) -> str:
@@ -97,17 +141,15 @@ def open_run(out: Path, config: dict[str, Any], overwrite: bool) -> dict[str, An
     """
     path = out / "manifest.json"
     fresh = {"format": FORMAT, "config": config, "config_hash": _config_hash(config), "shards": {},
-             "complete": False}
+             "complete": False, "run_id": uuid.uuid4().hex}
     if overwrite or not path.exists():
         out.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)  # first, so an interrupted overwrite leaves no run to resume
-        for f in [*out.glob("shard-*"), *out.glob(".shard-*.tmp*")]:
-            f.unlink()
+        for f in [out / JOURNAL, *out.glob("shard-*"), *out.glob(".shard-*.tmp*")]:
+            f.unlink(missing_ok=True)
         return fresh
     try:
-        old = json.loads(path.read_text())
-        if not isinstance(old, dict):
-            raise ValueError("not a JSON object")
+        old = read_manifest(out)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path} cannot be read ({exc}). {_what_to_do(out)}") from None
     if old.get("format") != FORMAT:
@@ -189,10 +231,22 @@ def _write_parquet(tmp: Path, exp: Explanation, names: list[str] | None, start: 
 
 
 class Writer:
-    """Writes shards durably and keeps the manifest current."""
+    """Writes shards durably and keeps the manifest current (see the module's docstring).
+
+    Per shard: its files are written under temporary names, fsynced and moved into place, then
+    one line naming them (with their sizes and checksums) is appended to the journal and
+    fsynced. The folder is fsynced once, before the final manifest: a shard whose move did not
+    reach the disk before a power cut is missing on resume and is computed again, like a
+    damaged one. Call :meth:`save` at the end and :meth:`close` in any case.
+    """
 
     def __init__(self, out: Path, manifest: dict[str, Any], names: list[str] | None) -> None:
         self.out, self.manifest, self.names = out, manifest, names
+        self._journal: Any = None
+        if "run_id" not in manifest or not (out / "manifest.json").exists():
+            # a fresh run (its configuration, before any shard), or one begun by an older version
+            manifest.setdefault("run_id", uuid.uuid4().hex)
+            write_json(out / "manifest.json", manifest)
 
     def write(self, shard: Shard, exp: Explanation) -> None:
         key = f"{shard.index:05d}"
@@ -209,15 +263,36 @@ class Writer:
             tmp = self.out / f".shard-{key}.parquet.tmp"
             if _write_parquet(tmp, exp, self.names, shard.start):
                 files[f"shard-{key}.parquet"] = commit(tmp, self.out / f"shard-{key}.parquet", sync_dir=False)
-        fsync_dir(self.out)  # the shard's files are in place before the manifest names them
-        self.manifest["shards"][key] = {
+        entry = {
             "file": file, "rows": [shard.start, shard.stop], "input": shard.digest, "files": files,
             "n_evals": exp.n_evals, "seconds": round(sum(exp.timings.values()), 4),
         }
-        self.save()
+        self._append({"shard": key, "run_id": self.manifest["run_id"], **entry})
+        self.manifest["shards"][key] = entry
+
+    def _append(self, record: dict[str, Any]) -> None:
+        if self._journal is None:
+            path = self.out / JOURNAL
+            new = not path.exists()
+            self._journal = open(path, "ab")  # noqa: SIM115  # kept open for the run; closed by close()
+            if new:
+                fsync_dir(self.out)  # the journal itself is in the folder for good
+        self._journal.write(json.dumps(record).encode() + b"\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
 
     def save(self) -> None:
+        """Write the whole manifest (every shard's files first made durable) and drop the journal."""
+        self.close()
+        fsync_dir(self.out)  # every shard's move is on disk before the manifest names it
         write_json(self.out / "manifest.json", self.manifest)
+        (self.out / JOURNAL).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Close the journal (what it holds stays: a later call resumes from it)."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
 
 def data_digest(manifest: dict[str, Any]) -> str:

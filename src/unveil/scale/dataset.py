@@ -2,7 +2,8 @@
 
 ``explain_dataset(model, data, method=..., out="run/")`` writes one ``shard-KKKKK.npz``
 :class:`~unveil.Explanation` per shard (and a Parquet table of attributions for tabular data
-when pyarrow is installed) and a ``manifest.json`` updated atomically after every shard. A rerun
+when pyarrow is installed) and a ``manifest.json`` (with a journal that records each shard as it
+is written, durably, merged into the manifest at the end; see ``_run``). A rerun
 with the same configuration skips finished shards, so a crash loses at most the shard in flight.
 A rerun never mixes inputs: it refuses another configuration (tensor options and targets are
 compared by content) and data whose finished rows hash differently, and it recomputes, with a
@@ -120,7 +121,9 @@ def explain_dataset(
     try:
         if engine == "local":
             for shard in shards:
-                writer.write(shard, explain_shard(model, shard.x, info.name, _shard_target(target, shard), options, shard.index, seed))
+                # the wrapped model: its fingerprint (every parameter hashed) is computed once a run
+                exp = explain_shard(wrapped, shard.x, info.name, _shard_target(target, shard), options, shard.index, seed)
+                writer.write(shard, exp)
                 bar.update(1)
         else:
             from ._dask import run_on_dask
@@ -128,6 +131,7 @@ def explain_dataset(
             run_on_dask(model, shards, info.name, target, options, seed, scheduler, writer, bar)
     finally:
         bar.close()
+        writer.close()
     check.finish()
     manifest["complete"] = True
     manifest["n_rows"] = sum(v["rows"][1] - v["rows"][0] for v in manifest["shards"].values())
