@@ -1,10 +1,11 @@
 """Durable files and content digests for dataset runs.
 
 A file of a run is first written under a temporary name in the run folder, flushed and
-``os.fsync``-ed, then moved over its final name with ``os.replace``, and the folder is fsynced,
-so after a crash or a power loss the final name holds either the old file or the whole new one.
-Its size and BLAKE2b checksum go to the manifest, which is how a resume tells a good shard from
-a truncated or damaged one.
+``os.fsync``-ed, then moved over its final name with ``os.replace`` (the folder is fsynced after
+the move, or, for shards, once before the final manifest), so after a crash or a power loss the
+final name holds either nothing, the old file or the whole new one. Its size and BLAKE2b
+checksum go to the manifest, which is how a resume tells a good shard from a missing, truncated
+or damaged one.
 
 Digests of data are BLAKE2b over dtype, shape and raw bytes, fed piece by piece, so nothing
 larger than one shard is ever held to compute them.
