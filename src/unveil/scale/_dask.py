@@ -8,6 +8,8 @@ Where a worker's time went, and what keeps it on the shards:
 * torch's thread count and glibc's allocator thresholds are set once per worker process (see
   ``_shard_task``): with Dask's ``MALLOC_TRIM_THRESHOLD_`` every autograd buffer was a fresh
   ``mmap``, which made a shard 2-3x slower in a worker than in the driver;
+* workers compress each shard's ``.npz`` file, so the driver only writes bytes (compressing
+  took it 10-25 ms a shard, CPU the workers then lacked on a machine they share with it);
 * at most two tasks per worker thread are in flight, so workers never wait for the driver
   while it writes a shard, and memory stays bounded on long runs.
 """
@@ -61,13 +63,14 @@ def run_on_dask(model: Any, shards: Iterator[Shard], method: str, target: Any, o
             while len(pending) > until:
                 fut = next(ac)
                 shard = pending.pop(fut)
-                writer.write(shard, fut.result())
+                writer.write(shard, *fut.result())
                 bar.update(1)
 
         for shard in shards:
             fut = client.submit(
                 explain_shard_packed, model_f, shard.x, method, _shard_target(target, shard), options,
-                shard.index, seed, threads=threads, pure=False, key=f"unveil-shard-{shard.index}-{uuid.uuid4().hex}",
+                shard.index, seed, threads=threads, rows=(shard.start, shard.stop, shard.y, writer.names),
+                pure=False, key=f"unveil-shard-{shard.index}-{uuid.uuid4().hex}",
             )
             pending[fut] = shard
             ac.add(fut)

@@ -41,7 +41,8 @@ from ..errors import InputError
 from ._store import check_file, commit, fsync_dir, new_hash, write_json
 from .sources import Shard
 
-__all__ = ["FORMAT", "JOURNAL", "InputCheck", "Writer", "data_digest", "open_run", "read_manifest"]
+__all__ = ["FORMAT", "JOURNAL", "InputCheck", "Writer", "annotate", "data_digest", "open_run", "read_manifest",
+           "shard_file"]
 
 FORMAT = "unveil.run/2"
 JOURNAL = "manifest.journal"
@@ -230,6 +231,24 @@ def _write_parquet(tmp: Path, exp: Explanation, names: list[str] | None, start: 
     return True
 
 
+def annotate(exp: Explanation, start: int, stop: int, y: Any, names: list[str] | None) -> None:
+    """What a shard's Explanation records besides the method's output: its rows, the source's
+    labels and feature names."""
+    exp.meta["rows"] = [start, stop]
+    if y is not None:
+        exp.extras["labels"] = np.asarray(y)
+    if names is not None and exp.feature_names is None:
+        exp.feature_names = names
+
+
+def shard_file(exp: Explanation) -> bytes:
+    """The bytes of ``exp``'s ``.npz`` file (written to a private temporary folder and read)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="unveil-shard-") as d:
+        return exp.save(Path(d) / "shard.npz").read_bytes()
+
+
 class Writer:
     """Writes shards durably and keeps the manifest current (see the module's docstring).
 
@@ -248,16 +267,17 @@ class Writer:
             manifest.setdefault("run_id", uuid.uuid4().hex)
             write_json(out / "manifest.json", manifest)
 
-    def write(self, shard: Shard, exp: Explanation) -> None:
+    def write(self, shard: Shard, exp: Explanation, npz: bytes | None = None) -> None:
+        """Write ``exp`` as shard ``shard.index``; ``npz``, when given, is the file already made
+        by :func:`shard_file` (a Dask worker compresses it, not the driver)."""
         key = f"{shard.index:05d}"
         file = f"shard-{key}.npz"
-        exp.meta["rows"] = [shard.start, shard.stop]
-        if shard.y is not None:
-            exp.extras["labels"] = np.asarray(shard.y)
-        if self.names is not None and exp.feature_names is None:
-            exp.feature_names = self.names
+        annotate(exp, shard.start, shard.stop, shard.y, self.names)
         tmp = self.out / f".{file}.tmp.npz"
-        exp.save(tmp)
+        if npz is None:
+            exp.save(tmp)
+        else:
+            tmp.write_bytes(npz)
         files = {file: commit(tmp, self.out / file, sync_dir=False)}
         if exp.inputs.ndim == 2:
             tmp = self.out / f".shard-{key}.parquet.tmp"

@@ -12,6 +12,7 @@ from ..core.explain import explain
 from ..core.explanation import Explanation
 from ..core.model import as_model
 from ..core.registry import get_method
+from ._run import annotate, shard_file
 
 
 def shard_seed(seed: int | None, index: int) -> int | None:
@@ -75,16 +76,25 @@ def worker_state() -> dict[str, Any]:
     return {**_WORKER_STATE, "tokens": list(_WORKER_MODELS)}
 
 
-def explain_shard_packed(packed: tuple[str, bytes], *args: Any, threads: int | None = 1) -> Explanation:
+def explain_shard_packed(packed: tuple[str, bytes], *args: Any, threads: int | None = 1,
+                         rows: tuple[int, int, Any, list[str] | None] | None = None) -> tuple[Explanation, bytes | None]:
     """:func:`explain_shard` for a model sent as ``(token, bytes)``: unpacked once per worker.
 
     Dask's own serialisation of ``nn.Module`` turns hook registries into plain dicts, so the
     driver sends the user's in-memory model (its own object, on its own cluster) as
     cloudpickle bytes; nothing read from disk is unpickled here. ``token`` is the digest of the
     bytes, so a second run of the same model reuses the worker's copy and its probes.
+
+    With ``rows=(start, stop, labels, feature names)`` the worker also annotates the result and
+    compresses its ``.npz`` file, which the driver then only writes: compression is the
+    driver's largest cost per shard, and workers scale where the driver does not.
     """
     token, blob = packed
-    return explain_shard(worker_model(token, blob, threads), *args)
+    exp = explain_shard(worker_model(token, blob, threads), *args)
+    if rows is None:
+        return exp, None
+    annotate(exp, *rows)
+    return exp, shard_file(exp)
 
 
 def explain_shard(model: Any, x: torch.Tensor, method: str, target: Any, options: dict[str, Any],
