@@ -40,7 +40,7 @@ def test_budget_picks_steps_that_fit() -> None:
     x = torch.randn(1, 6)
     exp = ex(x)
     # one row: predict (1) + steps (n) + baseline (1) rows at 1 ms each; the cost model is exact
-    # here, so the knob is what fits 50 ms with the early headroom of 15%: 50 / 1.15 - 2 = 41.5
+    # here, so the knob is what fits 50 ms with the early headroom (at most 15%): 50 / 1.15 - 2 = 41.5
     n = exp.params["n_steps"]
     assert exp.meta["budget"]["units"] == n
     assert 38 <= n <= 43

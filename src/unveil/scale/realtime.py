@@ -47,8 +47,8 @@ __all__ = ["Explainer"]
 
 _KNOBS = ("n_steps", "n_samples")
 _QUANTILE = 0.98  # the quantile of observed/predicted latency the knob leaves room for
-_EARLY = 1.15  # extra headroom while fewer than _WINDOW_MIN calls have been seen
-_WINDOW, _WINDOW_MIN = 64, 16
+_EARLY = 1.15  # extra headroom with no ratio seen yet, fading to none once the window is full
+_WINDOW = 64
 _AFTER_MISS = 8  # calls that keep at least a miss's ratio
 
 
@@ -211,10 +211,9 @@ class Explainer:
     def _margin(self) -> float:
         """The ratio of latency to the model's prediction that the next call should allow for."""
         r = list(self._ratios)
-        if len(r) >= _WINDOW_MIN:
-            q = float(np.quantile(r, _QUANTILE))
-        else:
-            q = max(max(r, default=1.0), 1.0) * _EARLY
+        # few ratios say little about the tail: extra headroom that fades as the window fills
+        q = float(np.quantile(r, _QUANTILE)) if r else 1.0
+        q *= 1.0 + (_EARLY - 1.0) * max(0.0, 1.0 - len(r) / _WINDOW)
         if self._floor_calls > 0:
             q = max(q, self._floor)
         return q
