@@ -95,6 +95,9 @@ def test_a_budget_below_the_floor_says_so() -> None:
     model = Timed(mlp().eval(), clock).eval()
     ex = Explainer(model, "integrated_gradients", budget_ms=50, clock=clock, batch_size=1024)
     x = torch.randn(1, 6)
+    first = ex(x)  # flagged at once; warned only once it is not a passing spike (3 calls in a row)
+    assert any("minimum of 2 n_steps" in r for r in first.meta["budget"]["reasons"])
+    ex(x)
     with pytest.warns(RuntimeWarning, match="cannot fit more than the minimum of 2 n_steps"):
         ex(x)
     exp = ex(x)  # warned once, flagged on every result

@@ -23,7 +23,8 @@ Where budgeted calls used to run over, and what is done about each:
   setting afterwards).
 
 When even the smallest knob does not fit, every result says so (``meta["budget"]["ok"]`` is
-false with a reason) and one ``RuntimeWarning`` is issued.
+false with a reason) and, once three calls in a row could not fit it, one ``RuntimeWarning``
+is issued.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ _QUANTILE = 0.98  # the quantile of observed/predicted latency the knob leaves r
 _EARLY = 1.15  # extra headroom with no ratio seen yet, fading to none once the window is full
 _WINDOW = 64
 _AFTER_MISS = 8  # calls that keep at least a miss's ratio
+_WARN_AFTER = 3  # consecutive calls the minimum knob must not fit before the RuntimeWarning
 
 
 class Explainer:
@@ -125,6 +127,7 @@ class Explainer:
         self._floor_calls = 0
         self._calls = 0
         self._warned = False
+        self._short = 0  # consecutive results whose minimum knob did not fit
         self.units: int | None = None
         if example is not None:
             if budget_ms is None:
@@ -291,9 +294,12 @@ class Explainer:
                    f"machine now (that alone needs about {need:.0f} ms); raise budget_ms or run on a less "
                    "loaded machine")
             out.append(msg)
-            if not self._warned:
+            self._short += 1
+            if self._short >= _WARN_AFTER and not self._warned:  # once, and not for a passing spike
                 self._warned = True
                 warnings.warn(f"Explainer(budget_ms={self.budget_ms:g}): {msg}", RuntimeWarning, stacklevel=3)
+        else:
+            self._short = 0
         gap = quality.get("completeness_gap")
         if gap is not None and gap > self.max_gap:
             out.append(f"completeness gap {gap:.2f} above {self.max_gap:g}: with {units} {self.knob} "
