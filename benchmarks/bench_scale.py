@@ -63,7 +63,7 @@ def _dask_rows(ctx: Context) -> list[Row]:
             torch.set_num_threads(before)
         for workers in (1, 2):
             with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                          dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                          dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
                 def run(k: int, tag: str = f"d{workers}", **kw: Any) -> None:
                     explain_dataset(model, x, out=Path(d) / f"{tag}-{k}", shard_size=shard, engine="dask",
                                     scheduler=client, **{**_IG, **kw})

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.dask
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")  # any free port: 8787 may be taken (a warning)
     try:
         yield c
     finally:
@@ -114,3 +114,23 @@ def test_dask_and_local_give_identical_shards_for_images(tmp_path, cluster) -> N
     torch.testing.assert_close(torch.from_numpy(dask.values()), torch.from_numpy(local.values()))
     assert np.abs(local.values()).max() > 0
     assert [e.meta["rows"] for e in dask.shards()] == [e.meta["rows"] for e in local.shards()]
+
+
+def test_tables_on_dask_keep_feature_names_labels_and_parquet(tmp_path, cluster) -> None:
+    """Workers annotate and compress the shard files; what the driver writes from their bytes
+    reads back as the local engine's files do."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(20, 6)).astype(np.float32), columns=[f"f{i}" for i in range(6)])
+    df["y"] = np.arange(20) % 2
+    net = mlp().eval()
+    opts: dict[str, Any] = dict(method="saliency", shard_size=8, progress=False, label_column="y")
+    local = explain_dataset(net, df, out=tmp_path / "local", **opts)
+    dask = explain_dataset(net, df, out=tmp_path / "dask", engine="dask", scheduler=cluster.scheduler_address, **opts)
+    for a, b in zip(local.shards(), dask.shards(), strict=True):
+        assert b.feature_names == a.feature_names == [f"f{i}" for i in range(6)]
+        assert b.meta["rows"] == a.meta["rows"]
+        np.testing.assert_array_equal(b.extras["labels"], a.extras["labels"])
+        torch.testing.assert_close(torch.from_numpy(b.values), torch.from_numpy(a.values))
+    table = pd.read_parquet(tmp_path / "dask" / "shard-00002.parquet")
+    assert table["row"].tolist() == list(range(16, 20)) and "attr:f5" in table.columns

@@ -29,7 +29,8 @@ from .sources import Shard, _shard_target
 def _client(distributed: Any, scheduler: Any) -> tuple[Any, list[Any]]:
     """The client for ``scheduler`` and what this run opened (to close at the end)."""
     if scheduler is None:
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        # any free port for the HTTP server: with None it still tries 8787 and warns when that is taken
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
         client = distributed.Client(cluster)
         return client, [client, cluster]
     if isinstance(scheduler, str):
