@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 __all__ = ["AuditRequest", "AuditResponse", "ColumnOut", "DistillRequest", "DistillResponse",
-           "ExplainRequest", "ExplainResponse", "MapOut", "MethodOut", "MetricsOut", "ModelOut",
+           "ErrorOut", "ExplainRequest", "ExplainResponse", "MapOut", "MethodOut", "MetricsOut", "ModelOut",
            "PredictionOut", "SampleOut", "SamplesOut", "SanityRequest", "SanityResponse",
            "UploadOut"]
 
@@ -16,13 +16,30 @@ MethodName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-
 UploadId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
 Target = Union[Literal["predicted"], Annotated[int, Field(ge=0, le=100_000)]]
 OptionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
-OptionValue = Union[StrictBool, StrictInt, StrictFloat, Annotated[str, Field(max_length=200)], None]
+OptionValue = Union[StrictBool, StrictInt, Annotated[StrictFloat, Field(allow_inf_nan=False)],
+                    Annotated[str, Field(max_length=200)], None]
 _CLOSED = {"additionalProperties": False}  # keys must match their pattern (JSON schema)
 MethodOptions = Annotated[dict[OptionName, OptionValue], Field(max_length=16, json_schema_extra=_CLOSED)]
 
 
+#: Exactly one of ``sample`` (an index) and ``upload`` (an id), each not null.
+_ONE_INPUT = {"oneOf": [
+    {"required": ["sample"], "properties": {"sample": {"type": "integer"}}},
+    {"required": ["upload"], "properties": {"upload": {"type": "string"}}},
+]}
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: no unknown keys, no coercion (``true`` is not ``1``, ``"1"`` is not a
+    number), no NaN or infinite numbers."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class ErrorOut(BaseModel):
+    """Why a request failed, in one line."""
+
+    detail: str
 
 
 class ModelOut(BaseModel):
@@ -76,6 +93,8 @@ class UploadOut(BaseModel):
 class ExplainRequest(_Strict):
     """Which model, which input (a sample index or an upload row), which methods and their options."""
 
+    model_config = ConfigDict(json_schema_extra=_ONE_INPUT)
+
     model: Name
     sample: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
     upload: UploadId | None = None
@@ -91,6 +110,8 @@ class ExplainRequest(_Strict):
 
 class SanityRequest(_Strict):
     """A sanity check of one method on one input."""
+
+    model_config = ConfigDict(json_schema_extra=_ONE_INPUT)
 
     model: Name
     sample: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
