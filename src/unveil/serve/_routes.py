@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..core.reference import describe_outside
 from ..core.registry import get_method, list_methods
+from ..errors import UnveilError
 from ..report import Report, Section, build_section, check_options, skip_not_applicable
 from ..report.facts import class_name, degenerate_reason, is_signed, prediction, sample_narrative
 from ..report.html import bars_html
@@ -52,16 +53,24 @@ __all__ = ["api_router", "page_router"]
 RunId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$")]
 ModelName = Annotated[str, PathParam(max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 MethodPath = Annotated[str, PathParam(max_length=64, pattern=r"^[a-z0-9_]+$")]
+
+def _error(description: str) -> dict[str, Any]:
+    """An error response as the schema shows it: JSON ``{"detail": "..."}`` on every route (an
+    HTML download's errors are JSON too)."""
+    return {"description": description,
+            "content": {"application/json": {"schema": ErrorOut.model_json_schema()}}}
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Malformed request or a Host header the dashboard does not serve", "model": ErrorOut},
-    403: {"description": "A write from another site (cross-origin)", "model": ErrorOut},
-    404: {"description": "Unknown model, sample, upload or run", "model": ErrorOut},
-    413: {"description": "Body, image or table too large", "model": ErrorOut},
-    422: {"description": "Invalid input", "model": ErrorOut},
+    400: _error("Malformed request, or a Host header the dashboard does not serve"),
+    403: _error("A write from another site (cross-origin)"),
+    404: _error("Unknown model, sample, upload or run"),
+    413: _error("Body, image or table too large"),
+    422: _error("Invalid input"),
 }
 #: Responses of the routes that run in the worker pool.
 _BUSY: dict[int | str, dict[str, Any]] = {
-    503: {"description": "The request did not finish within the time budget", "model": ErrorOut},
+    503: _error("The request did not finish within the time budget"),
 }
 _ADVICE = ("Choose fewer or cheaper methods (exact Shapley values and LIME/KernelSHAP on images are "
            "slow), or fewer samples/steps in the options.")
@@ -216,7 +225,7 @@ def api_router(store: Store, work: Work | None = None, *, max_pixels: int = DEFA
         return SamplesOut(total=n, items=[_thumb(e, i) for i in range(offset, min(n, offset + limit))])
 
     @r.post("/models/{model}/uploads", response_model=UploadOut, status_code=201,
-            responses={415: {"description": "Unsupported file type", "model": ErrorOut}},
+            responses={415: _error("Unsupported file type")},
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
     async def upload(model: ModelName, request: Request) -> UploadOut:
@@ -281,7 +290,13 @@ def api_router(store: Store, work: Work | None = None, *, max_pixels: int = DEFA
                 return None
             model = store.explainable(e)
             with work.hold(e.name, model):
-                return sanity_check(model, x, method=req.method)
+                try:
+                    return sanity_check(model, x, method=req.method)
+                except UnveilError as exc:  # a method that needs background rows gets the model's
+                    if e.background is None or "background=" not in str(exc):
+                        raise
+                return sanity_check(model, x, method=req.method,
+                                    explain_options={"background": e.background})
 
         res = await work.run(job, what=f"the sanity check of {req.method}",
                              advice="Check a cheaper method (a gradient method such as saliency).")

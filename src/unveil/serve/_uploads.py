@@ -176,15 +176,16 @@ def read_array(data: bytes, what: str = "the .npy upload", *, max_elements: int 
     f = io.BytesIO(data)
     try:
         version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(f)
-        else:
-            raise InputError(f"{what}: .npy format version {version[0]}.{version[1]} is not read; "
-                             "save a plain numeric array with numpy.save")
     except ValueError as exc:
         raise InputError(f"{what}: not a readable .npy header ({exc})") from None
+    read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+    if read is None:
+        raise InputError(f"{what}: .npy format version {version[0]}.{version[1]} is not read; "
+                         "save a plain numeric array with numpy.save")
+    try:
+        shape, fortran, dtype = read(f)
+    except Exception as exc:  # noqa: BLE001 - a hostile header fails in many ways (tokenize, ast…)
+        raise InputError(f"{what}: not a readable .npy header ({type(exc).__name__})") from None
     if dtype.hasobject:
         raise InputError(f"{what}: holds Python objects; pickled object arrays are never loaded. "
                          "Save a numeric array")
@@ -193,7 +194,7 @@ def read_array(data: bytes, what: str = "the .npy upload", *, max_elements: int 
     if np.issubdtype(dtype, np.complexfloating):
         raise InputError(f"{what}: complex numbers ({dtype}); the model takes real numbers. "
                          "Save the real part (a.real) or the magnitude (abs(a))")
-    if not (np.issubdtype(dtype, np.number) or dtype == bool):
+    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
         raise InputError(f"{what}: expected a numeric array, got {dtype}")
     if len(shape) == 0:
         raise InputError(f"{what}: a single number; save a batch of rows, e.g. shape (N, features)")

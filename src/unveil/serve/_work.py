@@ -81,21 +81,36 @@ class Work:
             raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget}")
         self.workers = workers
         self.time_budget = float(time_budget)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unveil-work")
+        self._pool: ThreadPoolExecutor | None = None  # made on first use, again after shutdown
+        self._pool_lock = threading.Lock()
+        self._jobs: set[Job] = set()  # this pool's jobs not yet finished
         self._serial: dict[str, threading.Lock] = {}
         self._serial_lock = threading.Lock()
 
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers,
+                                                thread_name_prefix="unveil-work")
+            return self._pool
+
     def shutdown(self) -> None:
-        """Stop taking jobs; running ones finish (or stop at their deadline) in the background."""
-        for job in list(_JOBS.values()):
-            job.stopped.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the pool's jobs (at their next forward pass) and let its threads end; a later
+        request starts a new pool."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+            for job in self._jobs:
+                job.stopped.set()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, fn: Callable[[], T], *, what: str, advice: str = "") -> T:
         """``fn()`` on a worker thread within the time budget; a 503 saying so when it runs out
         (``advice`` tells what to do instead)."""
         job = Job(self.time_budget)
-        cf: Future[T] = self._pool.submit(self._call, job, fn)
+        cf: Future[T] = self._executor().submit(self._call, job, fn)
+        self._jobs.add(job)
+        cf.add_done_callback(lambda _f: self._jobs.discard(job))
         fut = asyncio.wrap_future(cf)
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
         try:

@@ -247,10 +247,9 @@ def create_app(
     require("fastapi", "serve")
     require("jinja2", "serve")
     from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from fastapi.staticfiles import StaticFiles
-
-    from fastapi.exceptions import RequestValidationError
 
     from ..core.registry import list_methods
     from ._global import global_router
