@@ -36,7 +36,7 @@ _NPY_MAGIC = b"\x93NUMPY"
 _BOM = b"\xef\xbb\xbf"
 _SEPARATORS = ("\t", ";", ",")  # preferred in this order when several split every line evenly
 _UNSUPPORTED = ("unsupported upload: send a PNG, JPEG, GIF or BMP image, a .npy array, or CSV "
-                "rows (tables)")
+                "rows (tables) saved as UTF-8 text")
 
 
 def sniff(data: bytes) -> str:

@@ -99,7 +99,7 @@ class Work:
         request starts a new pool."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
-            for job in self._jobs:
+            for job in list(self._jobs):
                 job.stopped.set()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
