@@ -406,7 +406,7 @@ def test_the_test_clients_host_is_served_only_to_the_test_client() -> None:
         assert c.get("/api/health", headers={"host": "localhost"}).status_code == 400
 
 
-@pytest.mark.parametrize("name", ["bad name", "a/b", "", "x" * 101, "é"])
+@pytest.mark.parametrize("name", ["bad name", "a/b", "", "x" * 101, "é", "mlp\n"])
 def test_bad_model_names_fail_when_the_app_is_built(name) -> None:
     with pytest.raises(InputError, match="cannot be served"):
         create_app(models={name: mlp()}, zoo=False)

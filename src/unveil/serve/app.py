@@ -1,9 +1,11 @@
 """The dashboard: a FastAPI app serving one page, its own JS/CSS, and a JSON API.
 
 Security: the app is meant for loopback (``unveil serve`` binds 127.0.0.1 and only accepts
-loopback ``Host`` headers unless told otherwise); request bodies are capped (JSON and uploads
-separately); uploads are read by content (images, ``.npy`` without pickle, CSV) and never
-unpickled; nothing from a request names a filesystem path (models, samples, uploads and runs are
+loopback ``Host`` headers unless told otherwise); writes come only from its own page (a
+browser's ``Origin`` and ``Sec-Fetch-Site`` say so); request bodies are capped (JSON and uploads
+separately); uploads are read by content (images, ``.npy`` without pickle, CSV) with the sizes
+their headers declare checked before allocation, and never unpickled; heavy work runs on worker
+threads within a time budget; nothing from a request names a filesystem path (models, samples, uploads and runs are
 chosen by name, index or random id); bad input gets a 4xx with a message. The OpenAPI schema is
 at ``/openapi.json``; the interactive docs are off because they load assets from a CDN.
 """
@@ -36,7 +38,7 @@ DEFAULT_BUDGET: dict[str, Any] = {"n_steps": 32, "n_samples": 128, "seed": 0, "b
 #: client "testclient" and say ``Host: testserver``, is let in too; no real peer has that address.)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 #: What a model's name may be (it appears in URLs and in the API's schema).
-MODEL_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
 _UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
        "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -149,7 +151,7 @@ def validation_message(errors: Any) -> str:
 
 def _check_names(models: dict[str, Any] | None) -> None:
     for name in models or {}:
-        if not isinstance(name, str) or not MODEL_NAME.match(name):
+        if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
             raise InputError(f"model name {name!r} cannot be served: use 1 to 100 letters, digits "
                              "and _ . : - (the name appears in URLs)")
 
