@@ -602,7 +602,6 @@ def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str |
 
     from .serve import create_app
 
-    sock = _bind(host, port)  # a busy port is one error line, before anything else
     if weights and len(model_specs) != 1:
         raise click.BadParameter("--weights needs exactly one --model", param_hint="--weights")
     models = {}
@@ -610,6 +609,7 @@ def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str |
         # never pickle: the dashboard does not unpickle (nor offers --allow-pickle)
         lm = load_model(spec, weights=weights, wording=replace(FLAGS, missing=frozenset({"allow_pickle"})))
         models[lm.name] = lm
+    _check_port(host, port)  # a busy port is one error line, before the zoo loads and the banner
     hosts = ["127.0.0.1", "localhost", "::1", *([host] if host not in ("0.0.0.0", "::") else []),
              *allowed_hosts]
     app = create_app(models=models, zoo=not no_zoo, max_upload_bytes=max_upload_kb * 1024,
@@ -617,15 +617,12 @@ def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str |
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: serving on {host} makes the dashboard reachable from other machines",
                    err=True)
-    port = int(sock.getsockname()[1])
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(f"unveil dashboard on http://{shown}:{port}/ (Ctrl+C to stop)")
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    click.echo(f"unveil dashboard on http://{host}:{port}/ (Ctrl+C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 
 
-def _bind(host: str, port: int) -> Any:
-    """A listening-ready socket bound to ``host:port``, or a one-line error when it cannot be."""
+def _check_port(host: str, port: int) -> None:
+    """A one-line error when ``host:port`` cannot be bound (the port is in use, say)."""
     import socket
 
     try:
@@ -642,7 +639,7 @@ def _bind(host: str, port: int) -> Any:
         busy = "the port is in use (another server?); pick another with --port" \
             if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
         raise click.ClickException(f"cannot serve on {host}:{port}: {busy}") from None
-    return sock
+    sock.close()
 
 
 @cli.command("demo")
