@@ -108,6 +108,12 @@ def test_a_nan_option_value_is_named_as_not_accepted(client) -> None:
     assert r.status_code == 422 and "NaN, Infinity" in r.json()["detail"]
 
 
+def test_malformed_json_says_where(client) -> None:
+    r = client.post("/api/explain", content=b'{"model": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert "not valid JSON (Expecting value at character 10)" in r.json()["detail"]
+
+
 # -- uploads that broke the server -----------------------------------------------------------
 
 @pytest.mark.parametrize("body,status,fragment", [

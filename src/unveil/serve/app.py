@@ -140,6 +140,12 @@ def validation_message(errors: Any) -> str:
     may not even be JSON: NaN, Infinity)."""
     parts = []
     for err in list(errors)[:4]:
+        if err.get("type") == "json_invalid":
+            where = err.get("loc", ())[-1:]
+            reason = (err.get("ctx") or {}).get("error", "")
+            parts.append(f"the body is not valid JSON ({reason}"
+                         f"{f' at character {where[0]}' if where else ''}); send a JSON object")
+            continue
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         msg = str(err.get("msg", "invalid value"))
         if _nonfinite(err.get("input")):
