@@ -7,6 +7,7 @@ errors), without a traceback; ``--debug`` shows it.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -584,8 +585,15 @@ def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pi
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights for the one --model.")
 @click.option("--no-zoo", is_flag=True, help="Do not offer the zoo models.")
 @click.option("--max-upload-kb", default=2048, show_default=True, type=click.IntRange(1, 65536))
+@click.option("--max-pixels", default=4096 * 4096, show_default=True, type=click.IntRange(1),
+              help="Most pixels (width x height) an uploaded image may have.")
+@click.option("--time-budget", default=120.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds one explanation, sanity check, surrogate or audit may take.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Another Host name to serve (besides loopback names and --host).")
 def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str | None,
-              no_zoo: bool, max_upload_kb: int) -> None:
+              no_zoo: bool, max_upload_kb: int, max_pixels: int, time_budget: float,
+              allowed_hosts: tuple[str, ...]) -> None:
     """Start the local web dashboard (loopback only unless --host says otherwise)."""
     from .errors import require
 
@@ -601,12 +609,37 @@ def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str |
         # never pickle: the dashboard does not unpickle (nor offers --allow-pickle)
         lm = load_model(spec, weights=weights, wording=replace(FLAGS, missing=frozenset({"allow_pickle"})))
         models[lm.name] = lm
-    app = create_app(models=models, zoo=not no_zoo, max_upload_bytes=max_upload_kb * 1024)
+    _check_port(host, port)  # a busy port is one error line, before the zoo loads and the banner
+    hosts = ["127.0.0.1", "localhost", "::1", *([host] if host not in ("0.0.0.0", "::") else []),
+             *allowed_hosts]
+    app = create_app(models=models, zoo=not no_zoo, max_upload_bytes=max_upload_kb * 1024,
+                     max_pixels=max_pixels, time_budget=time_budget, allowed_hosts=hosts)
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: serving on {host} makes the dashboard reachable from other machines",
                    err=True)
     click.echo(f"unveil dashboard on http://{host}:{port}/ (Ctrl+C to stop)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
+
+
+def _check_port(host: str, port: int) -> None:
+    """A one-line error when ``host:port`` cannot be bound (the port is in use, say)."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        busy = "the port is in use (another server?); pick another with --port" \
+            if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise click.ClickException(f"cannot serve on {host}:{port}: {busy}") from None
+    sock.close()
 
 
 @cli.command("demo")

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from ..audit.bias import MAX_GROUPS
 from ..surrogate.blackbox import model_rows
-from ._routes import _ERRORS, ModelName
+from ._routes import _BUSY, _ERRORS, ModelName
 from ._schemas import (
     AuditRequest,
     AuditResponse,
@@ -24,6 +24,7 @@ from ._schemas import (
     RuleOut,
 )
 from ._state import ApiError, Entry, Store
+from ._work import Work
 
 __all__ = ["global_router"]
 
@@ -45,8 +46,9 @@ def _candidate_columns(X: np.ndarray, names: list[str]) -> list[ColumnOut]:
     return out
 
 
-def global_router(store: Store) -> APIRouter:
-    """Routes under ``/api`` for surrogates and audits."""
+def global_router(store: Store, work: Work | None = None) -> APIRouter:
+    """Routes under ``/api`` for surrogates and audits (run on ``work``'s threads)."""
+    work = work or Work()
     r = APIRouter(prefix="/api", responses=_ERRORS)
 
     @r.get("/models/{model}/columns", response_model=list[ColumnOut])
@@ -55,22 +57,29 @@ def global_router(store: Store) -> APIRouter:
         X, _, _ = store.table(e, upload)
         return _candidate_columns(X, _names(e, X.shape[1]))
 
-    @r.post("/distill", response_model=DistillResponse)
-    def distill(req: DistillRequest) -> DistillResponse:
-        from ..surrogate import distill as fit
-        from ..surrogate import permutation_importance
-
+    @r.post("/distill", response_model=DistillResponse, responses=_BUSY)
+    async def distill(req: DistillRequest) -> DistillResponse:
         e = store.entry(req.model)
         X, y, pre = store.table(e, req.upload)
         kw: dict[str, Any] = {"y": y, "feature_names": _names(e, X.shape[1]), "class_names": e.class_names,
                               "preprocess": pre}
-        with store.lock:
+
+        def job() -> tuple[Any, Any, Any]:
+            from ..surrogate import distill as fit
+            from ..surrogate import permutation_importance
+
             m = store.model(e)
-            sur = fit(m, X, kind=req.kind, max_depth=req.max_depth, **kw)
-            sizes = list(range(1, min(X.shape[1], 8) + 1)) if req.kind == "linear" else list(range(1, 7))
-            curve = sur.curve(sizes)  # the model's answers are reused
-            # shuffling a column gives the same answers in any units: use the model's
-            imp = permutation_importance(m, model_rows(X, pre), feature_names=kw["feature_names"], n_repeats=3)
+            with work.hold(e.name, m):
+                sur = fit(m, X, kind=req.kind, max_depth=req.max_depth, **kw)
+                sizes = list(range(1, min(X.shape[1], 8) + 1)) if req.kind == "linear" else list(range(1, 7))
+                curve = sur.curve(sizes)  # the model's answers are reused
+                # shuffling a column gives the same answers in any units: use the model's
+                imp = permutation_importance(m, model_rows(X, pre), feature_names=kw["feature_names"],
+                                             n_repeats=3)
+            return sur, curve, imp
+
+        sur, curve, imp = await work.run(job, what=f"the {req.kind} surrogate",
+                                         advice="Upload a smaller table or choose a smaller depth.")
         rules = [] if req.kind == "linear" else [
             RuleOut(text=str(rule), coverage=rule.coverage, fidelity=rule.fidelity) for rule in sur.rules()]
         top = dict(imp.ranking()[:10])
@@ -83,11 +92,8 @@ def global_router(store: Store) -> APIRouter:
                    for v, c, f in zip(curve.values, curve.complexity, curve.fidelity)],
             importance={k: float(v) for k, v in top.items()})
 
-    @r.post("/audit", response_model=AuditResponse)
-    def audit(req: AuditRequest) -> AuditResponse:
-        from ..audit import bias_audit
-        from ..report.audit_page import audit_sentences
-
+    @r.post("/audit", response_model=AuditResponse, responses=_BUSY)
+    async def audit(req: AuditRequest) -> AuditResponse:
         e = store.entry(req.model)
         X, y, pre = store.table(e, req.upload)
         names = _names(e, X.shape[1])
@@ -96,12 +102,22 @@ def global_router(store: Store) -> APIRouter:
         if e.class_names is not None and req.positive >= len(e.class_names):
             raise ApiError(422, f"positive class {req.positive} is out of range: the model has "
                                 f"{len(e.class_names)} classes")
-        with store.lock:
-            res = bias_audit(store.model(e), X, sensitive=req.sensitive, y=y, feature_names=names,
-                             positive=req.positive, preprocess=pre, class_names=e.class_names)
-        page = store.add_page(res.to_html(title=f"Bias audit of {req.sensitive} · {e.name}"))
+
+        def job() -> tuple[Any, list[str], str]:
+            from ..audit import bias_audit
+            from ..report.audit_page import audit_sentences
+
+            m = store.model(e)
+            with work.hold(e.name, m):
+                res = bias_audit(m, X, sensitive=req.sensitive, y=y, feature_names=names,
+                                 positive=req.positive, preprocess=pre, class_names=e.class_names)
+            page = store.add_page(res.to_html(title=f"Bias audit of {req.sensitive} · {e.name}"))
+            return res, audit_sentences(res), page
+
+        res, sentences, page = await work.run(job, what=f"the bias audit of {req.sensitive!r}",
+                                              advice="Upload a smaller table.")
         return AuditResponse(
-            verdict=res.verdict, sentences=audit_sentences(res), flags=[str(f) for f in res.flags],
+            verdict=res.verdict, sentences=sentences, flags=[str(f) for f in res.flags],
             selection_rates={g: m["selection_rate"] for g, m in res.group_metrics.items()},
             demographic_parity_difference=res.demographic_parity_difference,
             equalized_odds_difference=res.equalized_odds_difference, flip_rate=res.flip_rate, page=page)

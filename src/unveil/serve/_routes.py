@@ -10,9 +10,11 @@ import torch
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from ..core.reference import describe_outside
 from ..core.registry import get_method, list_methods
+from ..errors import UnveilError
 from ..report import Report, Section, build_section, check_options, skip_not_applicable
 from ..report.facts import class_name, degenerate_reason, is_signed, prediction, sample_narrative
 from ..report.html import bars_html
@@ -28,6 +30,7 @@ from ..report.render import (
 )
 from ..version import __version__
 from ._schemas import (
+    ErrorOut,
     ExplainRequest,
     ExplainResponse,
     MapOut,
@@ -41,19 +44,36 @@ from ._schemas import (
     SanityResponse,
     UploadOut,
 )
-from ._state import ApiError, Entry, Store, parse_upload
+from ._state import ApiError, Entry, Store
+from ._uploads import DEFAULT_MAX_PIXELS, parse_upload
+from ._work import Work
 
 __all__ = ["api_router", "page_router"]
 
 RunId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$")]
 ModelName = Annotated[str, PathParam(max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 MethodPath = Annotated[str, PathParam(max_length=64, pattern=r"^[a-z0-9_]+$")]
+
+def _error(description: str) -> dict[str, Any]:
+    """An error response as the schema shows it: JSON ``{"detail": "..."}`` on every route (an
+    HTML download's errors are JSON too)."""
+    return {"description": description,
+            "content": {"application/json": {"schema": ErrorOut.model_json_schema()}}}
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Malformed request"},
-    404: {"description": "Unknown model, sample, upload or run"},
-    413: {"description": "Body too large"},
-    422: {"description": "Invalid input"},
+    400: _error("Malformed request, or a Host header the dashboard does not serve"),
+    403: _error("A write from another site (cross-origin)"),
+    404: _error("Unknown model, sample, upload or run"),
+    413: _error("Body, image or table too large"),
+    422: _error("Invalid input"),
 }
+#: Responses of the routes that run in the worker pool.
+_BUSY: dict[int | str, dict[str, Any]] = {
+    503: _error("The request did not finish within the time budget"),
+}
+_ADVICE = ("Choose fewer or cheaper methods (exact Shapley values and LIME/KernelSHAP on images are "
+           "slow), or fewer samples/steps in the options.")
 
 
 def page_router(templates_dir: Path) -> APIRouter:
@@ -176,8 +196,10 @@ def _methods_for(entry: Entry, has_attention: bool | None = None) -> list[Method
     return out
 
 
-def api_router(store: Store) -> APIRouter:
-    """The JSON API under ``/api``."""
+def api_router(store: Store, work: Work | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+               ) -> APIRouter:
+    """The JSON API under ``/api``; heavy routes run on ``work``'s threads within its budget."""
+    work = work or Work()
     r = APIRouter(prefix="/api", responses=_ERRORS)
 
     @r.get("/health")
@@ -203,7 +225,7 @@ def api_router(store: Store) -> APIRouter:
         return SamplesOut(total=n, items=[_thumb(e, i) for i in range(offset, min(n, offset + limit))])
 
     @r.post("/models/{model}/uploads", response_model=UploadOut, status_code=201,
-            responses={415: {"description": "Unsupported file type"}},
+            responses={415: _error("Unsupported file type")},
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
     async def upload(model: ModelName, request: Request) -> UploadOut:
@@ -216,12 +238,14 @@ def api_router(store: Store) -> APIRouter:
                                     f"{store.max_upload_bytes} bytes")
         if not body:
             raise ApiError(422, "the upload is empty")
-        up = parse_upload(bytes(body), e, store.max_rows, store.max_table_rows)
+        # parsed on a thread: a large table must not stall the other requests
+        up = await run_in_threadpool(parse_upload, bytes(body), e, store.max_rows,
+                                     store.max_table_rows, max_pixels=max_pixels)
         return UploadOut(id=store.add_upload(up), model=e.name, kind=up.kind,
                          rows=int(up.x.shape[0]), shape=list(up.x.shape))
 
-    @r.post("/explain", response_model=ExplainResponse)
-    def explain(req: ExplainRequest) -> ExplainResponse:
+    @r.post("/explain", response_model=ExplainResponse, responses=_BUSY)
+    async def explain(req: ExplainRequest) -> ExplainResponse:
         e = store.entry(req.model)
         x, label, tokens = store.input(e, req.sample, req.upload, req.row)
         for name in req.methods:
@@ -234,29 +258,51 @@ def api_router(store: Store) -> APIRouter:
         if isinstance(req.target, int) and e.class_names and req.target >= len(e.class_names):
             raise ApiError(422, f"target {req.target} is out of range: the model has "
                                 f"{len(e.class_names)} classes")
-        with store.lock:
-            section = build_section(
-                store.explainable(e), x, list(dict.fromkeys(req.methods)), target=req.target,
-                options={k: dict(v) for k, v in req.options.items()}, budget=store.budget, class_names=e.class_names, feature_names=e.feature_names,
-                tokens=tokens, labels=None if label is None else [label], model_name=e.name,
-                description=e.description, evaluate=req.evaluate, on_error="record",
-                retry_options={} if e.background is None else {"background": e.background})
-        skip_not_applicable(section.runs)
-        run_id = store.add_run(Report([section], title=f"unveil · {e.name}"))
+
+        def job() -> tuple[Section, str]:
+            model = store.explainable(e)
+            with work.hold(e.name, model):
+                section = build_section(
+                    model, x, list(dict.fromkeys(req.methods)), target=req.target,
+                    options={k: dict(v) for k, v in req.options.items()}, budget=store.budget,
+                    class_names=e.class_names, feature_names=e.feature_names, tokens=tokens,
+                    labels=None if label is None else [label], model_name=e.name,
+                    description=e.description, evaluate=req.evaluate, on_error="record",
+                    retry_options={} if e.background is None else {"background": e.background})
+            skip_not_applicable(section.runs)
+            run_id = store.add_run(Report([section], title=f"unveil · {e.name}"))
+            return section, run_id
+
+        section, run_id = await work.run(job, what=f"explaining with {', '.join(req.methods)}",
+                                         advice=_ADVICE)
         return _response(section, run_id)
 
-    @r.post("/sanity", response_model=SanityResponse)
-    def sanity(req: SanityRequest) -> SanityResponse:
+    @r.post("/sanity", response_model=SanityResponse, responses=_BUSY)
+    async def sanity(req: SanityRequest) -> SanityResponse:
         e = store.entry(req.model)
         x, _, _ = store.input(e, req.sample, req.upload, req.row)
         get_method(req.method)
-        try:
-            from ..metrics import sanity_check
-        except ImportError:
+
+        def job() -> Any:
+            try:
+                from ..metrics import sanity_check
+            except ImportError:
+                return None
+            model = store.explainable(e)
+            with work.hold(e.name, model):
+                try:
+                    return sanity_check(model, x, method=req.method)
+                except UnveilError as exc:  # a method that needs background rows gets the model's
+                    if e.background is None or "background=" not in str(exc):
+                        raise
+                return sanity_check(model, x, method=req.method,
+                                    explain_options={"background": e.background})
+
+        res = await work.run(job, what=f"the sanity check of {req.method}",
+                             advice="Check a cheaper method (a gradient method such as saliency).")
+        if res is None:
             return SanityResponse(method=req.method, available=False,
                                   note="the sanity check needs unveil.metrics, which is not installed")
-        with store.lock:
-            res = sanity_check(store.explainable(e), x, method=req.method)
         final = float(res.final) if np.isfinite(res.final) else None
         return SanityResponse(method=req.method, available=True, passed=bool(res.passed),
                               verdict=res.verdict, reason=res.reason,

@@ -2,27 +2,64 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+)
+from pydantic.config import JsonDict
 
 __all__ = ["AuditRequest", "AuditResponse", "ColumnOut", "DistillRequest", "DistillResponse",
-           "ExplainRequest", "ExplainResponse", "MapOut", "MethodOut", "MetricsOut", "ModelOut",
+           "ErrorOut", "ExplainRequest", "ExplainResponse", "MapOut", "MethodOut", "MetricsOut", "ModelOut",
            "PredictionOut", "SampleOut", "SamplesOut", "SanityRequest", "SanityResponse",
            "UploadOut"]
 
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one kind of number: 3.0 is the integer 3 (as JSON Schema says); 3.5, ``true``
+    and ``"3"`` stay what they are and are refused by the strict integer check."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_INTEGRAL = BeforeValidator(_integral)  # on an integer in a request body (strict, but 3.0 is 3)
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 MethodName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
 UploadId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
-Target = Union[Literal["predicted"], Annotated[int, Field(ge=0, le=100_000)]]
+Target = Union[Literal["predicted"], Annotated[int, Field(ge=0, le=100_000), _INTEGRAL]]
 OptionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
-OptionValue = Union[StrictBool, StrictInt, StrictFloat, Annotated[str, Field(max_length=200)], None]
+OptionValue = Union[StrictBool, StrictInt, Annotated[StrictFloat, Field(allow_inf_nan=False)],
+                    Annotated[str, Field(max_length=200)], None]
 _CLOSED = {"additionalProperties": False}  # keys must match their pattern (JSON schema)
 MethodOptions = Annotated[dict[OptionName, OptionValue], Field(max_length=16, json_schema_extra=_CLOSED)]
 
 
+#: Exactly one of ``sample`` (an index) and ``upload`` (an id), each not null.
+_ONE_INPUT: JsonDict = {"oneOf": [
+    {"required": ["sample"], "properties": {"sample": {"type": "integer"}}},
+    {"required": ["upload"], "properties": {"upload": {"type": "string"}}},
+]}
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: no unknown keys, no coercion (``true`` is not ``1``, ``"1"`` is not a
+    number), no NaN or infinite numbers."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class ErrorOut(BaseModel):
+    """Why a request failed, in one line."""
+
+    detail: str
 
 
 class ModelOut(BaseModel):
@@ -76,10 +113,12 @@ class UploadOut(BaseModel):
 class ExplainRequest(_Strict):
     """Which model, which input (a sample index or an upload row), which methods and their options."""
 
+    model_config = ConfigDict(json_schema_extra=_ONE_INPUT)
+
     model: Name
-    sample: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    sample: Annotated[int, Field(ge=0, le=1_000_000), _INTEGRAL] | None = None
     upload: UploadId | None = None
-    row: Annotated[int, Field(ge=0, le=10_000)] = 0
+    row: Annotated[int, Field(ge=0, le=10_000), _INTEGRAL] = 0
     methods: Annotated[list[MethodName], Field(min_length=1, max_length=8)]
     target: Target = "predicted"
     evaluate: bool = True
@@ -92,10 +131,12 @@ class ExplainRequest(_Strict):
 class SanityRequest(_Strict):
     """A sanity check of one method on one input."""
 
+    model_config = ConfigDict(json_schema_extra=_ONE_INPUT)
+
     model: Name
-    sample: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    sample: Annotated[int, Field(ge=0, le=1_000_000), _INTEGRAL] | None = None
     upload: UploadId | None = None
-    row: Annotated[int, Field(ge=0, le=10_000)] = 0
+    row: Annotated[int, Field(ge=0, le=10_000), _INTEGRAL] = 0
     method: MethodName
 
 
@@ -166,7 +207,7 @@ class DistillRequest(_Strict):
     model: Name
     upload: UploadId | None = None
     kind: Literal["rules", "tree", "linear"] = "rules"
-    max_depth: Annotated[int, Field(ge=1, le=8)] = 3
+    max_depth: Annotated[int, Field(ge=1, le=8), _INTEGRAL] = 3
 
 
 class RuleOut(BaseModel):
@@ -215,7 +256,7 @@ class AuditRequest(_Strict):
     model: Name
     upload: UploadId | None = None
     sensitive: Annotated[str, Field(min_length=1, max_length=200)]
-    positive: Annotated[int, Field(ge=0, le=100_000)] = 1
+    positive: Annotated[int, Field(ge=0, le=100_000), _INTEGRAL] = 1
 
 
 class AuditResponse(BaseModel):

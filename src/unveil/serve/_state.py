@@ -14,13 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..frontends import LoadedModel, read_csv, read_image, read_npy
+from ..frontends import LoadedModel
 
-__all__ = ["ApiError", "Entry", "Store", "Upload", "parse_upload"]
-
-_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
-_NPY_MAGIC = b"\x93NUMPY"
+__all__ = ["ApiError", "Entry", "Store", "Upload"]
 
 
 class ApiError(Exception):
@@ -230,62 +226,3 @@ class Store:
             raise ApiError(404, f"no run {run_id!r} (runs expire after {self.max_runs} newer ones)")
         return rep
 
-
-def _sniff(data: bytes) -> str:
-    if data.startswith(_NPY_MAGIC):
-        return "npy"
-    if any(data.startswith(m) for m in _IMAGE_MAGIC):
-        return "image"
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return "unknown"
-    return "text"
-
-
-def _fit_shape(a: np.ndarray, entry: Entry, what: str) -> np.ndarray:
-    shape = entry.sample_shape
-    if shape is not None and tuple(a.shape) == shape:
-        a = a[None]
-    if shape is not None and tuple(a.shape[1:]) != shape:
-        raise InputError(f"{what} has samples of shape {tuple(a.shape[1:])}; model "
-                         f"{entry.name!r} takes {shape}")
-    return a
-
-
-def parse_upload(data: bytes, entry: Entry, max_rows: int, max_table_rows: int | None = None) -> Upload:
-    """Read an uploaded file by its content (PNG/JPEG/GIF/BMP image, ``.npy``, CSV or text).
-
-    A CSV table may hold ``max_table_rows`` rows (for surrogates and audits), other uploads
-    ``max_rows``."""
-    kind = _sniff(data)
-    tokens = None
-    shape = entry.sample_shape
-    if kind == "image":
-        if entry.modality != "image":
-            raise ApiError(415, f"model {entry.name!r} takes {entry.modality} inputs, not images")
-        ch, size = (shape[0], (shape[1], shape[2])) if shape and len(shape) == 3 else (None, None)
-        a = read_image(data, "the upload", channels=ch, size=size)[None]
-    elif kind == "npy":
-        a = _fit_shape(read_npy(data, "the upload"), entry, "the .npy upload")
-        if entry.modality != "text":
-            a = a.astype(np.float32)
-    elif kind == "text" and entry.modality == "tabular":
-        a, _ = read_csv(data.decode("utf-8"), "the CSV upload")
-        a = _fit_shape(a, entry, "the CSV upload")
-    elif kind == "text" and entry.modality == "text" and entry.tokenizer is not None:
-        lines = [ln.strip() for ln in data.decode("utf-8").splitlines() if ln.strip()][:max_rows]
-        if not lines:
-            raise InputError("the text upload is empty")
-        enc = entry.tokenizer(lines, return_tensors="pt", padding=True, truncation=True)
-        a = enc["input_ids"].numpy()
-        tokens = [list(entry.tokenizer.convert_ids_to_tokens(r.tolist())) for r in enc["input_ids"]]
-    else:
-        raise ApiError(415, "unsupported upload: send a PNG, JPEG, GIF or BMP image, a .npy "
-                            "array, or CSV rows (tables)")
-    limit = max_table_rows if kind == "text" and entry.modality == "tabular" and max_table_rows else max_rows
-    if a.shape[0] > limit:
-        raise ApiError(413, f"the upload has {a.shape[0]} rows; at most {limit} are accepted")
-    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
-        raise InputError("the upload contains NaN or infinite values")
-    return Upload(entry.name, torch.from_numpy(np.ascontiguousarray(a)), kind, tokens)
