@@ -17,12 +17,12 @@ from ._routes import _ERRORS, ModelName
 from ._schemas import (
     AuditRequest,
     AuditResponse,
-    ColumnOut,
     CurvePoint,
     DistillRequest,
     DistillResponse,
     RuleOut,
 )
+from ._schemas_user import CandidateOut
 from ._state import ApiError, Entry, Store
 
 __all__ = ["global_router"]
@@ -32,28 +32,31 @@ UploadQuery = Annotated[str | None, Query(pattern=r"^[0-9a-f]{16}$")]
 
 
 def _names(entry: Entry, n: int) -> list[str]:
-    names = entry.feature_names
-    return list(names) if names is not None and len(names) == n else [f"x{j}" for j in range(n)]
+    return entry.columns(n)
 
 
-def _candidate_columns(X: np.ndarray, names: list[str]) -> list[ColumnOut]:
+def _candidate_columns(X: np.ndarray, names: list[str], entry: Entry | None = None) -> list[CandidateOut]:
+    """Columns with 2 to MAX_GROUPS values; those the model does not read first (an audit's
+    natural candidates: a sensitive attribute kept out of the model)."""
+    aside = set(entry.kept_aside or []) if entry is not None else set()
     out = []
     for j, name in enumerate(names):
         k = int(np.unique(X[:, j]).size)
         if 2 <= k <= MAX_GROUPS:
-            out.append(ColumnOut(name=name, n_values=k))
-    return out
+            out.append(CandidateOut(name=name, n_values=k, kept_aside=name in aside,
+                                    values=entry.categories.get(name) if entry is not None else None))
+    return sorted(out, key=lambda c: not c.kept_aside)
 
 
 def global_router(store: Store) -> APIRouter:
     """Routes under ``/api`` for surrogates and audits."""
     r = APIRouter(prefix="/api", responses=_ERRORS)
 
-    @r.get("/models/{model}/columns", response_model=list[ColumnOut])
-    def columns(model: ModelName, upload: UploadQuery = None) -> list[ColumnOut]:
+    @r.get("/models/{model}/columns", response_model=list[CandidateOut])
+    def columns(model: ModelName, upload: UploadQuery = None) -> list[CandidateOut]:
         e = store.entry(model)
         X, _, _ = store.table(e, upload)
-        return _candidate_columns(X, _names(e, X.shape[1]))
+        return _candidate_columns(X, _names(e, X.shape[1]), e if upload is None else None)
 
     @r.post("/distill", response_model=DistillResponse)
     def distill(req: DistillRequest) -> DistillResponse:
@@ -70,7 +73,13 @@ def global_router(store: Store) -> APIRouter:
             sizes = list(range(1, min(X.shape[1], 8) + 1)) if req.kind == "linear" else list(range(1, 7))
             curve = sur.curve(sizes)  # the model's answers are reused
             # shuffling a column gives the same answers in any units: use the model's
-            imp = permutation_importance(m, model_rows(X, pre), feature_names=kw["feature_names"], n_repeats=3)
+            rows = model_rows(X, pre)
+            imp = permutation_importance(m, rows, feature_names=e.columns(rows.shape[1]) if pre is None else (
+                e.feature_names if e.feature_names and len(e.feature_names) == rows.shape[1] else None),
+                n_repeats=3)
+        store.record(e, f"Surrogate ({sur.kind}, {sur.complexity} {sur.complexity_unit}) fitted in the "
+                        f"dashboard on {X.shape[0]} rows: agrees with the model on "
+                        f"{100 * sur.fidelity():.0f}% of the held-out rows.")
         rules = [] if req.kind == "linear" else [
             RuleOut(text=str(rule), coverage=rule.coverage, fidelity=rule.fidelity) for rule in sur.rules()]
         top = dict(imp.ranking()[:10])
@@ -97,8 +106,12 @@ def global_router(store: Store) -> APIRouter:
             raise ApiError(422, f"positive class {req.positive} is out of range: the model has "
                                 f"{len(e.class_names)} classes")
         with store.lock:
+            words = e.categories.get(req.sensitive) if req.upload is None else None
             res = bias_audit(store.model(e), X, sensitive=req.sensitive, y=y, feature_names=names,
-                             positive=req.positive, preprocess=pre, class_names=e.class_names)
+                             positive=req.positive, preprocess=pre, class_names=e.class_names,
+                             group_names=None if words is None else dict(enumerate(words)))
+        store.record(e, f"Bias audit of {req.sensitive} (run in the dashboard): {res.verdict.upper()}. "
+                        + " ".join(audit_sentences(res)[:2]))
         page = store.add_page(res.to_html(title=f"Bias audit of {req.sensitive} · {e.name}"))
         return AuditResponse(
             verdict=res.verdict, sentences=audit_sentences(res), flags=[str(f) for f in res.flags],

@@ -52,11 +52,42 @@ class Entry:
     table: np.ndarray | None = None  # rows for model-level views (surrogates, audits): tables only
     table_labels: np.ndarray | None = None
     table_preprocess: Callable[[np.ndarray], Any] | None = None  # ``table`` units -> model inputs
+    table_names: list[str] | None = None  # the columns of ``table`` (None: ``feature_names``)
+    categories: dict[str, list[str]] = field(default_factory=dict)  # words of coded columns
+    kept_aside: list[str] | None = None  # columns of ``table`` the model does not read
+    sample_rows: np.ndarray | None = None  # ``samples`` in ``table`` units (what-if edits)
+    texts: list[str] | None = None  # the sample texts (text models)
+    tokens: list[list[str]] | None = None  # their tokens
     _model: Any = None
 
     def n_samples(self) -> int:
         """How many sample inputs the dashboard offers for this model."""
         return 0 if self.samples is None else int(self.samples.shape[0])
+
+    def columns(self, width: int) -> list[str]:
+        """Names of the ``width`` columns of the rows for the model-level views."""
+        for names in (self.table_names, self.feature_names):
+            if names is not None and len(names) == width:
+                return list(names)
+        return [f"x{j}" for j in range(width)]
+
+    def preview(self, i: int, limit: int = 3) -> str:
+        """A short line about sample ``i``: its text, or its first values (words for coded
+        columns)."""
+        if self.texts is not None:
+            t = self.texts[i]
+            return t if len(t) <= 80 else t[:79] + "…"
+        assert self.samples is not None
+        row = self.sample_rows[i] if self.sample_rows is not None else self.samples[i].numpy().reshape(-1)
+        names = self.columns(row.size) if self.sample_rows is not None else (
+            self.feature_names if self.feature_names and len(self.feature_names) == row.size
+            else [f"x{j}" for j in range(row.size)])
+        parts = []
+        for j in range(min(limit, row.size)):
+            words = self.categories.get(names[j])
+            v = float(row[j])
+            parts.append(f"{names[j]}={words[int(v)] if words and 0 <= v < len(words) else f'{v:.3g}'}")
+        return ", ".join(parts) + (" …" if row.size > limit else "")
 
 
 @dataclass
@@ -87,19 +118,56 @@ def _zoo_entries() -> list[Entry]:
 
 
 def _extra_entry(name: str, obj: Any, samples: Any) -> Entry:
+    from ._data import ServedModel, first_layer_modality
+
+    if isinstance(obj, ServedModel):
+        return _served_entry(name, obj, samples)
     lm = obj if isinstance(obj, LoadedModel) else LoadedModel(obj, name=name)
     x = None if samples is None else torch.as_tensor(np.asarray(samples))
-    shape = lm.sample_shape or (tuple(x.shape[1:]) if x is not None else None)
+    guess, width = first_layer_modality(lm.model)
+    shape = lm.sample_shape or (tuple(x.shape[1:]) if x is not None else width)
     modality = lm.modality
     if modality is None and x is not None:
         from ..core.modality import infer_modality
 
         modality = infer_modality(x)
+    modality = modality or guess
     return Entry(name, lm.description or f"model {lm.name}", modality, lambda: lm.model,
                  sample_shape=shape, class_names=lm.class_names, feature_names=lm.feature_names,
                  samples=x, is_module=isinstance(lm.model, torch.nn.Module), tokenizer=lm.tokenizer,
                  background=None if x is None else x[:32],
                  table=x.numpy() if modality == "tabular" and x is not None and x.ndim == 2 else None)
+
+
+def _served_entry(name: str, served: Any, samples: Any) -> Entry:
+    """An entry for a :class:`~unveil.serve.ServedModel`: its data gives the samples, the
+    model-level views' rows, the reference rows and the background."""
+    from ._data import N_BACKGROUND
+
+    p = served.prepared(name)
+    lm = p.loaded
+    x = p.samples if samples is None else torch.as_tensor(np.asarray(samples))
+    t = p.table
+    desc = served.description or lm.description or f"model {lm.name}"
+    if t is not None:
+        desc += f" · data: {t.describe()}"
+        if p.kept_aside:
+            desc += f"; not read by the model: {', '.join(p.kept_aside)}"
+    background = None
+    if x is not None and x.is_floating_point():
+        step = max(1, x.shape[0] // N_BACKGROUND)
+        background = x[::step][:N_BACKGROUND]
+    return Entry(name, desc, p.modality, lambda: lm.model, sample_shape=p.sample_shape,
+                 class_names=p.class_names, feature_names=p.feature_names, samples=x,
+                 labels=p.labels if samples is None else None,
+                 is_module=isinstance(lm.model, torch.nn.Module), tokenizer=lm.tokenizer,
+                 background=background,
+                 reference=x if x is not None and p.modality == "tabular" else None,
+                 table=None if t is None else t.X, table_labels=None if t is None else t.labels,
+                 table_preprocess=p.preprocess, table_names=None if t is None else t.names,
+                 categories={} if t is None else t.categories, kept_aside=p.kept_aside,
+                 sample_rows=None if t is None or samples is not None else t.X,
+                 texts=p.texts, tokens=p.tokens)
 
 
 @dataclass
@@ -117,6 +185,7 @@ class Store:
     uploads: OrderedDict[str, Upload] = field(default_factory=OrderedDict)
     runs: OrderedDict[str, Any] = field(default_factory=OrderedDict)
     pages: OrderedDict[str, str] = field(default_factory=OrderedDict)  # audit pages (HTML)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (model, a whole-model result)
 
     @classmethod
     def build(cls, models: dict[str, Any] | None, samples: dict[str, Any] | None, *, zoo: bool,
@@ -222,6 +291,56 @@ class Store:
         if html is None:
             raise ApiError(404, f"no page {page_id!r} (pages expire after {self.max_runs} newer ones)")
         return html
+
+    def record_sanity(self, entry: Entry, x: torch.Tensor, method: str, res: Any) -> None:
+        """Put a sanity check's verdict in the session's latest section of ``entry`` that
+        explained ``x`` (its trust card), so that the downloaded report holds it."""
+        from ..report.narrative import display_name
+
+        figs = {f"{res.measure}_after_randomisation": float(res.final),
+                f"{res.measure}_upper_half_randomised": float(res.upper), "threshold": float(res.threshold)}
+        verdict = {"answer": None if res.verdict == "undefined" else bool(res.passed),
+                   "rule": f"{res.measure} between the maps of the model and of copies with "
+                           f"randomised layers below {res.threshold}", "figures": figs}
+        text = (f"Sanity check of {display_name(method)} (run in the dashboard): {res.verdict}; "
+                f"{res.measure} {float(res.final):.3g} after randomising {len(res.layers)} layers "
+                f"(threshold {float(res.threshold):.3g})" + (f". {res.reason}" if res.reason else "."))
+        a = x.detach().cpu().numpy()
+        with self.lock:
+            for rep in reversed(self.runs.values()):
+                for sec in rep.sections:
+                    if sec.model_name == entry.name and sec.inputs.shape == a.shape and np.allclose(sec.inputs, a):
+                        if method in sec.explanations:
+                            sec.trust.verdicts.setdefault(method, {})["sanity"] = verdict
+                        sec.trust.notes.append(text)
+                        return
+            self.notes.append((entry.name, text))
+
+    def record(self, entry: Entry, text: str) -> None:
+        """Keep a line about a whole-model result (a surrogate, an audit) for the report."""
+        with self.lock:
+            self.notes.append((entry.name, text))
+
+    def session_report(self) -> Any:
+        """One report of everything the session computed: every explained input still kept
+        (with the sanity checks run on it) and the whole-model results, under their model."""
+        import copy
+
+        from ..report import Report
+
+        with self.lock:
+            sections = [copy.copy(sec) for rep in self.runs.values() for sec in rep.sections]
+            notes = list(self.notes)
+        if not sections:
+            raise ApiError(404, "nothing explained yet: explain an input first, then download the report")
+        for model, text in notes:
+            mine = [s for s in sections if s.model_name == model]
+            target = mine[-1] if mine else sections[-1]
+            target.global_facts = copy.copy(target.global_facts)
+            prefix = "" if mine else f"{model}: "
+            target.global_facts.note = "\n".join(
+                t for t in (target.global_facts.note, prefix + text) if t)
+        return Report(sections, title="unveil · dashboard session", max_samples=8)
 
     def run(self, run_id: str) -> Any:
         """A finished report (404 once expired)."""

@@ -127,6 +127,7 @@ def create_app(
 
     from ._global import global_router
     from ._routes import api_router, page_router
+    from ._whatif import whatif_router
 
     store = Store.build(models, samples, zoo=zoo, budget=dict(budget or DEFAULT_BUDGET),
                         max_upload_bytes=max_upload_bytes, max_rows=max_rows)
@@ -150,6 +151,7 @@ def create_app(
     app.include_router(page_router(HERE / "templates"))
     app.include_router(api_router(store))
     app.include_router(global_router(store))
+    app.include_router(whatif_router(store))
     return app
 
 
