@@ -583,12 +583,12 @@ def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pi
               help="Extra model to offer besides the zoo (package.module:factory; repeatable).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights for the one --model.")
 @click.option("--data", metavar="PATH",
-              help="The one --model's data: a table (.csv with a header, text categories allowed; "
+              help="The (first) --model's data: a table (.csv with a header, text categories allowed; "
                    ".npy; .parquet) or texts (.txt, one a line). Gives samples and the whole-model views.")
 @click.option("--feature-names", metavar="A,B,...",
-              help="Names of the model's input columns; with a table, the columns it takes (the "
+              help="Names of the (first) model's input columns; with a table, the columns it takes (the "
                    "others are kept aside for the audit).")
-@click.option("--class-names", metavar="A,B,...", help="Names of the model's classes, in output order.")
+@click.option("--class-names", metavar="A,B,...", help="Names of the (first) model's classes, in output order.")
 @click.option("--label-column", metavar="NAME|INDEX",
               help="A column of --data holding the true labels (taken out of the inputs).")
 @click.option("--preprocess", metavar="package.module:object",
@@ -610,22 +610,22 @@ def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str |
 
     from .serve import ServedModel, create_app
 
-    per_model = {"--weights": weights, "--data": data, "--feature-names": feature_names,
-                 "--class-names": class_names, "--label-column": label_column,
-                 "--preprocess": preprocess, "--tokenizer": tokenizer}
+    if weights and len(model_specs) != 1:
+        raise click.BadParameter("--weights needs exactly one --model", param_hint="--weights")
+    per_model = {"--data": data, "--feature-names": feature_names, "--class-names": class_names,
+                 "--label-column": label_column, "--preprocess": preprocess, "--tokenizer": tokenizer}
     for flag, value in per_model.items():
-        if value is not None and len(model_specs) != 1:
-            raise click.BadParameter(f"{flag} needs exactly one --model", param_hint=flag)
+        if value is not None and not model_specs:
+            raise click.BadParameter(f"{flag} describes a --model; give one", param_hint=flag)
     if label_column is not None and data is None:
         raise click.BadParameter("--label-column names a column of --data; give --data too",
                                  param_hint="--label-column")
     wording = replace(FLAGS, missing=frozenset({"allow_pickle"}))
     models: dict[str, Any] = {}
-    for spec in model_specs:
+    for k, spec in enumerate(model_specs):
         # never pickle: the dashboard does not unpickle (nor offers --allow-pickle)
         lm = load_model(spec, weights=weights, wording=wording)
-        extra = [v for k, v in per_model.items() if k != "--weights" and v is not None]
-        if extra:
+        if k == 0 and any(v is not None for v in per_model.values()):
             served = ServedModel(
                 lm, data=data, feature_names=feature_names, class_names=class_names,
                 label_column=label_column,

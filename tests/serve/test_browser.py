@@ -144,11 +144,12 @@ def test_dashboard_in_chromium(server: str, tmp_path: Path) -> None:
             # upload an image and explain it
             page.get_by_test_id("upload").set_input_files(
                 files=[{"name": "digit.png", "mimeType": "image/png", "buffer": _digit_png()}])  # type: ignore[arg-type]  # a FilePayload
-            expect(page.get_by_test_id("upload-status")).to_contain_text("image, 1 row(s)")
+            expect(page.get_by_test_id("upload-status")).to_contain_text("digit.png: an image (")
             page.get_by_test_id("explain").click()
             expect(page.get_by_test_id("status")).to_have_text("done", timeout=120_000)
             expect(page.get_by_test_id("error")).to_be_hidden()
-            href = page.get_by_test_id("download-report").get_attribute("href")
+            assert page.get_by_test_id("download-report").get_attribute("href") == "/api/session/report"
+            href = page.get_by_test_id("download-run").get_attribute("href")
             assert href and href.startswith("/api/runs/")
 
             # a table model: distill it into rules, then audit an uploaded table

@@ -93,7 +93,9 @@ class WhatIfRequest(_Strict):
     methods: Annotated[list[MethodName], Field(min_length=1, max_length=8)]
     target: Target = "predicted"
     evaluate: bool = False
-    options: Annotated[dict[MethodName, MethodOptions], Field(max_length=8)] = {}
+    options: Annotated[dict[MethodName, MethodOptions], Field(
+        max_length=8, json_schema_extra={"additionalProperties": False},
+        description="options of the methods named in 'methods', by method")] = {}
 
 
 class WhatIfResponse(BaseModel):
