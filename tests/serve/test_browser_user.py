@@ -19,13 +19,16 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-
 from _user_files import credit_rows, write_user_files
 from test_browser import ARGS, CHROMIUM, _free_port, _require_browser
 
-VIEW = {"width": 1400, "height": 900}
+if TYPE_CHECKING:
+    from playwright.sync_api import ViewportSize
+
+VIEW: ViewportSize = {"width": 1400, "height": 900}
 SHOTS = os.environ.get("UNVEIL_SHOTS")  # a folder for screenshots while developing (e.g. /tmp)
 
 
