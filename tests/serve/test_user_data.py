@@ -11,6 +11,7 @@ from torch import nn
 pytest.importorskip("fastapi")
 from starlette.testclient import TestClient  # noqa: E402
 
+from unveil.errors import InputError  # noqa: E402
 from unveil.serve import ServedModel, create_app  # noqa: E402
 from unveil.serve._data import has_spatial_layers, used_columns  # noqa: E402
 
@@ -168,3 +169,54 @@ def test_session_report_holds_the_sanity_check_and_whole_model_results(client) -
     assert "Surrogate (rules" in html
     terms = client.get("/api/terms").json()
     assert terms["deletion_auc"]["label"] == "deletion AUC"
+
+
+class WordTokenizer:
+    """Whitespace words -> ids (0 pads, 1 unknown), the calls unveil makes of a tokenizer."""
+
+    vocab = ["[PAD]", "[UNK]", "good", "bad", "movie", "a", "very"]
+
+    def __call__(self, texts: list[str], return_tensors: str = "pt", padding: bool = True,
+                 truncation: bool = True) -> dict[str, torch.Tensor]:
+        ids = [[self.vocab.index(w) if w in self.vocab else 1 for w in t.lower().split()] for t in texts]
+        n = max(len(r) for r in ids)
+        return {"input_ids": torch.tensor([r + [0] * (n - len(r)) for r in ids])}
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [self.vocab[i] for i in ids]
+
+
+class BagOfWords(nn.Module):
+    """Logit of "positive" = count of "good" minus count of "bad"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(7, 1)
+        with torch.no_grad():
+            self.emb.weight.zero_()
+            self.emb.weight[2, 0], self.emb.weight[3, 0] = 1.0, -1.0
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        s = self.emb(ids).sum(dim=(1, 2))
+        return torch.stack([-s, s], dim=1)
+
+
+def test_a_text_model_with_its_texts_and_a_tokenizer(tmp_path) -> None:
+    path = tmp_path / "texts.txt"
+    path.write_text("a good movie\n\na bad movie\n")
+    app = create_app(models={"bow": ServedModel(BagOfWords().eval(), data=str(path), tokenizer=WordTokenizer(),
+                                                class_names="negative,positive")}, zoo=False)
+    with TestClient(app) as c:
+        m = c.get("/api/models").json()[0]
+        assert (m["modality"], m["n_samples"], m["class_names"]) == ("text", 2, ["negative", "positive"])
+        assert c.get("/api/models/bow/samples").json()["items"][1]["preview"] == "a bad movie"
+        assert c.get("/api/models/bow/input", params={"sample": 1}).json()["text"] == "a bad movie"
+        r = c.post("/api/whatif", json={"model": "bow", "sample": 1, "methods": ["saliency"],
+                                        "edit": {"kind": "text", "text": "a very good good movie"}})
+        assert r.status_code == 200, r.text
+        res = r.json()
+        assert res["before"]["label"] == "negative"
+        assert res["result"]["prediction"]["label"] == "positive"
+        assert res["result"]["prediction"]["probability"] == pytest.approx(_softmax_yes(4.0), abs=1e-6)
+    with pytest.raises(InputError, match="texts need a tokenizer"):
+        create_app(models={"bow": ServedModel(BagOfWords(), data=str(path))}, zoo=False)
