@@ -220,3 +220,23 @@ def test_a_text_model_with_its_texts_and_a_tokenizer(tmp_path) -> None:
         assert res["result"]["prediction"]["probability"] == pytest.approx(_softmax_yes(4.0), abs=1e-6)
     with pytest.raises(InputError, match="texts need a tokenizer"):
         create_app(models={"bow": ServedModel(BagOfWords(), data=str(path))}, zoo=False)
+
+
+def test_an_uploaded_table_is_read_like_the_models_data(client, table) -> None:
+    X, _ = table
+    words = np.where(X[:, 1] == 1, "f", "m")
+    lines = ["c,outcome,sex,b,a"] + [f"{X[i, 3]},{i % 2},{words[i]},{X[i, 2]},{X[i, 0]}" for i in range(30)]
+    r = client.post("/api/models/lin/uploads", content="\n".join(lines).encode())
+    assert r.status_code == 201, r.text
+    up = r.json()
+    assert up["rows"] == 30 and up["shape"] == [30, 3]  # the model's three inputs
+    x = client.app.state.store.uploads[up["id"]].x
+    assert torch.allclose(x, torch.tensor(X[:30][:, [0, 2, 3]], dtype=torch.float32))
+    cols = client.get("/api/models/lin/columns", params={"upload": up["id"]}).json()
+    assert cols[0]["name"] == "sex" and cols[0]["kept_aside"] and cols[0]["values"] == ["f", "m"]
+    inp = client.get("/api/models/lin/input", params={"upload": up["id"], "row": 2}).json()
+    assert inp["cells"][1]["choices"] == ["f", "m"] and inp["cells"][1]["value"] == (0.0 if words[2] == "f" else 1.0)
+    bad = client.post("/api/models/lin/uploads", content=b"a,b\n1,2\n")
+    assert bad.status_code == 422 and "lacks the columns sex, c" in bad.json()["detail"]
+    other = client.post("/api/models/lin/uploads", content=b"a,sex,b,c\n1,x,2,3\n")
+    assert other.status_code == 422 and "column 'sex' holds ['x']" in other.json()["detail"]

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import InputError
 from .wording import PYTHON, Wording
 
-__all__ = ["DATA_SUFFIXES", "DataTable", "encode_cells", "read_data_file", "split_names", "take_labels"]
+__all__ = ["DATA_SUFFIXES", "DataTable", "encode_cells", "read_csv_cells", "read_data_file", "split_names", "take_labels"]
 
 DATA_SUFFIXES = (".csv", ".tsv", ".npy", ".parquet")
 
@@ -62,7 +62,8 @@ def _number(c: str) -> float | None:
         return None
 
 
-def _read_csv_cells(text: str, name: str) -> tuple[list[str] | None, list[list[str]]]:
+def read_csv_cells(text: str, name: str) -> tuple[list[str] | None, list[list[str]]]:
+    """The header (when the first row names the columns) and the cells of CSV text."""
     rows = [[c.strip() for c in r] for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
     if not rows:
         raise InputError(f"{name}: the CSV file has no rows")
@@ -115,8 +116,9 @@ def encode_cells(header: Sequence[str] | None, cells: Sequence[Sequence[Any]], n
         code = {w: k for k, w in enumerate(order)}
         unknown = sorted(set(words) - set(code))
         if unknown:
-            raise InputError(f"{name}: column {col!r} holds {unknown[:5]}, which the preprocess "
-                             f"object's categories[{col!r}] do not list ({order})")
+            raise InputError(f"{name}: column {col!r} holds {unknown[:5]}, which are not among its "
+                             f"known values {order} (the preprocess object's categories, or the "
+                             "model's data)")
         X[:, j] = [code[w] for w in words]
         cats[col] = order
     if not np.isfinite(X).all():
@@ -175,7 +177,7 @@ def read_data_file(path: str | Path, *, label_column: str | None = None,
             raise InputError(f"{what}: not UTF-8 text; save the table as a UTF-8 CSV file") from None
         if suffix == ".tsv":
             text = text.replace("\t", ",")
-        header, cells = _read_csv_cells(text, what)
+        header, cells = read_csv_cells(text, what)
     elif suffix == ".npy":
         from .inputs import read_npy
 

@@ -56,7 +56,7 @@ def global_router(store: Store) -> APIRouter:
     def columns(model: ModelName, upload: UploadQuery = None) -> list[CandidateOut]:
         e = store.entry(model)
         X, _, _ = store.table(e, upload)
-        return _candidate_columns(X, _names(e, X.shape[1]), e if upload is None else None)
+        return _candidate_columns(X, _names(e, X.shape[1]), e if store.in_data_units(upload) else None)
 
     @r.post("/distill", response_model=DistillResponse)
     def distill(req: DistillRequest) -> DistillResponse:
@@ -106,7 +106,7 @@ def global_router(store: Store) -> APIRouter:
             raise ApiError(422, f"positive class {req.positive} is out of range: the model has "
                                 f"{len(e.class_names)} classes")
         with store.lock:
-            words = e.categories.get(req.sensitive) if req.upload is None else None
+            words = e.categories.get(req.sensitive) if store.in_data_units(req.upload) else None
             res = bias_audit(store.model(e), X, sensitive=req.sensitive, y=y, feature_names=names,
                              positive=req.positive, preprocess=pre, class_names=e.class_names,
                              group_names=None if words is None else dict(enumerate(words)))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..frontends import LoadedModel, read_csv, read_image, read_npy
+from ..frontends import LoadedModel, read_image, read_npy
 
 __all__ = ["ApiError", "Entry", "Store", "Upload", "parse_upload"]
 
@@ -71,6 +71,47 @@ class Entry:
                 return list(names)
         return [f"x{j}" for j in range(width)]
 
+    def table_inputs(self, header: list[str] | None, cells: list[list[str]], what: str = "the upload"
+                     ) -> tuple[np.ndarray, torch.Tensor]:
+        """Rows of an uploaded table in the units of the model's data (columns found by name,
+        text coded as the data codes it, a label column left out), and the model's inputs made
+        from them (through the data's preprocess). Without a data table the rows are numbers;
+        columns beyond ``feature_names`` are kept aside when the header names them."""
+        from ..frontends.tables import encode_cells
+        from ._data import model_inputs
+
+        if self.table_names is None:
+            for i, r in enumerate(cells):
+                for j, c in enumerate(r):
+                    try:
+                        float(c)
+                    except ValueError:
+                        raise InputError(f"{what}: row {i + 1}, column {j + 1} is not a number: {c!r}; model "
+                                         f"{self.name!r} takes numbers (text columns need the model's data "
+                                         "and a preprocess: unveil serve --data --preprocess)") from None
+            t = encode_cells(header, cells, what)
+            names = self.feature_names
+            if header is not None and names and len(names) < len(header) and set(names) <= set(header):
+                idx = [header.index(n) for n in names]
+                return t.X, torch.from_numpy(np.ascontiguousarray(t.X[:, idx])).to(torch.float32)
+            return t.X, torch.from_numpy(t.X).to(torch.float32)
+        want = list(self.table_names)
+        if header is None:
+            if cells and len(cells[0]) != len(want):
+                raise InputError(f"{what} has {len(cells[0])} columns without a header; the model's data "
+                                 f"has {len(want)}: {', '.join(want)}")
+            header = want
+        missing = [n for n in want if n not in header]
+        if missing:
+            raise InputError(f"{what} lacks the columns {', '.join(missing)}; the model's data has "
+                             f"the columns {', '.join(want)}")
+        idx = [header.index(n) for n in want]
+        t = encode_cells(want, [[r[j] for j in idx] for r in cells], what, known=self.categories)
+        for col, words in t.categories.items():  # codes must mean what they mean in the data
+            if words != self.categories.get(col, words):
+                raise InputError(f"{what}: column {col!r} holds text, but in the model's data it holds numbers")
+        return t.X, model_inputs(self.table_preprocess, t.X)
+
     def preview(self, i: int, limit: int = 3) -> str:
         """A short line about sample ``i``: its text, or its first values (words for coded
         columns)."""
@@ -98,6 +139,7 @@ class Upload:
     x: torch.Tensor
     kind: str
     tokens: list[list[str]] | None = None
+    rows: np.ndarray | None = None  # a table in the units of the model's data (``Entry.table``)
 
 
 def _zoo_entries() -> list[Entry]:
@@ -255,7 +297,10 @@ class Store:
             up = self.uploads.get(upload)
             if up is None or up.model != entry.name:
                 raise ApiError(404, f"no upload {upload!r} for model {entry.name!r} (uploads expire)")
-            x, y = up.x.numpy(), None
+            if up.rows is not None:  # in the data's units: the model sees preprocess(rows)
+                x, y, pre = up.rows, None, entry.table_preprocess
+            else:
+                x, y = up.x.numpy(), None
         elif entry.table is not None:
             x, y, pre = entry.table, entry.table_labels, entry.table_preprocess
         else:
@@ -264,6 +309,11 @@ class Store:
             raise ApiError(422, f"model-level views need a table of at least 20 rows, got shape "
                                 f"{tuple(x.shape)}; upload a larger CSV table")
         return x.astype(np.float64), y, pre
+
+    def in_data_units(self, upload: str | None) -> bool:
+        """Whether the rows for the model-level views are in the units of the model's data (its
+        own rows, or an upload read as its table), so that its coded columns keep their words."""
+        return upload is None or getattr(self.uploads.get(upload), "rows", None) is not None
 
     def _add(self, store: OrderedDict[str, Any], item: Any, limit: int) -> str:
         key = secrets.token_hex(8)
@@ -379,6 +429,7 @@ def parse_upload(data: bytes, entry: Entry, max_rows: int, max_table_rows: int |
     ``max_rows``."""
     kind = _sniff(data)
     tokens = None
+    rows = None
     shape = entry.sample_shape
     if kind == "image":
         if entry.modality != "image":
@@ -390,8 +441,11 @@ def parse_upload(data: bytes, entry: Entry, max_rows: int, max_table_rows: int |
         if entry.modality != "text":
             a = a.astype(np.float32)
     elif kind == "text" and entry.modality == "tabular":
-        a, _ = read_csv(data.decode("utf-8"), "the CSV upload")
-        a = _fit_shape(a, entry, "the CSV upload")
+        from ..frontends.tables import read_csv_cells
+
+        header, cells = read_csv_cells(data.decode("utf-8"), "the CSV upload")
+        rows, xt = entry.table_inputs(header, cells, "the CSV upload")
+        a = _fit_shape(xt.numpy(), entry, "the CSV upload")
     elif kind == "text" and entry.modality == "text" and entry.tokenizer is not None:
         lines = [ln.strip() for ln in data.decode("utf-8").splitlines() if ln.strip()][:max_rows]
         if not lines:
@@ -407,4 +461,4 @@ def parse_upload(data: bytes, entry: Entry, max_rows: int, max_table_rows: int |
         raise ApiError(413, f"the upload has {a.shape[0]} rows; at most {limit} are accepted")
     if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
         raise InputError("the upload contains NaN or infinite values")
-    return Upload(entry.name, torch.from_numpy(np.ascontiguousarray(a)), kind, tokens)
+    return Upload(entry.name, torch.from_numpy(np.ascontiguousarray(a)), kind, tokens, rows=rows)

@@ -66,9 +66,13 @@ def _table_row(store: Store, e: Entry, sample: int | None, upload: str | None, r
     if sample is not None and e.sample_rows is not None:
         r = np.asarray(e.sample_rows[sample], dtype=np.float64)
         return r.copy(), e.columns(r.size), True
+    up = None if upload is None else store.uploads.get(upload)
+    if up is not None and up.rows is not None and e.table_names is not None:
+        r = np.asarray(up.rows[row], dtype=np.float64)
+        return r.copy(), e.columns(r.size), True
     if e.table_preprocess is not None:
         raise ApiError(422, f"model {e.name!r} takes its rows through a preprocess function; what-if "
-                            "edits start from one of its samples")
+                            "edits start from one of its samples or from an uploaded table")
     flat = x[0].numpy().astype(np.float64).reshape(-1)
     names = e.feature_names if e.feature_names and len(e.feature_names) == flat.size else [
         f"x{j}" for j in range(flat.size)]
