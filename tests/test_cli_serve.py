@@ -61,6 +61,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     (["--data", "credit.csv"], ["text columns", "region", "--preprocess"]),
     (["--data", "numbers.csv"], ["has 5 columns; the model takes 6", "--preprocess"]),
     (["--data", "wide.csv"], ["has 7 columns; the model takes 6", "--feature-names"]),
+    (["--data", "wide.csv", "--feature-names", "a,b,zz"], ["--feature-names names zz", "a, b, c, d, e, f, g"]),
     (["--data", "credit.csv", "--label-column", "nope", "--preprocess", "usermodel:preprocess"],
      ["no label column 'nope'", "--label-column", "income, debt"]),
     (["--data", "credit.csv", "--preprocess", "usermodel:nothing"], ["has no attribute 'nothing'", "--preprocess"]),

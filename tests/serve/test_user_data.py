@@ -240,3 +240,12 @@ def test_an_uploaded_table_is_read_like_the_models_data(client, table) -> None:
     assert bad.status_code == 422 and "lacks the columns sex, c" in bad.json()["detail"]
     other = client.post("/api/models/lin/uploads", content=b"a,sex,b,c\n1,x,2,3\n")
     assert other.status_code == 422 and "column 'sex' holds ['x']" in other.json()["detail"]
+
+
+def test_a_wider_table_for_a_model_without_data_says_what_to_give(client) -> None:
+    lines = ["a,b,c,d,e,f,label"] + ["1,2,3,4,5,6,0"] * 3
+    r = client.post("/api/models/plain/uploads", content="\n".join(lines).encode())
+    assert r.status_code == 422
+    assert "has 7 columns; model 'plain' takes 6" in r.json()["detail"] and "--feature-names" in r.json()["detail"]
+    ok = client.post("/api/models/plain/uploads", content="\n".join(lines[:1][0].rsplit(",", 1)[:1] + ["1,2,3,4,5,6"] * 25).encode())
+    assert ok.status_code == 201 and ok.json()["shape"] == [25, 6], ok.text

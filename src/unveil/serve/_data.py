@@ -242,6 +242,10 @@ def prepare(name: str, s: ServedModel, wording: Wording = PYTHON) -> Prepared:
     elif names is not None and set(names) <= set(t.names) and len(names) < n_cols:
         pre = _Columns([t.names.index(n) for n in names])
         p.kept_aside = [n for n in t.names if n not in names]
+    elif names is not None and len(names) != n_cols:
+        unknown = [n for n in names if n not in t.names]
+        raise InputError(f"{w.name('feature_names')} names {', '.join(unknown[:5])}, which the data "
+                         f"({t.describe()}) does not have; its columns are {', '.join(t.names)}")
     elif t.categories:
         raise InputError(f"the data has text columns ({', '.join(t.categories)}), which the model "
                          f"cannot take as they are; give {w.give('preprocess', 'package.module:object')} "

@@ -91,6 +91,12 @@ class Entry:
                                          "and a preprocess: unveil serve --data --preprocess)") from None
             t = encode_cells(header, cells, what)
             names = self.feature_names
+            shape = self.sample_shape
+            if (shape is not None and len(shape) == 1 and t.X.shape[1] > shape[0] and header is not None
+                    and not (names and set(names) <= set(header))):
+                raise InputError(f"{what} has {t.X.shape[1]} columns; model {self.name!r} takes {shape[0]} "
+                                 "and the dashboard does not know which: start it with --feature-names "
+                                 "(the model's columns; the others are kept aside) or --data")
             if header is not None and names and len(names) < len(header) and set(names) <= set(header):
                 idx = [header.index(n) for n in names]
                 return t.X, torch.from_numpy(np.ascontiguousarray(t.X[:, idx])).to(torch.float32)
