@@ -2,7 +2,7 @@
 "use strict";
 
 const state = { models: [], model: null, input: null, inputText: "", offset: 0, limit: 24, total: 0,
-                table: null, columns: {}, terms: {}, editable: null, rect: null, inputImage: null, computed: false };
+                table: null, columns: {}, terms: {}, modelEpoch: 0, inputEpoch: 0, editable: null, rect: null, inputImage: null, computed: false };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -97,6 +97,8 @@ async function loadModels() {
 }
 
 async function selectModel(name) {
+  state.modelEpoch += 1;
+  state.inputEpoch += 1;  // answers to requests made before the switch are dropped
   state.model = state.models.find((m) => m.name === name);
   state.input = null;
   state.offset = 0;
@@ -164,6 +166,7 @@ async function loadSamples() {
 }
 
 function chooseInput(input, text, button) {
+  state.inputEpoch += 1;
   state.input = input;
   state.inputText = text;
   document.querySelectorAll("#samples button").forEach((b) => b.classList.remove("selected"));
@@ -316,13 +319,13 @@ async function explain() {
   if (!state.input) return showError(new Error("Choose an input first (a sample or an upload)."));
   if (!methods.length) return showError(new Error("Choose at least one method."));
   const body = { model: state.model.name, methods, evaluate: $("evaluate").checked, target: targetValue(), ...state.input };
-  const asked = { model: state.model.name, input: JSON.stringify(state.input) };
+  const epoch = state.inputEpoch;
   $("run").disabled = true;
   clearResults();
   setStatus(`explaining with ${plural(methods.length, "method")} …`);
   try {
     const res = await postJson("/api/explain", body);
-    if (state.model.name !== asked.model || JSON.stringify(state.input) !== asked.input) return;  // stale
+    if (epoch !== state.inputEpoch) return;  // another model or input was chosen meanwhile
     renderResult(res, null);
     $("sanity").hidden = false;
     state.inputImage = res.input_image;
@@ -342,8 +345,10 @@ async function sanity() {
   if (!state.input) return showError(new Error("Choose an input first."));
   const out = $("sanity-result");
   out.textContent = "running …";
+  const epoch = state.inputEpoch;
   try {
     const res = await postJson("/api/sanity", { model: state.model.name, method: $("sanity-method").value, ...state.input });
+    if (epoch !== state.inputEpoch) return;
     if (!res.available) { out.textContent = res.note; return; }
     const verdict = res.verdict || (res.passed ? "passed" : "failed");
     const cls = verdict === "passed" ? "ok" : verdict === "failed" ? "bad" : "muted";
@@ -469,9 +474,11 @@ async function whatIf() {
   try { edit = whatIfEdit(); } catch (err) { return showError(err); }
   $("whatif-run").disabled = true;
   setStatus("explaining the edited input …");
+  const epoch = state.inputEpoch;
   try {
     const res = await postJson("/api/whatif", { model: state.model.name, methods, target: targetValue(),
                                                 evaluate: $("evaluate").checked, edit, ...state.input });
+    if (epoch !== state.inputEpoch) return;
     renderResult(res.result, res.before);
     const banner = $("whatif-banner");
     banner.replaceChildren(el("b", { text: "What-if: " }), res.changes.join("; "));
@@ -494,8 +501,10 @@ async function distill() {
   out.scrollIntoView({ behavior: "instant", block: "start" });
   const body = { model: state.model.name, kind: $("distill-kind").value, max_depth: Number($("distill-depth").value) };
   if (state.table) body.upload = state.table.id;
+  const epoch = state.modelEpoch;
   try {
     const res = await postJson("/api/distill", body);
+    if (epoch !== state.modelEpoch) return;
     const acc = res.accuracy === null ? "" : `; accuracy ${pct(res.accuracy)} (the model: ${pct(res.model_accuracy)})`;
     const curve = el("table", { class: "grid" }, el("tr", {}, ...["size", res.complexity_unit, "fidelity"].map((h) => el("th", { text: h }))),
       ...res.curve.map((p) => el("tr", {}, el("td", { text: String(p.size) }), el("td", { text: String(p.complexity) }),
@@ -529,8 +538,10 @@ async function audit() {
   const column = $("audit-column").value;
   const body = { model: state.model.name, sensitive: column };
   if (state.table) body.upload = state.table.id;
+  const epoch = state.modelEpoch;
   try {
     const res = await postJson("/api/audit", body);
+    if (epoch !== state.modelEpoch) return;
     const cls = res.verdict === "pass" ? "ok" : "bad";
     const rates = el("table", { class: "grid" }, el("tr", {}, el("th", { text: column }), el("th", { text: "selection rate" })),
       ...Object.entries(res.selection_rates).map(([g, v]) => el("tr", {}, el("td", { text: groupName(column, g) }), el("td", { text: pct(v) }))));
