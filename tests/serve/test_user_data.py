@@ -249,3 +249,19 @@ def test_a_wider_table_for_a_model_without_data_says_what_to_give(client) -> Non
     assert "has 7 columns; model 'plain' takes 6" in r.json()["detail"] and "--feature-names" in r.json()["detail"]
     ok = client.post("/api/models/plain/uploads", content="\n".join(lines[:1][0].rsplit(",", 1)[:1] + ["1,2,3,4,5,6"] * 25).encode())
     assert ok.status_code == 201 and ok.json()["shape"] == [25, 6], ok.text
+
+
+def test_large_data_is_sampled_with_its_labels(monkeypatch) -> None:
+    import unveil.serve._state as state
+
+    monkeypatch.setattr(state, "MAX_DATA_ROWS", 50)
+    X = np.random.default_rng(0).normal(size=(120, 3))
+    y = (X[:, 0] > 0).astype(np.int64)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    app = create_app(models={"m": ServedModel(net, data=np.column_stack([X, y]), label_column="3")}, zoo=False)
+    e = app.state.store.entries["m"]
+    assert e.samples.shape == (50, 3) and "50 rows drawn at random" in e.description
+    rows = {tuple(r) for r in X.astype(np.float32).tolist()}
+    assert all(tuple(r) in rows for r in e.samples.tolist())
+    assert np.array_equal(e.labels, (e.table[:, 0] > 0).astype(np.int64))  # each label stays with its row
+    assert np.array_equal(e.table_labels, e.labels)

@@ -8,7 +8,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,8 @@ __all__ = ["ApiError", "Entry", "Store", "Upload", "parse_upload"]
 
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 _NPY_MAGIC = b"\x93NUMPY"
+#: Most rows of a user's data the dashboard keeps (samples, reference, model-level views).
+MAX_DATA_ROWS = 20_000
 
 
 class ApiError(Exception):
@@ -194,11 +196,17 @@ def _served_entry(name: str, served: Any, samples: Any) -> Entry:
 
     p = served.prepared(name)
     lm = p.loaded
-    x = p.samples if samples is None else torch.as_tensor(np.asarray(samples))
     t = p.table
+    x = p.samples if samples is None else torch.as_tensor(np.asarray(samples))
     desc = served.description or lm.description or f"model {lm.name}"
     if t is not None:
         desc += f" · data: {t.describe()}"
+        if t.X.shape[0] > MAX_DATA_ROWS:  # the model-level views refit on every request: a sample
+            keep = np.sort(np.random.default_rng(0).choice(t.X.shape[0], MAX_DATA_ROWS, replace=False))
+            t = replace(t, X=t.X[keep], labels=None if t.labels is None else t.labels[keep])
+            x = x[torch.from_numpy(keep)] if samples is None and x is not None else x
+            p = replace(p, labels=None if p.labels is None else p.labels[keep])
+            desc += f" ({MAX_DATA_ROWS} rows drawn at random are used)"
         if p.kept_aside:
             desc += f"; not read by the model: {', '.join(p.kept_aside)}"
     background = None
@@ -239,9 +247,10 @@ class Store:
     def build(cls, models: dict[str, Any] | None, samples: dict[str, Any] | None, *, zoo: bool,
               **kw: Any) -> Store:
         """Entries for the zoo (if ``zoo``) and for each extra model."""
-        entries = {e.name: e for e in (_zoo_entries() if zoo else [])}
-        for name, obj in (models or {}).items():
-            entries[name] = _extra_entry(name, obj, (samples or {}).get(name))
+        entries = {name: _extra_entry(name, obj, (samples or {}).get(name))  # the user's first
+                   for name, obj in (models or {}).items()}
+        for e in _zoo_entries() if zoo else []:
+            entries.setdefault(e.name, e)
         return cls(entries, **kw)
 
     def entry(self, name: str) -> Entry:
