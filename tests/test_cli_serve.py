@@ -103,3 +103,43 @@ def test_serve_offers_the_model_with_its_data(folder: Path, capsys, served) -> N
         assert {"name": "region", "n_values": 4, "kept_aside": False,
                 "values": ["north", "south", "east", "west"]} in cols  # the object's own order
         assert models["usermodel:plain_linear"]["n_samples"] == 0  # --data is the first model's
+
+
+TEXT_MODULE = '''
+import torch
+from torch import nn
+
+
+class WordTokenizer:
+    vocab = ["[PAD]", "[UNK]", "good", "bad", "movie", "a"]
+
+    def __call__(self, texts, return_tensors="pt", padding=True, truncation=True):
+        ids = [[self.vocab.index(w) if w in self.vocab else 1 for w in t.split()] for t in texts]
+        n = max(len(r) for r in ids)
+        return {"input_ids": torch.tensor([r + [0] * (n - len(r)) for r in ids])}
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.vocab[i] for i in ids]
+
+
+def model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(6, 4), nn.Flatten(), nn.LazyLinear(2))
+'''
+
+
+def test_a_text_model_with_a_tokenizer_flag(tmp_path: Path, monkeypatch, capsys, served) -> None:
+    (tmp_path / "textmodel.py").write_text(TEXT_MODULE)
+    (tmp_path / "texts.txt").write_text("a good movie\na bad movie\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "textmodel", raising=False)
+    line = _one_error_line(capsys, "-m", "textmodel:model", "--data", "texts.txt")
+    assert "texts need a tokenizer" in line and "--tokenizer" in line
+    code, _, err = _main(capsys, "serve", "--no-zoo", "-m", "textmodel:model", "--data", "texts.txt",
+                         "--tokenizer", "textmodel:WordTokenizer", "--class-names", "neg,pos")
+    assert code == 0, err
+    with TestClient(served["app"]) as c:
+        m = c.get("/api/models").json()[0]
+        assert (m["modality"], m["n_samples"]) == ("text", 2)
+        assert c.get("/api/models/textmodel:model/samples").json()["items"][0]["preview"] == "a good movie"
+    sys.modules.pop("textmodel", None)
