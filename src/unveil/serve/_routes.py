@@ -195,8 +195,8 @@ def api_router(store: Store) -> APIRouter:
         e = store.entry(model)
         from ._data import has_spatial_layers
 
-        model = store.model(e)
-        return _methods_for(e, _has_attention(model), has_spatial_layers(model))
+        obj = store.model(e)
+        return _methods_for(e, _has_attention(obj), has_spatial_layers(obj))
 
     @r.get("/models/{model}/samples", response_model=SamplesOut)
     def samples(model: ModelName, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
