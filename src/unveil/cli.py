@@ -581,8 +581,22 @@ def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pi
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--model", "-m", "model_specs", multiple=True, metavar="SPEC",
-              help="Extra model to offer besides the zoo (package.module:factory).")
+              help="Extra model to offer besides the zoo (package.module:factory; repeatable).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights for the one --model.")
+@click.option("--data", metavar="PATH",
+              help="The (first) --model's data: a table (.csv with a header, text categories allowed; "
+                   ".npy; .parquet) or texts (.txt, one a line). Gives samples and the whole-model views.")
+@click.option("--feature-names", metavar="A,B,...",
+              help="Names of the (first) model's input columns; with a table, the columns it takes (the "
+                   "others are kept aside for the audit).")
+@click.option("--class-names", metavar="A,B,...", help="Names of the (first) model's classes, in output order.")
+@click.option("--label-column", metavar="NAME|INDEX",
+              help="A column of --data holding the true labels (taken out of the inputs).")
+@click.option("--preprocess", metavar="package.module:object",
+              help="A function of the table's rows (text columns coded 0, 1, … in the order of its "
+                   ".categories, else sorted) returning the model's inputs, as distill and audit take.")
+@click.option("--tokenizer", metavar="package.module:object",
+              help="A tokenizer for a text model (an object, or a function or class making one).")
 @click.option("--no-zoo", is_flag=True, help="Do not offer the zoo models.")
 @click.option("--max-upload-kb", default=2048, show_default=True, type=click.IntRange(1, 65536))
 @click.option("--max-pixels", default=4096 * 4096, show_default=True, type=click.IntRange(1),
@@ -592,6 +606,8 @@ def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pi
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="Another Host name to serve (besides loopback names and --host).")
 def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str | None,
+              data: str | None, feature_names: str | None, class_names: str | None,
+              label_column: str | None, preprocess: str | None, tokenizer: str | None,
               no_zoo: bool, max_upload_kb: int, max_pixels: int, time_budget: float,
               allowed_hosts: tuple[str, ...]) -> None:
     """Start the local web dashboard (loopback only unless --host says otherwise)."""
@@ -600,15 +616,34 @@ def serve_cmd(host: str, port: int, model_specs: tuple[str, ...], weights: str |
     require("uvicorn", "serve")
     import uvicorn
 
-    from .serve import create_app
+    from .serve import ServedModel, create_app
 
     if weights and len(model_specs) != 1:
         raise click.BadParameter("--weights needs exactly one --model", param_hint="--weights")
-    models = {}
-    for spec in model_specs:
+    per_model = {"--data": data, "--feature-names": feature_names, "--class-names": class_names,
+                 "--label-column": label_column, "--preprocess": preprocess, "--tokenizer": tokenizer}
+    for flag, value in per_model.items():
+        if value is not None and not model_specs:
+            raise click.BadParameter(f"{flag} describes a --model; give one", param_hint=flag)
+    if label_column is not None and data is None:
+        raise click.BadParameter("--label-column names a column of --data; give --data too",
+                                 param_hint="--label-column")
+    wording = replace(FLAGS, missing=frozenset({"allow_pickle"}))
+    models: dict[str, Any] = {}
+    for k, spec in enumerate(model_specs):
         # never pickle: the dashboard does not unpickle (nor offers --allow-pickle)
-        lm = load_model(spec, weights=weights, wording=replace(FLAGS, missing=frozenset({"allow_pickle"})))
-        models[lm.name] = lm
+        lm = load_model(spec, weights=weights, wording=wording)
+        if k == 0 and any(v is not None for v in per_model.values()):
+            served = ServedModel(
+                lm, data=data, feature_names=feature_names, class_names=class_names,
+                label_column=label_column,
+                preprocess=None if preprocess is None else frontends.load_object(preprocess, "preprocess", wording=FLAGS),
+                tokenizer=None if tokenizer is None else frontends.load_object(
+                    tokenizer, "tokenizer", factory=True, wording=FLAGS))
+            served.prepared(lm.name, FLAGS)  # the data's errors now, as one line naming the flags
+            models[lm.name] = served
+        else:
+            models[lm.name] = lm
     _check_port(host, port)  # a busy port is one error line, before the zoo loads and the banner
     hosts = ["127.0.0.1", "localhost", "::1", *([host] if host not in ("0.0.0.0", "::") else []),
              *allowed_hosts]

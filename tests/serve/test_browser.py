@@ -141,14 +141,32 @@ def test_dashboard_in_chromium(server: str, tmp_path: Path) -> None:
                 assert w >= 128
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
+            # what-if: paint the image's upper half with zeros and explain the painted digit
+            canvas = page.get_by_test_id("whatif-canvas")
+            expect(canvas).to_be_visible()
+            box = canvas.locator("img").bounding_box()
+            assert box is not None
+            page.mouse.move(box["x"] + 2, box["y"] + 2)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2, steps=5)
+            page.mouse.up()
+            page.select_option("[data-testid=whatif-fill]", "zero")
+            page.get_by_test_id("whatif-run").click()
+            expect(page.get_by_test_id("whatif-result")).to_contain_text("painted with zeros", timeout=120_000)
+            expect(page.get_by_test_id("prediction-before")).to_contain_text("before the edit")
+            expect(maps).to_have_count(2)
+            if os.environ.get("UNVEIL_SHOTS"):
+                page.screenshot(path=str(Path(os.environ["UNVEIL_SHOTS"]) / "dash-image-whatif.png"))
+
             # upload an image and explain it
             page.get_by_test_id("upload").set_input_files(
                 files=[{"name": "digit.png", "mimeType": "image/png", "buffer": _digit_png()}])  # type: ignore[arg-type]  # a FilePayload
-            expect(page.get_by_test_id("upload-status")).to_contain_text("image, 1 row(s)")
+            expect(page.get_by_test_id("upload-status")).to_contain_text("digit.png: an image (")
             page.get_by_test_id("explain").click()
             expect(page.get_by_test_id("status")).to_have_text("done", timeout=120_000)
             expect(page.get_by_test_id("error")).to_be_hidden()
-            href = page.get_by_test_id("download-report").get_attribute("href")
+            assert page.get_by_test_id("download-report").get_attribute("href") == "/api/session/report"
+            href = page.get_by_test_id("download-run").get_attribute("href")
             assert href and href.startswith("/api/runs/")
 
             # a table model: distill it into rules, then audit an uploaded table

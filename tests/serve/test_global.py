@@ -57,7 +57,8 @@ def test_distill_equals_the_library_on_the_models_rows(client):
 
 def test_audit_counts_groups_directly_and_keeps_the_page(client, credit):
     X, _, _ = credit
-    assert client.get("/api/models/credit/columns").json() == [{"name": "gender", "n_values": 2}]
+    assert client.get("/api/models/credit/columns").json() == [
+        {"name": "gender", "n_values": 2, "kept_aside": False, "values": None}]
     r = client.post("/api/audit", json={"model": "credit", "sensitive": "gender"})
     assert r.status_code == 200, r.text
     res = r.json()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from .arguments import parse_option, parse_rows, parse_target
 from .inputs import Inputs, Table, load_inputs, load_table, read_csv, read_image, read_npy
-from .loading import LoadedModel, load_model, zoo_names
+from .loading import LoadedModel, load_model, load_object, zoo_names
 from .wording import PYTHON, Wording
 
-__all__ = ["PYTHON", "Inputs", "LoadedModel", "Table", "Wording", "load_inputs", "load_model", "load_table",
+__all__ = ["PYTHON", "Inputs", "LoadedModel", "Table", "Wording", "load_inputs", "load_model", "load_object", "load_table",
            "parse_option", "parse_rows", "parse_target", "read_csv", "read_image", "read_npy", "zoo_names"]

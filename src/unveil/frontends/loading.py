@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import ModelError
 from .wording import PYTHON, Wording
 
-__all__ = ["PICKLE_SUFFIXES", "LoadedModel", "load_model", "zoo_names"]
+__all__ = ["PICKLE_SUFFIXES", "LoadedModel", "load_model", "load_object", "zoo_names"]
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".joblib", ".bin", ".ckpt")
 
@@ -340,3 +340,37 @@ def load_model(spec: str, *, weights: str | None = None, allow_pickle: bool = Fa
     if weights is not None:
         _load_weights(loaded.model, weights, allow_pickle, w)
     return loaded
+
+
+def load_object(spec: str, what: str, *, factory: bool = False, wording: Wording = PYTHON) -> Any:
+    """The object ``package.module:name`` names, for a setting ``what`` (``"preprocess"``,
+    ``"tokenizer"``): a class is called without arguments (its instance is the object), and so
+    is a function when ``factory`` (a function making a tokenizer); otherwise a function or an
+    instance is used as it is (a preprocess function). Errors name the setting."""
+    w = wording
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise ModelError(f"{w.name(what)} {spec!r} is not 'package.module:name'")
+    with _working_directory_importable():
+        try:
+            obj: Any = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise ModelError(f"cannot import module {mod_name!r} for {w.name(what)}: {exc}") from exc
+        except (Exception, SystemExit) as exc:
+            raise ModelError(f"importing module {mod_name!r} for {w.name(what)} failed: "
+                             f"{_one_line(exc)}") from exc
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise ModelError(f"module {mod_name!r} has no attribute {attr!r} ({w.name(what)})") from None
+        if isinstance(obj, type) or (factory and (inspect.isroutine(obj) or isinstance(obj, functools.partial))):
+            try:
+                obj = obj()
+            except (Exception, SystemExit) as exc:
+                raise ModelError(f"calling {spec!r} without arguments for {w.name(what)} failed: "
+                                 f"{_one_line(exc)}") from exc
+    if _is_builtin(obj) or not callable(obj):
+        raise ModelError(f"{w.name(what)} {spec!r} is {_describe(obj)}; expected a function or an "
+                         "object that can be called")
+    return obj

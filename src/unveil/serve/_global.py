@@ -17,12 +17,12 @@ from ._routes import _BUSY, _ERRORS, ModelName
 from ._schemas import (
     AuditRequest,
     AuditResponse,
-    ColumnOut,
     CurvePoint,
     DistillRequest,
     DistillResponse,
     RuleOut,
 )
+from ._schemas_user import CandidateOut
 from ._state import ApiError, Entry, Store
 from ._work import Work
 
@@ -33,17 +33,20 @@ UploadQuery = Annotated[str | None, Query(pattern=r"^[0-9a-f]{16}$")]
 
 
 def _names(entry: Entry, n: int) -> list[str]:
-    names = entry.feature_names
-    return list(names) if names is not None and len(names) == n else [f"x{j}" for j in range(n)]
+    return entry.columns(n)
 
 
-def _candidate_columns(X: np.ndarray, names: list[str]) -> list[ColumnOut]:
+def _candidate_columns(X: np.ndarray, names: list[str], entry: Entry | None = None) -> list[CandidateOut]:
+    """Columns with 2 to MAX_GROUPS values; those the model does not read first (an audit's
+    natural candidates: a sensitive attribute kept out of the model)."""
+    aside = set(entry.kept_aside or []) if entry is not None else set()
     out = []
     for j, name in enumerate(names):
         k = int(np.unique(X[:, j]).size)
         if 2 <= k <= MAX_GROUPS:
-            out.append(ColumnOut(name=name, n_values=k))
-    return out
+            out.append(CandidateOut(name=name, n_values=k, kept_aside=name in aside,
+                                    values=entry.categories.get(name) if entry is not None else None))
+    return sorted(out, key=lambda c: not c.kept_aside)
 
 
 def global_router(store: Store, work: Work | None = None) -> APIRouter:
@@ -51,11 +54,11 @@ def global_router(store: Store, work: Work | None = None) -> APIRouter:
     work = work or Work()
     r = APIRouter(prefix="/api", responses=_ERRORS)
 
-    @r.get("/models/{model}/columns", response_model=list[ColumnOut])
-    def columns(model: ModelName, upload: UploadQuery = None) -> list[ColumnOut]:
+    @r.get("/models/{model}/columns", response_model=list[CandidateOut])
+    def columns(model: ModelName, upload: UploadQuery = None) -> list[CandidateOut]:
         e = store.entry(model)
         X, _, _ = store.table(e, upload)
-        return _candidate_columns(X, _names(e, X.shape[1]))
+        return _candidate_columns(X, _names(e, X.shape[1]), e if store.in_data_units(upload) else None)
 
     @r.post("/distill", response_model=DistillResponse, responses=_BUSY)
     async def distill(req: DistillRequest) -> DistillResponse:
@@ -74,12 +77,17 @@ def global_router(store: Store, work: Work | None = None) -> APIRouter:
                 sizes = list(range(1, min(X.shape[1], 8) + 1)) if req.kind == "linear" else list(range(1, 7))
                 curve = sur.curve(sizes)  # the model's answers are reused
                 # shuffling a column gives the same answers in any units: use the model's
-                imp = permutation_importance(m, model_rows(X, pre), feature_names=kw["feature_names"],
-                                             n_repeats=3)
+                rows = model_rows(X, pre)
+                imp = permutation_importance(m, rows, feature_names=e.columns(rows.shape[1]) if pre is None else (
+                    e.feature_names if e.feature_names and len(e.feature_names) == rows.shape[1] else None),
+                    n_repeats=3)
             return sur, curve, imp
 
         sur, curve, imp = await work.run(job, what=f"the {req.kind} surrogate",
                                          advice="Upload a smaller table or choose a smaller depth.")
+        store.record(e, f"Surrogate ({sur.kind}, {sur.complexity} {sur.complexity_unit}) fitted in the "
+                        f"dashboard on {X.shape[0]} rows: agrees with the model on "
+                        f"{100 * sur.fidelity():.0f}% of the held-out rows.")
         rules = [] if req.kind == "linear" else [
             RuleOut(text=str(rule), coverage=rule.coverage, fidelity=rule.fidelity) for rule in sur.rules()]
         top = dict(imp.ranking()[:10])
@@ -103,6 +111,8 @@ def global_router(store: Store, work: Work | None = None) -> APIRouter:
             raise ApiError(422, f"positive class {req.positive} is out of range: the model has "
                                 f"{len(e.class_names)} classes")
 
+        words = e.categories.get(req.sensitive) if store.in_data_units(req.upload) else None
+
         def job() -> tuple[Any, list[str], str]:
             from ..audit import bias_audit
             from ..report.audit_page import audit_sentences
@@ -110,12 +120,15 @@ def global_router(store: Store, work: Work | None = None) -> APIRouter:
             m = store.model(e)
             with work.hold(e.name, m):
                 res = bias_audit(m, X, sensitive=req.sensitive, y=y, feature_names=names,
-                                 positive=req.positive, preprocess=pre, class_names=e.class_names)
+                                 positive=req.positive, preprocess=pre, class_names=e.class_names,
+                                 group_names=None if words is None else dict(enumerate(words)))
             page = store.add_page(res.to_html(title=f"Bias audit of {req.sensitive} · {e.name}"))
             return res, audit_sentences(res), page
 
         res, sentences, page = await work.run(job, what=f"the bias audit of {req.sensitive!r}",
                                               advice="Upload a smaller table.")
+        store.record(e, f"Bias audit of {req.sensitive} (run in the dashboard): {res.verdict.upper()}. "
+                        + " ".join(sentences[:2]))
         return AuditResponse(
             verdict=res.verdict, sentences=sentences, flags=[str(f) for f in res.flags],
             selection_rates={g: m["selection_rate"] for g, m in res.group_metrics.items()},

@@ -97,10 +97,7 @@ def _thumb(entry: Entry, i: int) -> SampleOut:
     if entry.modality == "image" and x.ndim in (2, 3):
         img = image_rgb(x if x.ndim == 3 else x[None])
         return SampleOut(index=i, label=label, thumbnail=data_uri(upscale(img, 64)))
-    flat = x.reshape(-1)
-    names = entry.feature_names or [f"x{j}" for j in range(flat.size)]
-    preview = ", ".join(f"{names[j]}={float(flat[j]):.3g}" for j in range(min(3, flat.size)))
-    return SampleOut(index=i, label=label, preview=preview + (" …" if flat.size > 3 else ""))
+    return SampleOut(index=i, label=label, preview=entry.preview(i))
 
 
 def _map_out(run: Any) -> MapOut:
@@ -181,7 +178,8 @@ def _has_attention(model: Any) -> bool | None:
         return False
 
 
-def _methods_for(entry: Entry, has_attention: bool | None = None) -> list[MethodOut]:
+def _methods_for(entry: Entry, has_attention: bool | None = None,
+                 has_spatial: bool | None = None) -> list[MethodOut]:
     out = []
     for m in list_methods():
         reason = None
@@ -191,6 +189,8 @@ def _methods_for(entry: Entry, has_attention: bool | None = None) -> list[Method
             reason = "needs a differentiable torch model"
         elif m.family == "attention" and has_attention is False:
             reason = "the model has no attention layers"
+        elif m.family == "cam" and has_spatial is False:
+            reason = "the model has no convolutional layers (a CAM needs a spatial feature map)"
         out.append(MethodOut(name=m.name, title=display_name(m.name), family=m.family,
                              summary=m.summary, applies=reason is None, reason=reason))
     return out
@@ -215,7 +215,10 @@ def api_router(store: Store, work: Work | None = None, *, max_pixels: int = DEFA
     @r.get("/models/{model}/methods", response_model=list[MethodOut])
     def methods(model: ModelName) -> list[MethodOut]:
         e = store.entry(model)
-        return _methods_for(e, _has_attention(store.model(e)))
+        from ._data import has_spatial_layers
+
+        obj = store.model(e)
+        return _methods_for(e, _has_attention(obj), has_spatial_layers(obj))
 
     @r.get("/models/{model}/samples", response_model=SamplesOut)
     def samples(model: ModelName, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -303,6 +306,7 @@ def api_router(store: Store, work: Work | None = None, *, max_pixels: int = DEFA
         if res is None:
             return SanityResponse(method=req.method, available=False,
                                   note="the sanity check needs unveil.metrics, which is not installed")
+        store.record_sanity(e, x, req.method, res)  # the session's report holds it
         final = float(res.final) if np.isfinite(res.final) else None
         return SanityResponse(method=req.method, available=True, passed=bool(res.passed),
                               verdict=res.verdict, reason=res.reason,

@@ -264,6 +264,7 @@ def parse_upload(data: bytes, entry: Entry, max_rows: int, max_table_rows: int |
     ``max_rows``; an image at most ``max_pixels`` pixels."""
     kind = sniff(data)
     tokens = None
+    rows = None
     table = entry.modality == "tabular"
     limit = max_table_rows if kind == "text" and table and max_table_rows else max_rows
     if kind == "image":
@@ -276,7 +277,9 @@ def parse_upload(data: bytes, entry: Entry, max_rows: int, max_table_rows: int |
         if entry.modality != "text":
             a = a.astype(np.float32)
     elif kind == "text" and table:
-        a = _fit_shape(read_table(data, max_rows=limit).numbers(), entry, "the CSV upload")
+        t = read_table(data, max_rows=limit)
+        rows, xt = entry.table_inputs(t.header, t.cells.tolist(), "the CSV upload")
+        a = _fit_shape(xt.numpy(), entry, "the CSV upload")
     elif kind == "text" and entry.modality == "text" and entry.tokenizer is not None:
         lines = [ln.strip() for ln in _text(data).splitlines() if ln.strip()][:max_rows]
         if not lines:
@@ -290,4 +293,4 @@ def parse_upload(data: bytes, entry: Entry, max_rows: int, max_table_rows: int |
         raise ApiError(413, f"the upload has {a.shape[0]} rows; at most {limit} are accepted")
     if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
         raise InputError("the upload contains NaN or infinite values")
-    return Upload(entry.name, torch.from_numpy(np.ascontiguousarray(a)), kind, tokens)
+    return Upload(entry.name, torch.from_numpy(np.ascontiguousarray(a)), kind, tokens, rows=rows)
