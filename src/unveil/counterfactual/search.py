@@ -165,10 +165,9 @@ def counterfactuals(
     owner = np.array([i for i in range(n) for _ in pools[i]], dtype=np.int64)
     cand = np.array([c for i in range(n) for c in pools[i]], dtype=np.float64).reshape(-1, f)
     if cand.shape[0]:
-        cand = shrink(p, cand, Xa[owner], want[owner])
-        if sparsity > 0:
+        if sparsity > 0:  # while the candidates still have slack: a reset needs some
             cand = sparsify(p, cand, Xa[owner], want[owner])
-            cand = shrink(p, cand, Xa[owner], want[owner], rounds=1)
+        cand = shrink(p, cand, Xa[owner], want[owner])
     margin, viol, sc = verify(p, cand, Xa[owner], want[owner])
     ok = (margin > 0) & ~viol.any(axis=1)
     data_labels = dec.labels(decide(m, Da, batch_size=batch_size))

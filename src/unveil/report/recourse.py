@@ -18,9 +18,10 @@ import numpy as np
 from .html import CSS, document, fmt
 
 if TYPE_CHECKING:
+    from ..audit.bias import BiasAudit
     from ..counterfactual.result import Counterfactuals
 
-__all__ = ["recourse_by_group", "recourse_page", "recourse_section"]
+__all__ = ["audit_recourse_html", "recourse_by_group", "recourse_page", "recourse_section"]
 
 _FIGURES = (
     ("validity", "rows with a valid counterfactual", "share of rows for which a change within the constraints "
@@ -102,3 +103,31 @@ def recourse_by_group(cf: Counterfactuals, groups: np.ndarray, names: dict[str, 
                    f"<td>{fmt(float(cost.mean()) if cost.size else None)}</td>"
                    f"<td>{fmt(float(l0.mean()) if l0.size else None)}</td></tr>")
     return "".join(out) + "</table>"
+
+
+def audit_recourse_html(a: BiasAudit) -> str:
+    """The audit page's recourse part: per group, how many refused people have a way to the
+    favourable decision without changing the audited attribute, and what it costs them."""
+    r = a.recourse or {}
+    rows = []
+    for g, m in r.get("by_group", {}).items():
+        rows.append(f"<tr><td>{escape(a.group_name(g))}</td><td>{int(m['rows'])}</td>"
+                    f"<td>{100 * m['with_recourse']:.0f}%</td><td>{fmt(m['mean_cost'])}</td>"
+                    f"<td>{fmt(m['mean_changed'])}</td></tr>")
+    costs = {g: m["mean_cost"] for g, m in r.get("by_group", {}).items() if np.isfinite(m["mean_cost"])}
+    lead = ""
+    if len(costs) >= 2:
+        lo, hi = min(costs, key=costs.__getitem__), max(costs, key=costs.__getitem__)
+        lead = (f'<p class="uv-narrative">A person refused in the group {escape(a.group_name(hi))} must change '
+                f"{costs[hi] / max(costs[lo], 1e-12):.1f} times as much, on average, as one in the group "
+                f"{escape(a.group_name(lo))} to be given \u201c{escape(a.decision)}\u201d (without changing "
+                f"{escape(a.sensitive)}).</p>")
+    examples = "".join(f'<li data-testid="recourse-sentence">{escape(t)}</li>' for t in r.get("examples", []))
+    return (f'<h2 data-testid="audit-recourse">What a refused person would have to change</h2>'
+            f'<p class="uv-muted">{int(r.get("n_rows", 0))} refused rows; the nearest change within the data\'s '
+            f"units that obtains the decision, with {escape(a.sensitive)} held fixed ({escape(str(r.get('method')))} "
+            "search; cost = sum of the changes, each in units of its column's spread).</p>"
+            f"{lead}"
+            '<table class="uv-grid"><tr><th>group</th><th>refused rows</th><th>with a way to the decision</th>'
+            f"<th>mean cost</th><th>mean columns changed</th></tr>{''.join(rows)}</table>"
+            f"<ul>{examples}</ul>")
