@@ -29,7 +29,7 @@ from ..core.model import Model
 from .constraints import Space
 from .decision import Decision, decide
 
-__all__ = ["Problem", "gradient_search", "shrink", "sparsify", "sphere_search", "verify"]
+__all__ = ["Problem", "gradient_search", "shrink", "sparse_variants", "sparsify", "sphere_search", "verify"]
 
 
 @dataclass
@@ -214,3 +214,37 @@ def sparsify(p: Problem, cand: np.ndarray, x0: np.ndarray, desired: np.ndarray) 
         if not live.any():
             break
     return out
+
+
+def sparse_variants(p: Problem, cand: np.ndarray, x0: np.ndarray, desired: np.ndarray,
+                    sizes: tuple[int, ...] = (1, 2, 3, 5, 8), reach: float = 6.0, grid: int = 10
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Sparser versions of valid candidates: the change kept on its ``s`` largest columns only
+    (in units of scale) and stretched along that direction up to ``reach`` times, the first
+    valid point of a geometric grid. Returns (rows, index of the candidate each came from)."""
+    if cand.shape[0] == 0:
+        return cand, np.zeros(0, np.int64)
+    d = (cand - x0) / p.scale
+    rank = np.argsort(-np.abs(d), axis=1)
+    n_changed = (np.abs(d) > 1e-12).sum(axis=1)
+    ts = np.geomspace(1.0, reach, grid)
+    rows, owner = [], []
+    for s in sizes:
+        use = np.flatnonzero(n_changed > s)
+        if use.size == 0:
+            continue
+        keep = np.zeros((use.size, d.shape[1]), bool)
+        keep[np.arange(use.size)[:, None], rank[use, :s]] = True
+        step = np.where(keep, cand[use] - x0[use], 0.0)
+        rows.append((x0[use][:, None, :] + ts[None, :, None] * step[:, None, :]).reshape(-1, d.shape[1]))
+        owner.append(np.repeat(use, grid))
+    if not rows:
+        return cand[:0], np.zeros(0, np.int64)
+    allr, own = np.concatenate(rows), np.concatenate(owner)
+    allr = p.space.snap(allr, x0[own])
+    margin, viol, _ = verify(p, allr, x0[own], desired[own])
+    ok = _valid(margin, viol).reshape(-1, grid)
+    has = ok.any(axis=1)
+    first = ok.argmax(axis=1)
+    picked = allr.reshape(-1, grid, d.shape[1])[np.arange(ok.shape[0]), first][has]
+    return picked, own.reshape(-1, grid)[:, 0][has]

@@ -232,14 +232,17 @@ def anchor(
     model: Any, x: Any, *, data: Any, threshold: float = 0.95, feature_names: Sequence[str] | None = None,
     categorical: Sequence[str | int] = (), class_names: Sequence[str] | None = None,
     model_threshold: float | None = None, preprocess: Preprocess | None = None, n_bins: int = 4, beam: int = 2,
-    delta: float = 0.1, epsilon: float = 0.15, batch: int = 64, max_size: int | None = None,
+    delta: float = 0.1, epsilon: float = 0.15, batch: int = 64, max_size: int | None = 6,
     budget: int = 20000, seed: int = 0, batch_size: BatchSize = "auto",
 ) -> Anchor:
     """The anchor of one table row ``x`` (F,) or (1, F): predicates on its columns that keep the
     model's class with precision >= ``threshold`` on samples from ``data`` (D, F); coverage
     is the share of ``data`` rows meeting them. ``categorical`` columns are matched by value
     (columns of at most ``n_bins`` distinct whole numbers are too), the others by quantile bin.
-    ``model_threshold`` thresholds a model with one score per row; ``budget`` caps samples per size.
+    ``model_threshold`` thresholds a model with one score per row; ``budget`` caps samples per size;
+    ``max_size`` caps the predicates (default 6: a longer rule explains nothing to a person;
+    ``None`` for no cap). When no rule reaches the threshold, the most precise one seen is
+    returned with ``valid=False``.
     """
     _check(threshold, beam, delta, epsilon, batch)
     m = wrap(model)

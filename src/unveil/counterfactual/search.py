@@ -21,7 +21,7 @@ import torch
 from ..core.batching import BatchSize
 from ..errors import InputError, OptionError
 from ..surrogate.blackbox import Preprocess, as_table, with_preprocess, wrap
-from ._search import Problem, gradient_search, shrink, sparsify, sphere_search, verify
+from ._search import Problem, gradient_search, shrink, sparse_variants, sparsify, sphere_search, verify
 from .constraints import Constraints, Space, as_constraints
 from .decision import Decision, decide
 from .result import Counterfactuals, check_k
@@ -49,18 +49,21 @@ def _scale(data: np.ndarray, scale: Any) -> np.ndarray:
     return np.where(s > 1e-12, s, 1.0)
 
 
-def _diverse(cands: np.ndarray, x: np.ndarray, scale: np.ndarray, k: int, diversity: float) -> list[int]:
-    """Indices of up to ``k`` candidates: closest first, then close but far from those picked."""
+def _diverse(cands: np.ndarray, x: np.ndarray, scale: np.ndarray, k: int, diversity: float,
+             sparsity: float) -> list[int]:
+    """Indices of up to ``k`` candidates: the cheapest first (L2 plus ``sparsity`` per column
+    changed), then cheap ones far from those picked."""
     u = (cands - x) / scale
     d = np.abs(u).sum(axis=1)
-    order = list(np.argsort((u * u).sum(axis=1), kind="stable"))  # closest in L2, the objective's proximity
+    cost = np.sqrt((u * u).sum(axis=1)) + sparsity * (np.abs(u) > 1e-12).sum(axis=1)
+    order = list(np.argsort(cost, kind="stable"))
     picked = [order.pop(0)]
     while order and len(picked) < k:
         gap = np.abs((cands[order][:, None, :] - cands[picked][None, :, :]) / scale).sum(axis=2).min(axis=1)
         if gap.max() <= 1e-12:
             break
         far = np.flatnonzero(gap >= diversity * d[order])
-        pick = int(far[0]) if far.size else int(gap.argmax())  # order is by L2: far[0] is the nearest such
+        pick = int(far[0]) if far.size else int(gap.argmax())  # order is by cost: far[0] is the cheapest such
         picked.append(order.pop(pick))
     return picked
 
@@ -103,8 +106,10 @@ def counterfactuals(
         (gradient where possible, then spheres for the rows left)
     preprocess : function of the table's rows -> the model's inputs (search in the table's units;
         the model is then a black box and ``"spheres"`` is used)
-    sparsity, plausibility : weights of the L1 and nearest-data-row terms (gradient), and
-        ``sparsity > 0`` resets needless changes afterwards; proximity (squared L2) has weight 1
+    sparsity, plausibility : weights of the L1 and nearest-data-row terms (gradient);
+        ``sparsity > 0`` also adds sparser variants of each candidate (its change kept on its
+        1, 2, 3, 5, 8 largest columns, stretched until valid), resets needless changes, and
+        ranks candidates by L2 + ``sparsity`` per column changed. Proximity (L2) has weight 1
     diversity : each further counterfactual is at least this fraction of its distance to the
         input away (L1) from those already picked, where possible
     scale : unit of each column in distances: ``"std"`` of ``data`` (default), ``"mad"``,
@@ -164,9 +169,12 @@ def counterfactuals(
     # post-processing of every candidate at once
     owner = np.array([i for i in range(n) for _ in pools[i]], dtype=np.int64)
     cand = np.array([c for i in range(n) for c in pools[i]], dtype=np.float64).reshape(-1, f)
+    if cand.shape[0] and sparsity > 0:
+        # sparser variants of every candidate join the pool; resets need slack: before shrinking
+        more, src = sparse_variants(p, cand, Xa[owner], want[owner])
+        cand, owner = np.concatenate([cand, more]), np.concatenate([owner, owner[src]])
+        cand = sparsify(p, cand, Xa[owner], want[owner])
     if cand.shape[0]:
-        if sparsity > 0:  # while the candidates still have slack: a reset needs some
-            cand = sparsify(p, cand, Xa[owner], want[owner])
         cand = shrink(p, cand, Xa[owner], want[owner])
     margin, viol, sc = verify(p, cand, Xa[owner], want[owner])
     ok = (margin > 0) & ~viol.any(axis=1)
@@ -183,7 +191,7 @@ def counterfactuals(
         # drop exact duplicates before choosing
         _, first = np.unique(np.round(cand[mine] / p.scale, 9), axis=0, return_index=True)
         mine = mine[np.sort(first)]
-        pick = mine[_diverse(cand[mine], Xa[i], p.scale, k, diversity)]
+        pick = mine[_diverse(cand[mine], Xa[i], p.scale, k, diversity, sparsity)]
         rows[i, :pick.size] = cand[pick]
         scores[i, :pick.size] = np.asarray(sc[pick]).reshape(pick.size, -1)
         valid[i, :pick.size] = True
