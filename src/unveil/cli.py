@@ -576,9 +576,9 @@ def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pi
         ctx.exit(3)
 
 
-def _constraint_pairs(items: Sequence[str], flag: str) -> dict[str, tuple[float | None, float | None]]:
+def _constraint_pairs(items: Sequence[str], flag: str) -> dict[str | int, tuple[float | None, float | None]]:
     """``NAME=LOW:HIGH`` (either side may be empty) -> ``{NAME: (low, high)}``."""
-    out: dict[str, tuple[float | None, float | None]] = {}
+    out: dict[str | int, tuple[float | None, float | None]] = {}
     for item in items:
         name, sep, rng = item.partition("=")
         lo, colon, hi = rng.partition(":")

@@ -72,9 +72,9 @@ def _check_result(res, model, X, decide_class, k):
     np.testing.assert_array_equal(got, want)  # the model really gives the desired class
     assert res.found.mean() >= 0.99
     assert res.metrics["violations"] == 0
-    for i in np.flatnonzero(~res.found):
-        assert res.status(i) == "no counterfactual within these constraints"
-        assert np.isfinite(res.closest[i]).all()
+    for miss in np.flatnonzero(~res.found):
+        assert res.status(int(miss)) == "no counterfactual within these constraints"
+        assert np.isfinite(res.closest[miss]).all()
     # diversity: mean pairwise L1 among a row's counterfactuals vs their mean distance to it
     ratios = []
     for i in range(n):

@@ -9,9 +9,8 @@
 
 from __future__ import annotations
 
-
-from .constraints import Constraints
 from .anchors import Anchor, anchor, anchor_text
+from .constraints import Constraints
 from .decision import Decision, decide
 from .result import Counterfactuals, recourse_sentence
 from .search import counterfactuals

@@ -192,7 +192,9 @@ class Counterfactuals:
     # -- display ----------------------------------------------------------------------------
     def to_html(self, *, title: str | None = None) -> str:
         """One self-contained page: the recourse in words, the changes, the metrics."""
-        from ..report.recourse import recourse_page  # the permitted upward call, as Explanation.to_html
+        from ..report.recourse import (
+            recourse_page,  # the permitted upward call, as Explanation.to_html
+        )
 
         return recourse_page(self, title=title)
 

@@ -21,7 +21,15 @@ import torch
 from ..core.batching import BatchSize
 from ..errors import InputError, OptionError
 from ..surrogate.blackbox import Preprocess, as_table, with_preprocess, wrap
-from ._search import Problem, gradient_search, shrink, sparse_variants, sparsify, sphere_search, verify
+from ._search import (
+    Problem,
+    gradient_search,
+    shrink,
+    sparse_variants,
+    sparsify,
+    sphere_search,
+    verify,
+)
 from .constraints import Constraints, Space, as_constraints
 from .decision import Decision, decide
 from .result import Counterfactuals, check_k
@@ -153,19 +161,19 @@ def counterfactuals(
     todo = np.flatnonzero(labels != want)
     if use_grad and todo.size:
         cand, found = gradient_search(p, todo, n_restarts=n_restarts or max(4, 2 * k), n_steps=n_steps, lr=lr)
-        for i, c, ok in zip(todo, cand, found):
-            pools[i].extend(c[ok])
+        for r, c, hit in zip(todo, cand, found):
+            pools[int(r)].extend(c[hit])
         if method == "gradient":
             todo = todo[:0]
         else:
             todo = todo[~found.any(axis=1)]
     if todo.size:
         cand, ok, close = sphere_search(p, todo, n_samples=n_samples, keep=max(16, 4 * k))
-        for j, i in enumerate(todo):
-            pools[i].extend(cand[j][ok[j]])
+        for j, r in enumerate(todo):
+            pools[int(r)].extend(cand[j][ok[j]])
         closest[todo] = close
-    for i in np.flatnonzero(labels == want):
-        pools[i].append(Xa[i].copy())  # already the desired class: the input itself
+    for r in np.flatnonzero(labels == want):
+        pools[int(r)].append(Xa[r].copy())  # already the desired class: the input itself
     # post-processing of every candidate at once
     owner = np.array([i for i in range(n) for _ in pools[i]], dtype=np.int64)
     cand = np.array([c for i in range(n) for c in pools[i]], dtype=np.float64).reshape(-1, f)
