@@ -148,6 +148,9 @@ def test_infeasible_constraints_report_the_closest_candidate():
     assert not res.found.any() and not res.valid.any()
     assert all(res.status(i) == "no counterfactual within these constraints" for i in range(20))
     assert all(t.startswith("No change within these constraints") for t in res.recourse_texts)
+    # the closest found is reported, with the constraint it breaks, never as valid
+    assert (res.closest_violations == 1).all() and (np.abs(res.closest - X[:20]).sum(axis=1) > 0).all()
+    assert all("breaks 1 kind of constraint" in t for t in res.recourse_texts)
     everything = counterfactuals(net, X[:10], data=X, feature_names=names, constraints=dict(immutable=names))
     assert not everything.found.any() and np.isfinite(everything.closest).all()
 

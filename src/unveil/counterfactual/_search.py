@@ -115,7 +115,8 @@ def gradient_search(p: Problem, idx: np.ndarray, *, n_restarts: int, n_steps: in
 def sphere_search(p: Problem, idx: np.ndarray, *, n_samples: int, n_rounds: int = 14, keep: int = 32,
                   radius: float = 0.5, growth: float = 1.6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row of ``idx``: (n, keep, F) valid candidates of the first layer holding any, (n, keep)
-    which are filled, and (n, F) the row closest to flipping (highest margin, no violation)."""
+    which are filled, and (n, F) the row closest to flipping (fewest violations, then highest
+    margin; the input when nothing was drawn)."""
     sp, f = p.space, p.x0.shape[1]
     rng = np.random.default_rng(p.seed + 1)
     n = idx.size
@@ -148,7 +149,8 @@ def sphere_search(p: Problem, idx: np.ndarray, *, n_samples: int, n_rounds: int 
         des = np.repeat(p.desired[idx[active]], s)
         margin, viol, _ = verify(p, cand, x, des)
         ok = _valid(margin, viol).reshape(a, s)
-        clean = np.where(viol.any(axis=1), -np.inf, margin).reshape(a, s)
+        # closest to flipping: any row without violations first, then the fewest violations
+        clean = (margin - 1e9 * viol.sum(axis=1)).reshape(a, s)
         top = clean.argmax(axis=1)
         gain = clean[np.arange(a), top] > close_m[active]
         closest[active[gain]] = cand.reshape(a, s, f)[np.flatnonzero(gain), top[gain]]

@@ -23,7 +23,7 @@ from ..errors import InputError, OptionError
 __all__ = ["Counterfactuals", "format_value", "recourse_sentence"]
 
 _ARRAYS = ("x", "label", "desired", "rows", "valid", "scores", "x_scores", "closest", "closest_scores",
-           "l0", "l1", "l2", "plausibility", "ynn", "violations", "scale")
+           "l0", "l1", "l2", "plausibility", "ynn", "violations", "scale", "closest_violations")
 _FORMAT = "unveil.counterfactuals/1"
 
 
@@ -88,6 +88,12 @@ class Counterfactuals:
     params: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     n_evals: int = 0
+    #: (N,) constraints broken by ``closest`` (it may flip the decision only by breaking some)
+    closest_violations: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        if self.closest_violations.shape != (self.x.shape[0],):
+            self.closest_violations = np.zeros(self.x.shape[0], np.int64)
 
     # -- reading ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -107,12 +113,18 @@ class Counterfactuals:
         before, after = _class(self.class_names, int(self.label[i])), _class(self.class_names, int(self.desired[i]))
         if not self.found[i]:
             base = f"No change within these constraints makes the decision \u201c{after}\u201d."
-            if np.isfinite(self.closest[i]).all():
-                near = recourse_sentence(self.feature_names, self.x[i], self.closest[i], before, before)
-                if near.startswith("Had "):
-                    near = "The closest found: " + near[4:].split(", the decision")[0] + " (still \u201c" + before + "\u201d)."
-                    return f"{base} {near}"
-            return base
+            row, x = self.closest[i], self.x[i]
+            moved = [j for j in range(x.size) if np.isfinite(row[j]) and abs(row[j] - x[j]) > 1e-9 * max(1.0, abs(x[j]))]
+            if not moved:
+                return base
+            parts = [f"{self.feature_names[j]} from {format_value(float(x[j]))} to {format_value(float(row[j]))}"
+                     for j in moved]
+            said = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+            broken = int(self.closest_violations[i])
+            if broken:
+                return (f"{base} The closest found changes {said}, but breaks {broken} kind"
+                        f"{'s' if broken > 1 else ''} of constraint, so it is not a counterfactual.")
+            return f"{base} The closest found changes {said}, and the decision stays \u201c{before}\u201d."
         ks = np.flatnonzero(self.valid[i])
         kk = int(ks[min(k, ks.size - 1)])
         return recourse_sentence(self.feature_names, self.x[i], self.rows[i, kk], before, after)

@@ -208,10 +208,17 @@ def counterfactuals(
     miss = np.flatnonzero(~valid.any(axis=1))
     close_rows = np.full((n, f), np.nan)
     close_scores = np.full((n, n_scores), np.nan)
+    close_viol = np.zeros(n, np.int64)
+    rank = margin - 1e9 * viol.sum(axis=1)  # fewest violations, then nearest to flipping
+    for r in miss:
+        mine = np.flatnonzero(owner == r)
+        if mine.size:  # a searched candidate that failed verification beats the sphere fallback
+            closest[r] = cand[mine[np.argmax(rank[mine])]]
     if miss.size:
         cr = space.snap(closest[miss], Xa[miss])
-        close_rows[miss] = cr
-        close_scores[miss] = np.asarray(decide(m, cr, batch_size=batch_size)).reshape(miss.size, -1)
+        _, cv, cs = verify(p, cr, Xa[miss], want[miss])
+        close_rows[miss], close_viol[miss] = cr, cv.sum(axis=1)
+        close_scores[miss] = np.asarray(cs).reshape(miss.size, -1)
     flat = rows.reshape(-1, f)
     have = valid.reshape(-1)
     d = (flat - np.repeat(Xa, k, axis=0)) / p.scale
@@ -230,4 +237,5 @@ def counterfactuals(
         names, None if cls_names is None else [str(c) for c in cls_names], Xa, labels, want, rows, valid, scores,
         np.asarray(x_scores).reshape(n, -1), close_rows, close_scores, l0, l1, l2,
         plaus.reshape(n, k), ynn.reshape(n, k), vcount, p.scale, used,
-        (as_constraints(constraints)).describe(), params, time.perf_counter() - t0, int(m.n_evals))
+        (as_constraints(constraints)).describe(), params, time.perf_counter() - t0, int(m.n_evals),
+        closest_violations=close_viol)
