@@ -577,6 +577,97 @@ def audit_cmd(ctx: click.Context, model_spec: str, weights: str | None, allow_pi
         ctx.exit(3)
 
 
+def _constraint_pairs(items: Sequence[str], flag: str) -> dict[str | int, tuple[float | None, float | None]]:
+    """``NAME=LOW:HIGH`` (either side may be empty) -> ``{NAME: (low, high)}``."""
+    out: dict[str | int, tuple[float | None, float | None]] = {}
+    for item in items:
+        name, sep, rng = item.partition("=")
+        lo, colon, hi = rng.partition(":")
+        try:
+            if not sep or not colon:
+                raise ValueError
+            out[name] = (float(lo) if lo else None, float(hi) if hi else None)
+        except ValueError:
+            raise click.BadParameter(f"expected NAME=LOW:HIGH (a side may be empty), got {item!r}",
+                                     param_hint=flag) from None
+    return out
+
+
+@cli.command("counterfactual")
+@_model_options
+@_table_options
+@click.option("--data", "data_path", metavar="PATH",
+              help="Rows the model knows (.csv/.npy): column scales, allowed values, neighbours "
+                   "(default: every row of --input).")
+@click.option("--desired", help="The class to reach (index or class name; default: the other of two).")
+@click.option("--immutable", multiple=True, metavar="NAME", help="A column that never changes (repeatable).")
+@click.option("--increasing", multiple=True, metavar="NAME", help="A column that may only go up (repeatable).")
+@click.option("--decreasing", multiple=True, metavar="NAME", help="A column that may only go down (repeatable).")
+@click.option("--range", "ranges", multiple=True, metavar="NAME=LOW:HIGH", help="Allowed values of a column.")
+@click.option("--integer", multiple=True, metavar="NAME", help="A column of whole numbers (repeatable).")
+@click.option("--categorical", multiple=True, metavar="NAME",
+              help="A column whose values come from those seen in the data (repeatable).")
+@click.option("--n-counterfactuals", "-k", type=click.IntRange(1, 50), default=1, show_default=True,
+              help="Diverse counterfactuals per row.")
+@click.option("--method", type=click.Choice(["auto", "gradient", "spheres"]), default="auto", show_default=True)
+@click.option("--threshold", type=float, help="For a model with one score per row: class = score > T.")
+@click.option("--anchor", "with_anchor", is_flag=True, help="Also find each row's anchor (a rule that keeps "
+                                                             "the decision).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", help="Write the result: a page (.html), every figure (.json) or arrays (.npz).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_quiet_option
+def counterfactual_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
+                       rows: str | None, label_column: str | None, data_path: str | None, desired: str | None,
+                       immutable: tuple[str, ...], increasing: tuple[str, ...], decreasing: tuple[str, ...],
+                       ranges: tuple[str, ...], integer: tuple[str, ...], categorical: tuple[str, ...],
+                       n_counterfactuals: int, method: str, threshold: float | None, with_anchor: bool,
+                       seed: int, out: str | None, as_json: bool, quiet: bool) -> None:
+    """What would have to change for the model to decide otherwise, within hard constraints."""
+    from .counterfactual import Constraints, anchor, counterfactuals
+
+    _check_out(out, (".json", ".html", ".htm", ".npz"))
+    loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
+    table = load_table(inputs, loaded, rows=rows, label_column=label_column)
+    data = load_table((data_path,) if data_path else inputs, loaded, label_column=label_column).X
+    want: Any = int(desired) if desired is not None and desired.lstrip("-").isdigit() else desired
+    cons = Constraints(immutable=immutable, increasing=increasing, decreasing=decreasing,
+                       ranges=_constraint_pairs(ranges, "--range"), integer=integer, categorical=categorical)
+    with _evaluations_bar(loaded.model, _show_progress(quiet, as_json), "counterfactual") as model:
+        res = counterfactuals(model, table.X, data=data, desired=want, threshold=threshold, constraints=cons,
+                              n_counterfactuals=n_counterfactuals, method=method,  # type: ignore[arg-type]
+                              preprocess=table.preprocess, feature_names=table.feature_names,
+                              class_names=loaded.class_names, seed=seed)
+        anchors = ([anchor(model, table.X[i], data=data, feature_names=res.feature_names,
+                           categorical=categorical, class_names=loaded.class_names, model_threshold=threshold,
+                           preprocess=table.preprocess, seed=seed).to_dict() for i in range(min(len(res), 20))]
+                   if with_anchor else None)
+    path: Path | None = None
+    if out:
+        suffix = Path(out).suffix.lower()
+        if suffix == ".npz":
+            path = res.save(out)
+        elif suffix == ".json":
+            path = _write_json(out, {**res.to_dict(), "anchors": anchors})
+        else:
+            path = Path(out)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(res.to_html(), encoding="utf-8")
+    if as_json:
+        _echo_json({**res.to_dict(), "anchors": anchors, "out": str(path) if path else None})
+        return
+    for i in range(len(res)):
+        click.echo(f"row {i}: {res.recourse(i)}")
+        if anchors is not None and i < len(anchors):
+            click.echo(f"        anchor: {anchors[i]['sentence']}")
+    m = res.metrics
+    click.echo(f"\n{int(res.found.sum())}/{len(res)} rows with a counterfactual; mean L1 {m['l1']:.3g}, "
+               f"columns changed {m['l0']:.2g}, constraint violations {int(m['violations'])}, "
+               f"{m['seconds']:.2f} s ({res.method})")
+    if path is not None:
+        click.echo(f"wrote {path}")
+
+
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))

@@ -6,7 +6,9 @@ Every (row, other group) pair is one counterfactual row. Proxies are moved by qu
 the q-th quantile of its own group gets the q-th quantile of the other group, as a person "like
 this one, but from the other group" would plausibly look (cf. Black, Yeom & Fredrikson, 2020,
 "FlipTest: fairness testing via optimal transport", which transports all columns jointly).
-All pairs are built before chunking and scored through one batched pass.
+All pairs are built before chunking and scored through one batched pass, by the same scorer
+the counterfactual search uses (:func:`unveil.counterfactual.decision.score_rows`): a flip is
+the simplest counterfactual, one column set by hand instead of searched for.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 
 from ..core.batching import BatchSize
 from ..core.model import Model
-from ..surrogate.blackbox import class_labels, evaluate_rows
+from ..counterfactual.decision import score_rows
+from ..surrogate.blackbox import class_labels
 
 __all__ = ["flip_rates", "quantile_map"]
 
@@ -75,9 +78,7 @@ def flip_rates(
             out[idx.unsqueeze(1), pt.unsqueeze(0)] = moved[pair[idx]]
         return out
 
-    scores = evaluate_rows(m, 2 * n, build, batch_size=batch_size, key=("flip", X.shape[1])).numpy()
-    if scores.ndim == 2 and scores.shape[1] == 1:
-        scores = scores[:, 0]
+    scores = score_rows(m, 2 * n, build, batch_size=batch_size, key=("flip", X.shape[1]))
     cf = class_labels(scores, threshold, what="the audited model")
     changed = cf != np.concatenate([labels[rows], labels[rows]])
     return float(changed[:n].mean()), float(changed[n:].mean())

@@ -13,6 +13,10 @@ Four kinds of evidence, each compared with a stated threshold (:class:`AuditThre
    when only the sensitive column is set to the other group's value (a ceteris-paribus test;
    cf. Kusner et al., 2017, "Counterfactual fairness"), and again when the proxies are moved
    too, each by quantile mapping onto the other group's distribution.
+5. **Recourse** (optional, ``recourse=n``): for ``n`` rows refused the favourable decision, the
+   nearest change that obtains it with the sensitive column immutable
+   (:func:`unveil.counterfactual.counterfactuals`), and its cost by group: a group that must
+   change more for the same decision bears a burden (Sharma et al., 2020, "CERTIFAI").
 
 A flag is raised when a figure reaches its threshold; the verdict is ``"fail"`` when the model
 uses the sensitive column itself, ``"review"`` when it leans on proxies or outcomes differ
@@ -111,6 +115,9 @@ class BiasAudit:
     class_names: list[str] | None = None
     #: readable names of the groups, by group label (``{"1": "not religious"}``)
     group_names: dict[str, str] | None = None
+    #: recourse for refused rows (``recourse=n``): per group the rows, the share with a
+    #: counterfactual and its mean L1 cost and columns changed, and example sentences
+    recourse: dict[str, Any] | None = None
 
     @property
     def decision(self) -> str:
@@ -227,7 +234,7 @@ def bias_audit(
     attribution: Any = "shapley", n_explain: int = 200, n_background: int = 32, n_samples: int = 256,
     thresholds: AuditThresholds | None = None, seed: int = 0, preprocess: Any = None,
     batch_size: BatchSize = "auto", class_names: Sequence[str] | None = None,
-    group_names: dict[Any, str] | None = None,
+    group_names: dict[Any, str] | None = None, recourse: int = 0,
 ) -> BiasAudit:
     """Audit ``model`` for reliance on a sensitive attribute.
 
@@ -252,6 +259,9 @@ def bias_audit(
     class_names : names of the model's classes, so that the page names the favourable decision
         (``"approved"``) rather than its index
     group_names : readable names of the sensitive attribute's values, e.g. ``{1: "not religious"}``
+    recourse : for up to this many rows refused the favourable decision (drawn with ``seed``),
+        search the nearest change that obtains it with the sensitive column immutable, and
+        compare its cost between groups (default 0: no search)
 
     Returns
     -------
@@ -295,8 +305,40 @@ def bias_audit(
                       class_names=None if class_names is None else [str(c) for c in class_names],
                       group_names=None if group_names is None else {
                           group_label(k): str(v) for k, v in group_names.items()})
+    if recourse and col is not None:
+        audit.recourse = _recourse(m, Xa, names, col, labels, positive, threshold, int(recourse), seed,
+                                   audit.class_names, batch_size)
     _judge(audit)
     return audit
+
+
+def _recourse(m: Any, Xa: np.ndarray, names: list[str], col: int, labels: np.ndarray, positive: int,
+              threshold: float | None, n: int, seed: int, class_names: list[str] | None,
+              batch_size: BatchSize) -> dict[str, Any] | None:
+    """Counterfactuals of refused rows (sensitive column immutable), summarised by group."""
+    from ..counterfactual import Constraints, counterfactuals
+
+    refused = np.flatnonzero(labels != positive)
+    if refused.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(refused, size=min(n, refused.size), replace=False))
+    cf = counterfactuals(m, Xa[rows], data=Xa, desired=positive, threshold=threshold, feature_names=names,
+                         class_names=class_names, constraints=Constraints(immutable=[names[col]]), seed=seed,
+                         batch_size=batch_size)
+    groups = Xa[rows, col]
+    by_group: dict[str, dict[str, float]] = {}
+    for g in np.unique(groups):
+        sel = groups == g
+        ok = cf.found[sel]
+        by_group[group_label(g)] = {
+            "rows": int(sel.sum()), "with_recourse": float(ok.mean()),
+            "mean_cost": float(cf.l1[sel, 0][ok].mean()) if ok.any() else float("nan"),
+            "mean_changed": float(cf.l0[sel, 0][ok].mean()) if ok.any() else float("nan")}
+    examples = [cf.recourse(i) for i in np.flatnonzero(cf.found)[:3]]
+    return {"n_rows": int(rows.size), "by_group": by_group, "examples": examples,
+            "metrics": {k: v for k, v in cf.metrics.items() if k in ("validity", "l0", "l1", "violations")},
+            "method": cf.method}
 
 
 def _judge(a: BiasAudit) -> None:

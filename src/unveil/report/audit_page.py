@@ -141,5 +141,9 @@ def audit_html(a: BiasAudit, *, title: str | None = None) -> str:
         f'<p class="uv-muted">All columns together predict {escape(a.sensitive)} with AUC '
         f"{a.reconstruction_auc:.2f}.</p>",
     ]
+    if a.recourse:
+        from .recourse import audit_recourse_html
+
+        body.append(audit_recourse_html(a))
     body.append(glossary_html("".join(body)))
     return document("".join(body), title)
