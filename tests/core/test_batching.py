@@ -148,8 +148,12 @@ def test_auto_chunks_are_learnt_on_the_job_itself(monkeypatch: pytest.MonkeyPatc
 
     def sizes(total: int) -> list[int]:
         seen: list[int] = []
-        out = batching.run_chunked(run, total, key=("learn-on-the-job",),
-                                   consume=lambda a, b, r: seen.append(b - a) or r)
+
+        def consume(a: int, b: int, r: torch.Tensor) -> torch.Tensor:
+            seen.append(b - a)
+            return r
+
+        out = batching.run_chunked(run, total, key=("learn-on-the-job",), consume=consume)
         assert out is not None and torch.equal(out, torch.arange(total))  # each row once
         return seen
 
