@@ -146,7 +146,9 @@ def auto_batch_size(
     grad: bool = False,
     key: tuple[Any, ...] | None = None,
 ) -> int:
-    """Choose a chunk size for ``total`` rows evaluated by ``run(start, stop)``.
+    """Choose a chunk size for ``total`` rows evaluated by ``run(start, stop)``, up front.
+
+    (:func:`run_chunked` does not call this: it learns the size on the job's own chunks.)
 
     The chunk is capped by the memory budget; among the candidate sizes that fit, the one with
     the best rows per second in a timed probe wins (the probe's rows are computed and thrown
