@@ -173,14 +173,15 @@ def _fwd_bwd(model: nn.Module, x: torch.Tensor) -> None:
     torch.autograd.grad(out.sum(), xi)
 
 
-def per_row_floor(model: nn.Module, sample: torch.Tensor, *, grad: bool, quick: bool = False,
-                  budget_bytes: int = 2 * 1024**3) -> float:
-    """Best seconds per row over batch sizes 1..512 (forward, or forward+backward w.r.t. input).
+def best_batch(model: nn.Module, sample: torch.Tensor, *, grad: bool, quick: bool = False,
+               budget_bytes: int = 2 * 1024**3) -> tuple[int, float]:
+    """The batch size (1..512) with the best seconds per row of a plain forward (or
+    forward+backward w.r.t. the input), and that time per row.
 
     Stops at the batch size whose inputs alone would pass the memory budget / 8 (activations
-    take several times the input), or when throughput falls clearly.
+    take several times the input).
     """
-    best = float("inf")
+    best, best_bs = float("inf"), 1
     row_bytes = sample[0].numel() * sample.element_size()
     sizes = [1, 8, 32, 64, 128] if quick else [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
     fn = _fwd_bwd if grad else _fwd
@@ -189,8 +190,49 @@ def per_row_floor(model: nn.Module, sample: torch.Tensor, *, grad: bool, quick: 
             break
         reps = sample[:1].expand(bs, *sample.shape[1:]).contiguous()
         t = median_time(lambda r=reps: fn(model, r), repeats=2 if quick else 3)
-        best = min(best, t / bs)
-    return best
+        if t / bs < best:
+            best, best_bs = t / bs, bs
+    return best_bs, best
+
+
+def per_row_floor(model: nn.Module, sample: torch.Tensor, *, grad: bool, quick: bool = False,
+                  budget_bytes: int = 2 * 1024**3) -> float:
+    """Best seconds per row over batch sizes 1..512 (forward, or forward+backward w.r.t. input)."""
+    return best_batch(model, sample, grad=grad, quick=quick, budget_bytes=budget_bytes)[1]
+
+
+def floor_run(model: nn.Module, sample: torch.Tensor, rows: int, batch: int, *,
+              grad: bool) -> Callable[[], None]:
+    """The floor of a method that evaluates ``rows`` model rows, as a function to time beside
+    it: plain torch forward (or forward+backward w.r.t. the input) over ``rows`` rows, ``batch``
+    at a time (the best batch size of :func:`best_batch`)."""
+    fn = _fwd_bwd if grad else _fwd
+    full = sample[:1].expand(min(batch, rows), *sample.shape[1:]).contiguous()
+
+    def go() -> None:
+        for _ in range(rows // full.shape[0]):
+            fn(model, full)
+        if rows % full.shape[0]:
+            fn(model, full[: rows % full.shape[0]])
+
+    return go
+
+
+def alternate(fns: list[Callable[[], Any]], *, repeats: int, warmup: int = 1) -> list[float]:
+    """Median seconds of each of ``fns`` timed in turns, fair under a changing machine load:
+    each round runs every function once, starting one further along than the round before."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for k in range(repeats):
+        for i in range(len(fns)):
+            j = (i + k) % len(fns)
+            gc.collect()
+            t0 = time.perf_counter()
+            fns[j]()
+            times[j].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def plain_time(model: nn.Module, x: torch.Tensor, *, grad: bool, repeats: int = 5) -> float:

@@ -2,10 +2,14 @@
 
 - 3x64x64, batch 8 (in this process): saliency, input x gradient, guided backprop, deconvnet
   (single-pass: ``x floor`` is the time over plain torch forward+backward at batch 8), IG-50,
-  SmoothGrad-16, GradientSHAP-16 (8 background rows), DeepLIFT, DeepLIFT-SHAP (4 background
-  rows) (``x floor``: time over the gradient rows at the best batched forward+backward
-  throughput, measured here over batch sizes 1..512). Captum at its defaults, and IG with
-  ``internal_batch_size=64`` / NoiseTunnel with ``nt_samples_batch_size=8`` (hand-tuned).
+  SmoothGrad-16 and VarGrad-16 (against Captum's ``NoiseTunnel(Saliency)`` with
+  ``nt_samples=16`` and the same absolute ``stdevs``), GradientSHAP-16 (8 background rows),
+  DeepLIFT, DeepLIFT-SHAP (4 background rows) (``x floor``: time over plain torch
+  forward+backward of the same number of rows at the best batch size, chosen over batch sizes
+  1..512). unveil, each Captum variant and the floor are timed in turns (medians of 3 rounds
+  after a warm-up), so that a changing machine load hits them alike. Captum at its defaults,
+  and IG with ``internal_batch_size=64`` / NoiseTunnel with ``nt_samples_batch_size=8``
+  (hand-tuned).
 - 3x224x224, batch 2: single-pass methods in this process; IG-50 and SmoothGrad-16 for each
   library in its own subprocess, which reports its time and the rise of peak RSS over its
   level after imports and a warm-up (unveil's default memory budget is 2 GiB).
@@ -29,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ._common import ROOT, Context, Row, median_time, per_row_floor, plain_time, w1
+from ._common import ROOT, Context, Row, alternate, best_batch, floor_run, w1
 
 _SUB = r"""
 import json, sys, time, warnings
@@ -93,7 +97,7 @@ def _cases(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, q: bool) ->
     from unveil.attribution.gradient_shap import GradientShap
     from unveil.attribution.modified_backward import Deconvnet, GuidedBackprop
     from unveil.attribution.path import IntegratedGradients
-    from unveil.attribution.smooth import SmoothGrad
+    from unveil.attribution.smooth import SmoothGrad, VarGrad
 
     steps, ns = (4, 2) if q else (50, 16)
     g = torch.Generator().manual_seed(1)
@@ -123,6 +127,11 @@ def _cases(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, q: bool) ->
                   ("captum nt_bs=8", lambda: ca.NoiseTunnel(ca.Saliency(model)).attribute(
                       x, target=t, nt_samples=ns, stdevs=0.15, nt_samples_batch_size=8))],
          "grad_rows": n * ns},
+        {"method": f"vargrad-{ns}",
+         "ours": lambda: VarGrad(model, n_samples=ns, stdev=0.15)(x, target=t, seed=0),
+         "refs": [("captum", lambda: ca.NoiseTunnel(ca.Saliency(model)).attribute(
+                      x, target=t, nt_samples=ns, stdevs=0.15, nt_type="vargrad"))],
+         "grad_rows": n * ns},
         {"method": f"gradient_shap-{ns}",
          "ours": lambda: GradientShap(model, n_samples=ns)(x, target=t, background=bg, seed=0),
          "refs": [("captum", lambda: ca.GradientShap(model).attribute(
@@ -147,30 +156,45 @@ def _bench(ctx: Context, size: int, batch: int, names: set[str] | None) -> list[
     with torch.no_grad():
         t = model(x).argmax(1)
     wl = f"W1 {size}x{size} b{batch}"
-    plain = plain_time(model, x, grad=True, repeats=ctx.repeats(5))
-    row_floor = None if q else per_row_floor(model, x, grad=True, quick=size > 64)
+    best_bs = None if q else best_batch(model, x, grad=True, quick=size > 64)[0]
     rows: list[Row] = []
     for case in _cases(model, x, t, q):
         if names is not None and case["method"].split("-")[0] not in names:
             continue
         reps, warm = (1, 0) if q else (3, 1)
         exp = case["ours"]()  # also the warm-up of unveil's automatic chunk size
-        ours = median_time(case["ours"], repeats=reps, warmup=warm - 1 if warm else 0)
-        floor = plain if case.get("single") else (
-            None if row_floor is None else case["grad_rows"] * row_floor)
-        for k, (ref_name, ref) in enumerate(case["refs"]):
-            count, handle = _counting(model)
-            try:
-                ref_s = median_time(ref, repeats=reps, warmup=warm)
-                ref_evals = count() // (reps + warm)
-            finally:
-                handle.remove()
-            note = f"captum evals {ref_evals}"
+        n_rows = case["grad_rows"]
+        floor_fn = None
+        if case.get("single"):
+            floor_fn = floor_run(model, x, n_rows, n_rows, grad=True)  # plain, one batch
+        elif best_bs is not None:
+            floor_fn = floor_run(model, x, n_rows, best_bs, grad=True)
+        counters = [_counted(model, ref) for _, ref in case["refs"]]
+        fns = [case["ours"], *(c[0] for c in counters), *([floor_fn] if floor_fn else [])]
+        times = alternate(fns, repeats=reps, warmup=warm)  # in turns: fair under a changing load
+        ours, floor = times[0], (times[-1] if floor_fn else None)
+        for k, (ref_name, _) in enumerate(case["refs"]):
+            note = f"captum evals {counters[k][1]() // (reps + warm)}"
             if case.get("single") and k == 0:
                 note += "; floor=plain fwd+bwd"
-            rows.append(Row("gradient", case["method"], wl, ours, ref_name, ref_s, exp.n_evals,
-                            floor if k == 0 else None, note=note))
+            rows.append(Row("gradient", case["method"], wl, ours, ref_name, times[1 + k],
+                            exp.n_evals, floor if k == 0 else None, note=note))
     return rows
+
+
+def _counted(model: torch.nn.Module, fn: Callable[[], Any]) -> tuple[Callable[[], Any], Callable[[], int]]:
+    """``fn`` counting the model rows it evaluates, and the count so far."""
+    total = [0]
+
+    def run() -> Any:
+        count, handle = _counting(model)
+        try:
+            return fn()
+        finally:
+            total[0] += count()
+            handle.remove()
+
+    return run, lambda: total[0]
 
 
 def _memory_rows() -> list[Row]:

@@ -97,6 +97,28 @@ def test_blocks_give_the_noise_of_the_whole_draw(budget: Any) -> None:
     torch.testing.assert_close(torch.from_numpy(e.values), g.view(2, s, 1, 16, 16).mean(1))
 
 
+@pytest.mark.parametrize("per_block", [1, 5, 30, None])
+def test_moments_of_any_blocking_equal_the_whole_draw(per_block: int | None, budget: Any) -> None:
+    """Blocks of one copy, part of a row (5 of 12), two whole rows (30 copies fit: 24 taken) or
+    everything: SmoothGrad's mean and standard error and VarGrad's population variance equal
+    those computed from all noisy gradients at once (same stream)."""
+    net = TinyCNN().eval()
+    x = torch.rand(3, 1, 16, 16)
+    s, sd = 12, 0.3
+    if per_block is not None:
+        budget(4 * per_block * 16 * 16 * (6 * 4 + 16))
+    eps = normal_draws((3 * s, 1, 16, 16), 4, dtype=x.dtype, device=x.device)
+    xs = (x.repeat_interleave(s, 0) + sd * eps).requires_grad_(True)
+    (g,) = torch.autograd.grad(net(xs)[:, 1].sum(), xs)
+    g = g.double().view(3, s, 1, 16, 16)
+    sg = SmoothGrad(net, n_samples=s, stdev=sd, inner_options={"abs": False})(x, target=1, seed=4)
+    vg = VarGrad(net, n_samples=s, stdev=sd, inner_options={"abs": False})(x, target=1, seed=4)
+    torch.testing.assert_close(torch.from_numpy(sg.values), g.mean(1).float())
+    assert sg.stderr is not None
+    torch.testing.assert_close(torch.from_numpy(sg.stderr), (g.std(1) / s**0.5).float())
+    torch.testing.assert_close(torch.from_numpy(vg.values), g.var(1, correction=0).float())
+
+
 def test_gradient_shap_chunks_read_the_same_draws() -> None:
     net = TinyCNN().eval()
     x, bg = torch.rand(2, 1, 16, 16), torch.rand(5, 1, 16, 16)

@@ -207,3 +207,23 @@ def test_registered():
     assert {"occlusion", "feature_ablation", "rise"} <= set(info)
     assert info["rise"].modalities == ("image",) and info["rise"].stochastic
     assert not any(info[n].needs_gradients for n in ("occlusion", "feature_ablation", "rise"))
+
+
+@pytest.mark.parametrize("baseline", [None, "row"])
+@pytest.mark.parametrize("table", [True, False])
+def test_occlusion_equals_captum_image_windows(cnn, baseline, table, monkeypatch):
+    """The benchmark's configuration (windows spanning the channels, stride half the window) with
+    a zero baseline (the game's x * keep path) or a baseline per row, with the window masks built
+    once per call or per chunk: the same values as Captum's Occlusion."""
+    from unveil.attribution import perturbation
+
+    if not table:
+        monkeypatch.setattr(perturbation, "_TABLE_LIMIT", 0)
+    net, x = cnn
+    b = None if baseline is None else torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    ours = Occlusion(net, window=8, stride=4, batch_size=5)(x, target=2, baseline=b)
+    ref = captum_attr.Occlusion(net).attribute(x, sliding_window_shapes=(3, 8, 8), strides=(3, 4, 4),
+                                               target=2, baselines=0 if b is None else b)
+    assert np.abs(ref.numpy()).max() > 1e-3
+    np.testing.assert_allclose(ours.values, ref.numpy(), atol=1e-6)
+    assert ours.n_evals == 3 + 3 * 9

@@ -131,3 +131,38 @@ def test_probe_spends_at_most_the_job_and_completes_over_calls(monkeypatch: pyte
     assert spent > 0 and size == 512
     assert probe_rows(40_000) == (0, 512)  # every size measured: no more probing
     batching._cache.pop(key, None)
+
+
+def test_auto_chunks_are_learnt_on_the_job_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_chunked`` times the job's own chunks: every row is computed once (none thrown away
+    by a probe), new sizes are tried twice each, smallest first, and later calls of the same kind
+    go on from there until the fastest size is known and used."""
+    import types
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(batching, "time", types.SimpleNamespace(perf_counter=lambda: clock["t"]))
+
+    def run(a: int, b: int) -> torch.Tensor:
+        clock["t"] += 1e-3 + 1e-6 * (b - a)  # larger chunks are always faster per row
+        return torch.arange(a, b)
+
+    def sizes(total: int) -> list[int]:
+        seen: list[int] = []
+
+        def consume(a: int, b: int, r: torch.Tensor) -> torch.Tensor:
+            seen.append(b - a)
+            return r
+
+        out = batching.run_chunked(run, total, key=("learn-on-the-job",), consume=consume)
+        assert out is not None and torch.equal(out, torch.arange(total))  # each row once
+        return seen
+
+    batching._cache.pop((id(None), False, "learn-on-the-job"), None)
+    first = sizes(400)
+    assert first[:8] == [8, 8, 16, 16, 32, 32, 64, 64] and sum(first) == 400
+    assert sizes(400) == [128, 256, 16]  # 128 timed a second time, then the next size once
+    big = sizes(40_000)
+    assert big[0] == 256 and set(big[1:-1]) == {512}
+    assert set(sizes(40_000)[:-1]) == {512}  # known: no more exploring
+    assert sizes(50) == [50]  # a few rows: one chunk
+    batching._cache.pop((id(None), False, "learn-on-the-job"), None)

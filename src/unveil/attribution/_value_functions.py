@@ -34,7 +34,8 @@ from ._base import Call
 
 __all__ = ["Game", "KeepFn", "Masker", "make_game", "mask_tokens", "resolve_groups", "table_background"]
 
-# keep_fn(local_rows, units, rows) -> (k, D) bool: which elements of each evaluation are kept
+# keep_fn(local_rows, units, rows) -> (k, D) bool (or 0/1 of the input's dtype): which elements
+# of each evaluation are kept
 KeepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -162,6 +163,8 @@ class Game:
         self.xf = x.reshape(x.shape[0], -1)
         self.ref = ref
         self.interventional = interventional
+        # a zero baseline (the usual one): the inputs are x * keep, one pass instead of four
+        self.zero_ref = not interventional and not bool(ref.any())
         self.m = ref.shape[0] if interventional else 1
         self.batch_size = batch_size
         self.name = name
@@ -184,7 +187,12 @@ class Game:
         # x * m + r * (1 - m) with m in {0, 1} is exact for finite inputs and, on CPU, several
         # times faster than torch.where with a broadcast bool mask
         m = keep.to(xr.dtype)
-        out = xr * m + ref * (1 - m)
+        if self.interventional:
+            out = xr * m + ref * (1 - m)
+        else:  # in place on the gathered rows (a fresh tensor): no temporaries of the input's size
+            out = xr.mul_(m)
+            if not self.zero_ref:
+                out.addcmul_(ref, 1 - m)
         return out.reshape(-1, *self.x.shape[1:])
 
     def _scores(self, rows: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:

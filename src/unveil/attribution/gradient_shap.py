@@ -149,8 +149,9 @@ class GradientShap(Attributor):
             if eps is not None:
                 x_r = eps.mul_(sigma[r].view(shape1)).add_(x_r)
             b = refs.points[idx]
-            _, g = space.gradient(r, b + alpha.view(shape1) * (x_r - b))
-            return space.reduce((x_r - b) * g), r
+            diff = x_r.sub_(b)  # in place: x_r is this chunk's own copy
+            _, g = space.gradient(r, torch.addcmul(b, alpha.view(shape1), diff))
+            return space.reduce(diff.mul_(g)), r
 
         def consume(_a: int, _c: int, res: tuple[torch.Tensor, torch.Tensor]) -> None:
             v = res[0].to(torch.float64)

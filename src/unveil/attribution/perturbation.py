@@ -41,6 +41,10 @@ __all__ = ["RISE", "FeatureAblation", "Occlusion", "occlusion_windows"]
 
 Window = int | Sequence[int] | None
 
+#: Occlusion builds every window's keep mask once when they take at most this many elements
+#: (32 MiB of float32), and per chunk otherwise.
+_TABLE_LIMIT = 1 << 23
+
 
 def _spec(v: Window, sample: tuple[int, ...], what: str, default: tuple[int, ...]) -> tuple[int, ...]:
     """Expand a window or stride spec to one entry per sample axis (leading axes span all)."""
@@ -147,13 +151,27 @@ class Occlusion(Attributor):
         coords = [torch.arange(n, device=dev) for n in sample]
         inside = [(c.view(1, -1) >= s.view(-1, 1)) & (c.view(1, -1) < s.view(-1, 1) + w)
                   for c, s, w in zip(coords, st, win)]  # per axis: (n_d windows, size_d)
+        # leading axes every window spans whole (an image's channels): the masks cover the
+        # other axes only and the game broadcasts them over these
+        lead = 0
+        while lead < len(sample) - 1 and counts[lead] == 1 and win[lead] == sample[lead]:
+            lead += 1
+        plane, plane_counts = inside[lead:], tuple(counts[lead:])
+        mask_dtype = x.dtype  # 0/1 in the input's dtype: the game multiplies by it as it is
+
+        def masks(u: torch.Tensor) -> torch.Tensor:
+            idx = torch.unravel_index(u, plane_counts)
+            m = plane[0][idx[0]]
+            for d in range(1, len(plane)):
+                m = m.unsqueeze(-1) & plane[d][idx[d]].view(-1, *([1] * d), plane[d].shape[1])
+            return (~m).reshape(u.shape[0], -1).to(mask_dtype)
+
+        # every window's mask, built once per call when they are small enough
+        n_plane = math.prod(p.shape[1] for p in plane)
+        table = masks(torch.arange(n_win, device=dev)) if n_win * n_plane <= _TABLE_LIMIT else None
 
         def keep_fn(_j: torch.Tensor, u: torch.Tensor, _r: torch.Tensor) -> torch.Tensor:
-            idx = torch.unravel_index(u, tuple(counts))
-            m = inside[0][idx[0]]
-            for d in range(1, len(sample)):
-                m = m.unsqueeze(-1) & inside[d][idx[d]].view(-1, *([1] * d), sample[d])
-            return ~m.reshape(u.shape[0], -1)
+            return masks(u) if table is None else table.index_select(0, u)
 
         rows = torch.arange(x.shape[0], device=dev)
         drops = call.outputs.to(torch.float64).unsqueeze(1) - game.evaluate(rows, n_win, keep_fn)

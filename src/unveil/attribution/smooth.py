@@ -9,7 +9,10 @@ layer's activations and the range is theirs.
 
 The noisy copies are made and evaluated in blocks of (row, sample) pairs sized by the memory
 budget (:func:`unveil.core.batching.block_size`), so memory stays bounded for any ``n_samples``;
-each block's noise is built in one batched operation from a counter-based stream
+a block holds whole rows (all their samples) or a part of one row, so its noise, its noisy
+copies and its moments are batched tensor operations broadcast over the samples (no per-sample
+gathers). The inner method evaluates a block in chunks of the automatically learnt size, like
+any other batch. Each block's noise is built in one batched operation from a counter-based stream
 (:mod:`unveil.core.draws`: draw ``i`` of the stream is the same whichever block asks for it), so
 the same seed gives the same answer for any batch size or memory budget. Each row's mean and
 variance are merged block by block in float64 (Chan et al.'s pairwise update of Welford's
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Union
 
 import torch
@@ -148,14 +151,17 @@ class _NoiseTunnel(Attributor):
         per_pair = d * (6 * pts.element_size() + 16)
         size = block_size(per_pair, n, what=f"{self.name}: one noisy copy of a row",
                           batch_size=self.batch_size)
-        shape1 = (-1,) + (1,) * (pts.ndim - 1)
         moments: _Moments | None = None
-        for a, b in progress(chunks(n, size), total=-(-n // size), desc=self.name):
-            r = torch.arange(a, b, device=pts.device) // s
+        n_blocks = -(-n // (size - size % s)) if size >= s else pts.shape[0] * -(-s // size)
+        for a, b in progress(_row_blocks(pts.shape[0], s, size), total=n_blocks, desc=self.name):
+            lo, g = a // s, min(b - a, s)  # the block: rows lo .. hi, g samples of each
+            hi = lo + (b - a) // g
             eps = normal_draws((b - a, *pts.shape[1:]), seed, dtype=pts.dtype, device=pts.device,
                                start=a * d)
-            noisy = eps.mul_(sigma[r].view(shape1)).add_(pts[r])  # one batched op per block
-            moved = space.moved(space.rows[r], noisy)
+            # one batched op per block, broadcast over each row's samples (no gathered copies)
+            noisy = eps.view(hi - lo, g, *pts.shape[1:])
+            noisy.mul_(sigma[lo:hi].view(-1, *(1,) * pts.ndim)).add_(pts[lo:hi].unsqueeze(1))
+            moved = space.moved(space.rows[lo:hi].repeat_interleave(g), eps)
             del eps, noisy
             v = space.reduce(inner._attribute_space(moved, **inner_kwargs).values)
             del moved
@@ -163,7 +169,7 @@ class _NoiseTunnel(Attributor):
                 v = v * v
             if moments is None:
                 moments = _Moments(pts.shape[0], tuple(v.shape[1:]), v.device)
-            moments.add(r, v)
+            moments.add(lo, v.reshape(hi - lo, g, *v.shape[1:]))
         assert moments is not None
         result = self._aggregate(moments, s, pts.dtype)
         result.seed = seed
@@ -176,6 +182,17 @@ class _NoiseTunnel(Attributor):
         return Partial(values=m.mean.to(dtype), stderr=stderr.to(dtype))
 
 
+def _row_blocks(n_rows: int, s: int, size: int) -> Iterator[tuple[int, int]]:
+    """Ranges of (row, sample) pairs, at most ``size`` each, that are whole rows (all ``s``
+    samples of each) or, when one row's samples do not fit, a part of one row."""
+    if size >= s:
+        yield from chunks(n_rows * s, size - size % s)
+        return
+    for i in range(n_rows):
+        for a, b in chunks(s, size):
+            yield i * s + a, i * s + b
+
+
 class _Moments:
     """Per-row count, mean and sum of squared deviations (float64), merged block by block."""
 
@@ -185,21 +202,15 @@ class _Moments:
         self.m2 = torch.zeros_like(self.mean)
         self.shape1 = (-1,) + (1,) * len(shape)
 
-    def add(self, rows: torch.Tensor, v: torch.Tensor) -> None:
-        """Merge values ``v`` (K, ...) of rows ``rows`` (K,), sorted, into the moments."""
-        lo, hi = int(rows[0]), int(rows[-1]) + 1
-        local = rows - lo
-        nb = torch.bincount(local, minlength=hi - lo).to(torch.float64)
-        v64 = v.to(torch.float64)
-        mb = torch.zeros((hi - lo, *v.shape[1:]), dtype=torch.float64, device=v.device)
-        mb.index_add_(0, local, v64).div_(nb.view(self.shape1))
-        dev = v64.sub_(mb[local]).square_()
-        m2b = torch.zeros_like(mb).index_add_(0, local, dev)
+    def add(self, lo: int, v: torch.Tensor) -> None:
+        """Merge values ``v`` (R, g, ...): ``g`` samples of each of rows ``lo .. lo + R``."""
+        hi, nb = lo + v.shape[0], v.shape[1]
+        var, mb = torch.var_mean(v.to(torch.float64), dim=1, correction=0)
         na = self.count[lo:hi]
         tot = na + nb
         delta = mb.sub_(self.mean[lo:hi])
         self.mean[lo:hi] += delta * (nb / tot).view(self.shape1)
-        self.m2[lo:hi] += m2b.add_(delta.square_().mul_((na * nb / tot).view(self.shape1)))
+        self.m2[lo:hi] += var.mul_(nb).add_(delta.square_().mul_((na * nb / tot).view(self.shape1)))
         self.count[lo:hi] = tot
 
 

@@ -1,8 +1,8 @@
 """Evaluate many inputs in chunks, with an automatically chosen chunk size.
 
-``batch_size="auto"`` picks the fastest chunk size from a short timed probe, capped by a memory
-budget estimated from the sizes of the model's intermediate outputs per row. On CUDA an
-out-of-memory error halves the chunk and retries. Inputs are produced per chunk by a callback,
+``batch_size="auto"`` learns the fastest chunk size by timing the job's own chunks (no row is
+computed twice), capped by a memory budget estimated from the sizes of the model's intermediate
+outputs per row. On CUDA an out-of-memory error halves the chunk and retries. Inputs are produced per chunk by a callback,
 so perturbed or interpolated batches never need to exist all at once; random draws come from
 the counter-based streams of :mod:`unveil.core.draws` (drawn per chunk, the same for any chunk
 size) or are made before chunking, so that results do not depend on the chunk size.
@@ -135,6 +135,7 @@ class _Probe:
     cap: int
     rates: dict[int, float] = field(default_factory=dict)
     done: bool = False  # every useful size is measured, or throughput already fell
+    timed: dict[int, int] = field(default_factory=dict)  # real chunks timed per size
 
 
 def auto_batch_size(
@@ -145,7 +146,9 @@ def auto_batch_size(
     grad: bool = False,
     key: tuple[Any, ...] | None = None,
 ) -> int:
-    """Choose a chunk size for ``total`` rows evaluated by ``run(start, stop)``.
+    """Choose a chunk size for ``total`` rows evaluated by ``run(start, stop)``, up front.
+
+    (:func:`run_chunked` does not call this: it learns the size on the job's own chunks.)
 
     The chunk is capped by the memory budget; among the candidate sizes that fit, the one with
     the best rows per second in a timed probe wins (the probe's rows are computed and thrown
@@ -177,6 +180,7 @@ def auto_batch_size(
             run(0, c)
             best_t = min(best_t, time.perf_counter() - t0)
         probe.rates[c] = c / max(best_t, 1e-9)
+        probe.timed[c] = 2
         if probe.rates[c] < 0.8 * max(probe.rates.values()):
             probe.done = True  # past the peak
     if all(c in probe.rates for c in _CANDIDATES if c <= probe.cap):
@@ -186,6 +190,63 @@ def auto_batch_size(
         return min(limit, 64)  # too few rows to time even one size
     top = max(known.values())
     return min(c for c, r in known.items() if r * 1.03 >= top)  # a larger chunk must be clearly faster
+
+
+class _Plan:
+    """Chunk sizes for one job, learnt from the job's own chunks (no rows thrown away).
+
+    While a workload's probe is not done, the job runs candidate sizes it has not measured yet,
+    smallest first, two chunks each (the first at a new size pays for the allocator and kernel
+    selection; the faster of the two counts), as long as a whole chunk of the size fits in the
+    rows left. Measurements are kept in the workload's :class:`_Probe`, so later calls go on
+    from where earlier ones stopped; exploring stops once a size is clearly slower than the
+    best (past the peak) or every size that fits the memory cap is known. Otherwise chunks take
+    the smallest measured size within 3% of the best throughput (a larger chunk must be clearly
+    faster: it takes more memory), capped by the memory budget.
+    """
+
+    def __init__(self, probe: _Probe, total: int) -> None:
+        self.probe = probe
+        self.small = total <= 64  # a few rows: one chunk (or the cap), nothing to learn
+
+    def _exploring(self, left: int) -> int | None:
+        p = self.probe
+        if p.done or self.small:
+            return None
+        for c in _CANDIDATES:
+            if c > p.cap:
+                break
+            if p.timed.get(c, 0) < 2:
+                return c if c <= left else None
+        p.done = True  # every size that fits is measured
+        return None
+
+    def size(self, left: int) -> int:
+        """The size of the next chunk when ``left`` rows are left."""
+        p = self.probe
+        limit = min(p.cap, left)
+        if self.small or limit <= _CANDIDATES[0]:
+            return max(1, limit)
+        c = self._exploring(left)
+        if c is not None:
+            return c
+        known = {c: r for c, r in p.rates.items() if p.timed.get(c, 0) >= 2 and c <= p.cap}
+        if not known:
+            return min(limit, 64)
+        top = max(known.values())
+        return min(min(c for c, r in known.items() if r * 1.03 >= top), limit)
+
+    def record(self, rows: int, seconds: float) -> None:
+        """Account a chunk of ``rows`` that took ``seconds`` (only candidate sizes count)."""
+        p = self.probe
+        if self.small or rows not in _CANDIDATES or rows > p.cap:
+            return
+        rate = rows / max(seconds, 1e-9)
+        p.rates[rows] = max(rate, p.rates.get(rows, 0.0))
+        p.timed[rows] = p.timed.get(rows, 0) + 1
+        measured = [r for c, r in p.rates.items() if p.timed.get(c, 0) >= 2]
+        if p.timed[rows] == 2 and p.rates[rows] < 0.8 * max(measured):
+            p.done = True  # past the peak
 
 
 def resolve_batch_size(batch_size: BatchSize) -> BatchSize:
@@ -213,37 +274,53 @@ def run_chunked(
     automatic probe calls it on rows whose results are thrown away. Side effects (accumulating
     into a buffer) belong in ``consume(start, stop, result)``, called once per real chunk; what
     it returns (a tensor or ``None``) is what gets concatenated. ``key`` names the workload (e.g.
-    the method and the per-row input shape) so the automatic choice is probed once and cached.
+    the method and the per-row input shape) so the automatic choice is learnt once and cached.
+    With ``batch_size="auto"`` the chunk sizes are chosen by timing the job's own chunks
+    (:class:`_Plan`): no row is computed twice, so a first call costs its work and no more.
     On CUDA out-of-memory the chunk size halves and the chunk is retried.
     """
     resolve_batch_size(batch_size)
     if total <= 0:
         raise OptionError("nothing to evaluate: zero rows")
+    plan: _Plan | None = None
     if batch_size == "auto":
         module = model.module if model is not None else None
         if key is not None:
             key = (id(module), grad, *key)
         seen = model.n_evals if model is not None else 0
-        size = auto_batch_size(run, total, module=module, grad=grad, key=key)
+        probe = _cache.get(key) if key is not None else None
+        if probe is None:
+            probe = _Probe(cap=max(1, _memory_budget // _bytes_per_row(module, run, grad)))
+            if key is not None:
+                _cache[key] = probe
         if model is not None:
-            model.n_evals = seen  # the probe's rows are not part of the method's cost
+            model.n_evals = seen  # the memory probe's row is not part of the method's cost
+        plan = _Plan(probe, total)
+        size = plan.size(total)
     else:
         size = min(int(batch_size), total)
     parts: list[torch.Tensor] = []
     start = 0
     while start < total:
+        if plan is not None:
+            size = plan.size(total - start)
         stop = min(start + size, total)
         try:
+            t0 = time.perf_counter()
             res = run(start, stop)
             part = consume(start, stop, res) if consume is not None else res
+            if plan is not None:
+                plan.record(stop - start, time.perf_counter() - t0)
             if part is not None:
                 parts.append(part)
         except torch.OutOfMemoryError:
             if size == 1:
                 raise
             size = max(1, size // 2)
-            if key is not None and key in _cache:
-                _cache[key] = _Probe(cap=size, done=True)  # this size is the most that fits
+            if plan is not None:
+                plan.probe = _Probe(cap=size, done=True)  # this size is the most that fits
+                if key is not None:
+                    _cache[key] = plan.probe
             continue
         start = stop
     if not parts:
