@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -174,11 +174,12 @@ def _step_scores(model: nn.Module, full: torch.Tensor, p: int, g: int, tokenizer
     return {k: v.double().numpy() for k, v in scores.items()}, alts
 
 
-def _groups(units: list[tuple[int, int]], length: int) -> FeatureGroups:
+def _groups(units: list[tuple[int, int]], length: int, stop: int) -> FeatureGroups:
+    """One group per unit that ends before ``stop`` (positions after it are never removed)."""
     labels = torch.full((1, length), -1, dtype=torch.long)
     n = 0
     for u, (a, b) in enumerate(units):
-        if b <= length:
+        if b <= min(length, stop):
             labels[0, a:b], n = u, u + 1
     return FeatureGroups(n, [f"unit {u}" for u in range(n)], "custom", labels=labels)
 
@@ -192,6 +193,7 @@ def explain_generation(
     chat: bool = False,
     spans: Spans = "tokens",
     stop_at_eos: bool = True,
+    sources: Literal["all", "prompt"] = "all",
     threads: int | None = 1,
     **options: Any,
 ) -> GenerationExplanation:
@@ -219,6 +221,11 @@ def explain_generation(
     spans : ``"tokens"``, ``"words"`` or ``"sentences"``
         The units of the prompt: perturbation and Shapley methods remove whole units;
         gradient values are summed over each unit's tokens.
+    sources : ``"all"`` or ``"prompt"``
+        What a generated token is attributed to: the prompt and the tokens generated before it
+        (default), or the prompt only, the earlier generated tokens held fixed: the IG path
+        then keeps them at their values (Captum's ``LLMGradientAttribution``) and
+        perturbation methods never remove them.
     threads : int or None
         Torch intra-op threads during the call (default 1, the fastest for small models on a
         shared CPU); ``None`` leaves torch's setting alone.
@@ -244,6 +251,9 @@ def explain_generation(
     if spans != "tokens" and method in METHODS["windows"]:
         raise OptionError(f"{method!r} slides a window over tokens; for spans={spans!r} use "
                           "feature_ablation or a Shapley method")
+    if sources not in ("all", "prompt"):
+        raise OptionError(f"sources must be 'all' or 'prompt', got {sources!r}")
+    base_id = _base_id(options.get("baseline"), sources)
     t0 = time.perf_counter()
     with _threads(threads), eval_mode(model):
         gen = _continuation(tokenizer, model, enc, info, continuation, max_new_tokens,
@@ -257,18 +267,23 @@ def explain_generation(
         values = np.full((g, len(units)), np.nan)
         outs, base, delta = (np.full(g, np.nan) for _ in range(3))
         n_evals = 0
-        grouped = method in METHODS["groups"] and spans != "tokens"
+        grouped = method in METHODS["groups"] and (spans != "tokens" or sources == "prompt")
+        stop = p if sources == "prompt" else p + g
         for step in range(g):
             length = p + step
             obj = NextTokenScore(model, int(gen[step]), None if foils is None else foils[step],
                                  keep_last=info.keeps_last_logits)
             call = dict(options)
             if grouped:
-                call["groups"] = _groups(units, length)
+                call["groups"] = _groups(units, length, stop)
+            if base_id is not None and method == "integrated_gradients":
+                ref = full[None, :length].clone()
+                ref[:, :p] = base_id
+                call["baseline"] = ref
             exp = explain(obj, full[None, :length], method=method, target=0, **call)
             v = np.asarray(exp.values, dtype=np.float64).reshape(-1)
             for u, (a, b) in enumerate(units):
-                if b <= length:
+                if b <= min(length, stop):
                     values[step, u] = v[a] if grouped else v[a:b].sum()
             outs[step] = _first(exp.outputs)
             base[step] = _first(exp.baseline_outputs)
@@ -283,11 +298,23 @@ def explain_generation(
         outputs=outs, baseline_outputs=None if np.isnan(base).all() else base,
         delta=None if np.isnan(delta).all() else delta, alternatives=alts,
         params={"spans": spans, "chat": chat, "threads": threads,
-                "generated": continuation is None,
+                "generated": continuation is None, "sources": sources,
                 **{k: v for k, v in options.items() if isinstance(v, (int, float, str, bool))}},
         prompt=prompt, n_evals=n_evals,
         timings={"generate": t1 - t0, "attribute": time.perf_counter() - t1},
     )
+
+
+def _base_id(baseline: Any, sources: str) -> int | None:
+    """The token id the prompt moves from when only the prompt is a source."""
+    if sources == "all":
+        return None
+    if baseline is None or (isinstance(baseline, str) and baseline == "zeros"):
+        return 0
+    if isinstance(baseline, int) and not isinstance(baseline, bool):
+        return baseline
+    raise OptionError(f"with sources='prompt' the baseline is one token id (or 'zeros': id 0) "
+                      f"for the prompt's positions, got {baseline!r}")
 
 
 def _first(a: Any) -> float:
