@@ -129,7 +129,7 @@ def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
 def load_language_model(spec: str) -> tuple[nn.Module, Any]:
     """``(model, tokenizer)`` from ``zoo:NAME`` (:data:`unveil.zoo.language.LANGUAGE_ZOO`) or
     from a local folder saved by ``save_pretrained`` (never the network), in eval mode."""
-    from ..zoo.language import LANGUAGE_ZOO
+    from ..zoo.language import LANGUAGE_ZOO, quiet_loading
 
     if spec.startswith("zoo:"):
         name = spec[4:]
@@ -146,7 +146,8 @@ def load_language_model(spec: str) -> tuple[nn.Module, Any]:
     except ImportError as exc:
         raise MissingExtraError("loading a language model needs transformers; install it with: "
                                 "pip install 'unveil[text]'") from exc
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     model.eval()
     return model, tokenizer

