@@ -625,7 +625,7 @@ def generate_cmd(model_spec: str, prompt: str, max_new_tokens: int | None,
 
             path.write_text(generation_page(res, title=f"{method} · {model_spec}"),
                             encoding="utf-8")
-    rows = [{"step": g, "token": tok, "prob": float(res.scores["prob"][g]),
+    rows: list[dict[str, Any]] = [{"step": g, "token": tok, "prob": float(res.scores["prob"][g]),
              "sources": [{"text": s.text, "kind": s.kind, "value": s.value}
                          for s in res.top_sources(g, top)]}
             for g, tok in enumerate(res.generated)]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-
 from tests.language._lm_models import tiny_llama, tiny_tokenizer
+
 from unveil.errors import OptionError
 from unveil.language import (
     GenerationExplanation,
@@ -48,6 +49,7 @@ def test_outputs_are_the_log_probabilities_of_the_generated_tokens(lm):
         lp = model(ids[None]).logits[0].log_softmax(-1)
     p = res.n_prompt
     want = lp[torch.arange(p - 1, len(ids) - 1), ids[p:]].double().numpy()
+    assert res.outputs is not None
     np.testing.assert_allclose(res.outputs, want, atol=1e-5)
     np.testing.assert_allclose(res.scores["log_prob"], want, atol=1e-5)
     np.testing.assert_allclose(res.scores["prob"], np.exp(want), atol=1e-6)
@@ -112,7 +114,7 @@ def test_feature_ablation_is_the_drop_when_a_token_becomes_id_0(lm):
                                     "kernel_shap", "smoothgrad"])
 def test_other_registry_methods_run(lm, method):
     model, tok = lm
-    opts = {"seed": 0} if method != "input_x_gradient" and method != "occlusion" else {}
+    opts: dict[str, Any] = {"seed": 0} if method != "input_x_gradient" and method != "occlusion" else {}
     if method in ("permutation_shapley", "kernel_shap"):
         opts["n_samples"] = 64
     res = explain_generation(model, tok, PROMPT, max_new_tokens=2, method=method, **opts)

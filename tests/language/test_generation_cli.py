@@ -6,8 +6,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from tests.language._lm_models import smollm2_or_skip, tiny_llama, tiny_tokenizer
+
 from unveil.cli import cli
 
 

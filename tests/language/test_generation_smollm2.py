@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from tests.language._lm_models import smollm2_or_skip
+
 from unveil.language import explain_generation
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"

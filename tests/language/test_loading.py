@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tests.language._lm_models import smollm2_or_skip, tiny_llama, tiny_tokenizer
+
 from unveil.errors import InputError, ModelError, OptionError, UnknownMethodError
 from unveil.language import (
     check_language_model,

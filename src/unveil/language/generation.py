@@ -62,7 +62,7 @@ class NextTokenScore(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         kw: dict[str, Any] = {"logits_to_keep": 1} if self.keep_last else {}
         out = self.lm(input_ids=input_ids, use_cache=False, **kw)
-        logits = out.logits if hasattr(out, "logits") else out[0]
+        logits: torch.Tensor = out.logits if hasattr(out, "logits") else out[0]
         lp = logits[:, -1].float().log_softmax(-1)
         s = lp[:, self.target]
         if self.foil is not None:
@@ -86,7 +86,8 @@ def _threads(n: int | None) -> Iterator[None]:
 def _logits(model: nn.Module, ids: torch.Tensor, keep: int | None) -> torch.Tensor:
     kw: dict[str, Any] = {} if keep is None else {"logits_to_keep": keep}
     out = model(input_ids=ids[None], use_cache=False, **kw)
-    return (out.logits if hasattr(out, "logits") else out[0])[0].float()
+    logits: torch.Tensor = out.logits if hasattr(out, "logits") else out[0]
+    return logits[0].float()
 
 
 @torch.no_grad()

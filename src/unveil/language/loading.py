@@ -149,5 +149,5 @@ def load_language_model(spec: str) -> tuple[nn.Module, Any]:
     with quiet_loading():
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]  # transformers' from_pretrained returns Any
     return model, tokenizer

@@ -62,12 +62,12 @@ def quiet_loading() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
     try:
         yield
     finally:
         if bar:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]  # untyped there
 
 
 def smollm2() -> tuple[nn.Module, Any]:
@@ -89,7 +89,7 @@ def smollm2() -> tuple[nn.Module, Any]:
     except ImportError as exc:
         raise MissingExtraError(f"loading SmolLM2 needs transformers and gguf ({exc}); install "
                                 f"them with: pip install 'unveil[text,llm]'") from exc
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]  # transformers' from_pretrained returns Any
     return model, tokenizer
 
 
