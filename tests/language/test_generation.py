@@ -111,10 +111,11 @@ def test_feature_ablation_is_the_drop_when_a_token_becomes_id_0(lm):
 
 
 @pytest.mark.parametrize("method", ["input_x_gradient", "occlusion", "permutation_shapley",
-                                    "kernel_shap", "smoothgrad"])
+                                    "kernel_shap", "smoothgrad", "grad_attention_rollout"])
 def test_other_registry_methods_run(lm, method):
     model, tok = lm
-    opts: dict[str, Any] = {"seed": 0} if method != "input_x_gradient" and method != "occlusion" else {}
+    opts: dict[str, Any] = {"seed": 0} if method in ("permutation_shapley", "kernel_shap",
+                                                     "smoothgrad") else {}
     if method in ("permutation_shapley", "kernel_shap"):
         opts["n_samples"] = 64
     res = explain_generation(model, tok, PROMPT, max_new_tokens=2, method=method, **opts)
@@ -203,3 +204,31 @@ def test_top_sources_rank_by_magnitude(lm):
     mags = [abs(s.value) for s in top]
     assert mags == sorted(mags, reverse=True)
     assert mags[0] == pytest.approx(np.nanmax(np.abs(res.values[1])))
+
+
+def test_attention_rollout_reads_the_predicting_row(lm):
+    """Rollout at the last position: a distribution over the tokens it can see (rows of a
+    causal rollout sum to 1), not the first token's row (which sees only itself)."""
+    model, tok = lm
+    res = explain_generation(model, tok, PROMPT, max_new_tokens=2, method="attention_rollout")
+    for g in range(2):
+        row = res.values[g, : res.n_prompt + g]
+        assert row.sum() == pytest.approx(1.0, abs=1e-4)
+        assert (row >= 0).all() and (row[:-1] > 0).sum() > 1
+
+
+def test_ig_steps_in_chunks_give_the_same_values(lm):
+    """Path points run in chunks (batch_size= or the memory budget): same values."""
+    import unveil as uv
+
+    model, tok = lm
+    whole = explain_generation(model, tok, PROMPT, max_new_tokens=2, n_steps=16)
+    small = explain_generation(model, tok, PROMPT, max_new_tokens=2, n_steps=16, batch_size=3)
+    budget = uv.core.batching.get_memory_budget()
+    uv.set_memory_budget(256 * 1024)
+    try:
+        tight = explain_generation(model, tok, PROMPT, max_new_tokens=2, n_steps=16)
+    finally:
+        uv.set_memory_budget(budget)
+    np.testing.assert_allclose(small.values, whole.values, atol=1e-5)
+    np.testing.assert_allclose(tight.values, whole.values, atol=1e-5)

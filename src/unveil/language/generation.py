@@ -8,8 +8,9 @@ John", Yin & Neubig 2022). Each step is one call of a registered method on the s
 ``x + y_<g`` with a small module that returns that score, so every token-id method of the
 registry applies: gradients, input x gradient and Integrated Gradients on the token embeddings
 (the IG path moves every position's embedding from the baseline's, ``baseline="zeros"``: token id
-0 at every position, Captum's default), occlusion and feature ablation of tokens or spans, and
-Shapley values over spans (words, sentences). Steps of path methods run in chunks bounded by the
+0 at every position, Captum's default), occlusion and feature ablation of tokens or spans,
+Shapley values over spans (words, sentences), and attention rollout (plain or gradient-weighted)
+read at the row of the last position, the one that predicts the token. Steps of path methods run in chunks bounded by the
 memory budget (:func:`unveil.set_memory_budget`).
 
 Small language models run fastest on one thread on a shared CPU: a 14-token forward of
@@ -45,6 +46,7 @@ METHODS: dict[str, tuple[str, ...]] = {
                  "vargrad"),
     "groups": ("feature_ablation", "lime", "exact_shapley", "permutation_shapley", "kernel_shap"),
     "windows": ("occlusion",),
+    "attention": ("attention_rollout", "grad_attention_rollout"),
 }
 _ALL = tuple(m for ms in METHODS.values() for m in ms)
 
@@ -277,6 +279,9 @@ def explain_generation(
             call = dict(options)
             if grouped:
                 call["groups"] = _groups(units, length, stop)
+            if method in METHODS["attention"]:  # the row of the position that predicts
+                call.setdefault("query", length - 1)
+                call.setdefault("prefix_tokens", 0)
             if base_id is not None and method == "integrated_gradients":
                 ref = full[None, :length].clone()
                 ref[:, :p] = base_id
