@@ -66,13 +66,14 @@ def _steps(res: GenerationExplanation) -> str:
     has_foil = "foil_prob" in res.scores
     head = ("<tr><th>#</th><th>token</th><th>p</th><th>entropy</th>"
             + ("<th>foil</th><th>p(foil)</th>" if has_foil else "")
-            + "<th>top sources</th><th>runners-up</th></tr>")
+            + "<th>top sources</th><th>other likely tokens</th></tr>")
     rows = []
     for g, tok in enumerate(res.generated):
         src = ", ".join(f"{escape(shown(s.text))} ({s.value:+.3g})"
                         for s in res.top_sources(g, 3))
-        alt = ", ".join(f"{escape(shown(t))} {p:.2f}" for t, p in res.alternatives[g][1:4]) \
-            if g < len(res.alternatives) else ""
+        others = [(t, p) for t, p in (res.alternatives[g] if g < len(res.alternatives) else [])
+                  if t != tok][:3]
+        alt = ", ".join(f"{escape(shown(t))} {p:.2f}" for t, p in others)
         foil = (f"<td>{escape(shown(res.foils[g]))}</td><td>{res.scores['foil_prob'][g]:.3f}</td>"
                 if has_foil and res.foils else "")
         rows.append(f"<tr><td>{g}</td><td>{escape(shown(tok))}</td>"
