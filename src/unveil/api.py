@@ -4,7 +4,7 @@ output read as text (token ids, padding mask and token strings)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core.explain import explain as _explain
 from .core.explain import make_explainer, methods
@@ -12,7 +12,10 @@ from .core.explanation import Explanation
 from .core.model import TargetSpec
 from .core.registry import options
 
-__all__ = ["explain", "make_explainer", "methods", "options"]
+if TYPE_CHECKING:
+    from .language import GenerationExplanation
+
+__all__ = ["explain", "explain_generation", "make_explainer", "methods", "options"]
 
 
 def explain(
@@ -41,3 +44,14 @@ def explain(
     if tokens is not None:
         exp.meta["tokens"] = tokens
     return exp
+
+
+def explain_generation(model: Any, tokenizer: Any, prompt: str, **options: Any
+                       ) -> GenerationExplanation:
+    """Generate (or take ``continuation=``) and attribute each generated token to the prompt
+    and the tokens before it: :func:`unveil.language.explain_generation`, whose keywords
+    (``max_new_tokens``, ``method``, ``contrast``, ``chat``, ``spans``, ``sources``, the
+    method's options) this passes on. Loads the language package on first use."""
+    from .language.generation import explain_generation as run
+
+    return run(model, tokenizer, prompt, **options)

@@ -1,4 +1,5 @@
-"""The ``unveil`` command: ``explain | evaluate | report | distill | audit | serve | methods | demo``.
+"""The ``unveil`` command: ``explain | evaluate | report | distill | audit | generate | serve |
+methods | demo``.
 
 A thin layer: it parses arguments, loads models and inputs (:mod:`unveil.frontends`), calls the
 library and prints. User errors print one line on stderr and exit with status 1 (2 for usage
@@ -664,6 +665,71 @@ def counterfactual_cmd(model_spec: str, weights: str | None, allow_pickle: bool,
     click.echo(f"\n{int(res.found.sum())}/{len(res)} rows with a counterfactual; mean L1 {m['l1']:.3g}, "
                f"columns changed {m['l0']:.2g}, constraint violations {int(m['violations'])}, "
                f"{m['seconds']:.2f} s ({res.method})")
+
+
+@cli.command("generate")
+@click.option("--model", "-m", "model_spec", required=True, metavar="SPEC",
+              help="zoo:smollm2 or a folder saved with save_pretrained (model and tokenizer).")
+@click.option("--prompt", required=True, help="The text the model continues.")
+@click.option("--max-new-tokens", type=click.IntRange(1), help="Tokens to generate (default 8).")
+@click.option("--continuation", help="Explain this continuation instead of generating one.")
+@click.option("--method", default="integrated_gradients", show_default=True,
+              help="Registry name (gradient, ablation or Shapley methods).")
+@click.option("--contrast", metavar="TOKEN", help="Explain p(token) against this one-token foil, "
+              "e.g. ' John' (mind the leading space).")
+@click.option("--chat", is_flag=True, help="Wrap the prompt in the tokenizer's chat template.")
+@click.option("--spans", type=click.Choice(["tokens", "words", "sentences"]), default="tokens",
+              show_default=True, help="Units of the prompt that are attributed (and removed).")
+@click.option("--sources", type=click.Choice(["all", "prompt"]), default="all", show_default=True,
+              help="Attribute to the prompt and earlier generated tokens, or to the prompt only.")
+@click.option("--option", "-o", "options", multiple=True, metavar="NAME=VALUE",
+              help="A method option, e.g. -o n_steps=32 (repeatable).")
+@click.option("--top", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Sources printed per generated token.")
+@click.option("--out", help="Write a report page (.html) or the result (.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def generate_cmd(model_spec: str, prompt: str, max_new_tokens: int | None,
+                 continuation: str | None, method: str, contrast: str | None, chat: bool,
+                 spans: str, sources: str, options: tuple[str, ...], top: int, out: str | None,
+                 as_json: bool) -> None:
+    """Generate from a language model and show which tokens made each generated token."""
+    from .core.registry import get_method
+    from .language import explain_generation, load_language_model
+
+    _check_out(out, (".html", ".htm", ".json"))
+    info = get_method(method)
+    opts = parse_option(options, info.options)
+    info.split_options(opts)  # an unknown or ill-typed option fails before the model loads
+    model, tokenizer = load_language_model(model_spec)
+    res = explain_generation(model, tokenizer, prompt, max_new_tokens=max_new_tokens,
+                             continuation=continuation, method=method, contrast=contrast,
+                             chat=chat, spans=spans, sources=sources,  # type: ignore[arg-type]
+                             **opts)
+    path = None
+    if out is not None:
+        path = Path(out)
+        if path.suffix == ".json":
+            res.save(path)
+        else:
+            from .report.generation import generation_page
+
+            path.write_text(generation_page(res, title=f"{method} · {model_spec}"),
+                            encoding="utf-8")
+    rows: list[dict[str, Any]] = [{"step": g, "token": tok, "prob": float(res.scores["prob"][g]),
+             "sources": [{"text": s.text, "kind": s.kind, "value": s.value}
+                         for s in res.top_sources(g, top)]}
+            for g, tok in enumerate(res.generated)]
+    if as_json:
+        _echo_json({"prompt": prompt, "generated": res.text, "method": method,
+                    "objective": res.objective, "tokens": rows,
+                    "out": str(path) if path else None})
+        return
+    click.echo(f"generated: {res.text!r}")
+    for r in rows:
+        srcs = ", ".join(f"{s['text']!r} {s['value']:+.3g}" for s in r["sources"])
+        click.echo(f"  {r['step']:>3} {r['token']!r:<14} p={r['prob']:.2f}  <- {srcs}")
+    click.echo(f"{method}: {len(rows)} tokens, {res.n_evals} model evaluations, "
+               f"{sum(res.timings.values()):.2f} s")
     if path is not None:
         click.echo(f"wrote {path}")
 
