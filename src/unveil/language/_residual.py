@@ -223,7 +223,7 @@ class Patch:
     site: str
     layer: int
     rows: torch.Tensor
-    position: int | slice
+    position: int | slice | torch.Tensor
     value: torch.Tensor
     head: int | None = None
 
