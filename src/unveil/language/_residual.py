@@ -276,6 +276,7 @@ def _eager_attention(model: nn.Module) -> Iterator[None]:
 
 def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
             sites: Sequence[str] = ("resid",), grad: bool = False, patches: Sequence[Patch] = (),
+            edits: Sequence[tuple[str, int, Callable[[torch.Tensor], torch.Tensor]]] = (),
             ) -> tuple[torch.Tensor, dict[str, list[torch.Tensor | None]]]:
     """Run ``model`` on ``ids`` and record activations: ``(logits, {site: [per layer]})``.
 
@@ -284,7 +285,8 @@ def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
     (N, H, T, T), computed eagerly). With ``grad=True`` the activations stay in the autograd graph
     (the embedding output is made a leaf that requires grad), so ``torch.autograd.grad`` of a
     function of the logits with respect to them works; the model's parameters stay frozen.
-    ``patches`` are applied before recording.
+    ``patches`` are applied before recording; ``edits`` ``(site, layer, fn)`` then replace a
+    ``"resid"`` or ``"mlp"`` output ``t`` by ``fn(t)`` (e.g. zero ablation, an SAE's reconstruction).
     """
     store: dict[str, list[torch.Tensor | None]] = {s: [None] * (1 if s == "embed" else parts.n_layers)
                                                    for s in sites}
@@ -293,6 +295,7 @@ def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
     by_site: dict[tuple[str, int], list[Patch]] = {}
     for p in patches:
         by_site.setdefault((p.site, p.layer), []).append(p)
+    edit_by = {(site, layer): fn for site, layer, fn in edits}
 
     def record(site: str, i: int, t: torch.Tensor) -> None:
         if site in store:
@@ -304,6 +307,9 @@ def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
             todo = by_site.get((site, i))
             if todo:
                 t = _apply(t, todo, parts.n_heads)
+            edit = edit_by.get((site, i))
+            if edit is not None:
+                t = edit(t)
             if site == "attn":
                 weights = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None
                 if not isinstance(weights, torch.Tensor):
@@ -312,7 +318,7 @@ def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
                 record(site, i, weights)
                 return None
             record(site, i, t)
-            return _replace_first(out, t) if todo else None
+            return _replace_first(out, t) if todo or edit is not None else None
         return hook
 
     def z_hook(i: int) -> Callable[..., Any]:
@@ -333,7 +339,7 @@ def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
     def leaf_hook(_m: nn.Module, _args: Any, out: Any) -> Any:
         return _replace_first(out, first_tensor(out).detach().requires_grad_(True))
 
-    for site in {*sites, *(p.site for p in patches)}:
+    for site in {*sites, *(p.site for p in patches), *(e[0] for e in edits)}:
         if site == "embed":
             continue
         for i, mod in enumerate(_modules(parts, site)):
