@@ -138,17 +138,26 @@ def test_bad_inputs_have_one_clear_error_each(tiny_lm: nn.Module) -> None:
         train_tuned_lens(tiny_lm, [])
 
 
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.tanh(self.lin(x))
+
+
 class _Unknown(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.embedding = nn.Embedding(10, 4)
-        self.stack = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+        self.stack = nn.ModuleList([_Block(), _Block()])
         self.head = nn.Linear(4, 10)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embedding(ids)
         for m in self.stack:
-            x = x + m(x)
+            x = m(x)
         return self.head(x)  # type: ignore[no-any-return]
 
 
