@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.hooks import model_guard
+from ..core.hooks import frozen_parameters
 from ..errors import InputError, OptionError
 from ._residual import DecoderParts, capture, encode, find_parts
 from .heads import token_id
@@ -102,11 +102,13 @@ def sae_metrics(sae: SparseAutoencoder, x: Any) -> dict[str, float]:
             "mse": float((t - x_hat).pow(2).mean())}
 
 
-def train_sae(x: Any, *, n_features: int, k: int | None = None, l1: float = 1e-3, steps: int = 1000,
+def train_sae(x: Any, *, n_features: int, k: int | None = None, l1: float = 0.1, steps: int = 1000,
               lr: float = 1e-3, batch_size: int = 256, seed: int = 0) -> SparseAutoencoder:
     """Fit an SAE to activations ``x`` (N, d) with Adam on MSE (+ ``l1`` penalty unless ``k``).
 
     ``k`` chooses a top-k SAE (no L1); otherwise the penalty is ``l1 * sum_i f_i ||W_dec,i||``.
+    Both terms are scale-free: the squared error is divided by ``sum Var(x)`` and the penalty by
+    its square root, so ``l1`` means the same for activations of any size.
     Decoder rows are kept at unit norm. The random state of the caller is left alone.
     """
     t = _acts(x)
@@ -132,7 +134,7 @@ def train_sae(x: Any, *, n_features: int, k: int | None = None, l1: float = 1e-3
             f = sae.encode(rows)
             loss = (sae.decode(f) - rows).pow(2).sum(-1).mean() / scale
             if k is None:
-                loss = loss + l1 * (f * sae.W_dec.norm(dim=1)).sum(-1).mean()
+                loss = loss + l1 * (f * sae.W_dec.norm(dim=1)).sum(-1).mean() / scale.sqrt()
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]  # unannotated in torch
             opt.step()
@@ -267,7 +269,7 @@ def feature_attribution(model: nn.Module, prompt: Any, layer: int, sae: SparseAu
         x_hat = sae.decode(f)
         return x_hat + (x - x_hat).detach()
 
-    with model_guard(sae):
+    with frozen_parameters(sae):
         logits, _ = capture(model, p, ids, sites=(), grad=True, edits=(("resid", li, splice),))
         metric = logits[0, position, tgt] - (logits[0, position, fl] if fl is not None else 0)
         (grad,) = torch.autograd.grad(metric, feats[0])
