@@ -35,7 +35,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "unveil"
 #: Top-level package or module of unveil -> layer.
 LAYERS: dict[str, int] = {
     "core": 0, "errors": 0, "version": 0, "zoo": 0,
-    "attribution": 1, "attention": 1, "featurevis": 1, "text": 1, "surrogate": 1,
+    "attribution": 1, "attention": 1, "featurevis": 1, "text": 1, "surrogate": 1, "language": 1,
     "metrics": 2, "audit": 2, "scale": 2,
     "report": 3,
     "frontends": 4, "cli": 4, "serve": 4,

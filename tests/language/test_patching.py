@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +122,51 @@ def test_an_unknown_architecture_is_one_clear_error() -> None:
     model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10))
     with pytest.raises(ModelError, match="cannot find the decoder layers of Sequential"):
         activation_patching(model, [1, 2], [1, 3], target=1, foil=2)
+
+
+def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from unveil.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_the_cli_inside_views_on_the_induction_model(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                     induction: nn.Module) -> None:
+    from report._check import check_self_contained
+
+    m = "zoo:induction_transformer"
+    code, out, _ = _main(capsys, "patch", "-m", m, "--clean", "0 5 9 12 7 5", "--corrupted", "0 6 9 12 7 5",
+                         "--target", "9", "--foil", "12", "--sites", "resid,heads", "--json")
+    res = json.loads(out)
+    assert code == 0 and res["clean_diff"] > res["corrupted_diff"]
+    lib = activation_patching(induction, [0, 5, 9, 12, 7, 5], [0, 6, 9, 12, 7, 5], target=9, foil=12,
+                              sites=("resid", "heads"))
+    assert res["clean_diff"] == pytest.approx(lib.clean_diff)
+    page = tmp_path / "lens.html"
+    code, out, _ = _main(capsys, "lens", "-m", m, "--prompt", "0 5 9 12 7 5", "--out", str(page))
+    assert code == 0 and "p(target)" in out and "wrote" in out
+    check_self_contained(page.read_text(encoding="utf-8"))
+    code, out, _ = _main(capsys, "heads", "-m", m, "--half", "8")
+    assert code == 0 and out.splitlines()[2].startswith("induction") and "L1H" in out.splitlines()[2]
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (("patch", "--clean", "0 5 9", "--corrupted", "0 6", "--target", "9", "--foil", "1"),
+     "same number of tokens"),
+    (("lens", "--prompt", "hello world"), "this model has no tokenizer: give token ids"),
+    (("patch", "--clean", "0 5 9", "--corrupted", "0 6 9", "--target", "9", "--foil", "1", "--sites", "x"),
+     "sites="),
+])
+def test_the_cli_reports_bad_input_in_one_line(capsys: pytest.CaptureFixture[str], args: tuple[str, ...],
+                                               fragment: str, induction: nn.Module) -> None:
+    code, out, err = _main(capsys, args[0], "-m", "zoo:induction_transformer", *args[1:])
+    lines = err.strip().splitlines()
+    assert code in (1, 2) and len(lines) == 1 and lines[0].startswith("unveil: error:") and fragment in lines[0]
+
+
+def test_the_cli_names_the_language_models(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _main(capsys, "lens", "-m", "zoo:digits_cnn", "--prompt", "1 2")
+    assert code == 2 and "zoo:induction_transformer or zoo:smollm2 or a local Hugging Face" in err
