@@ -631,13 +631,13 @@ def _language_model(spec: str) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder, gguf = found.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf"
-        return (AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32).eval(),
-                AutoTokenizer.from_pretrained(folder, gguf_file=gguf))
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+        return model.eval(), AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     if Path(spec).is_dir():
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        return (AutoModelForCausalLM.from_pretrained(spec, local_files_only=True).eval(),
-                AutoTokenizer.from_pretrained(spec, local_files_only=True))
+        local: Any = AutoModelForCausalLM.from_pretrained(spec, local_files_only=True)
+        return local.eval(), AutoTokenizer.from_pretrained(spec, local_files_only=True)
     raise click.BadParameter(f"expected {' or '.join('zoo:' + n for n in _LM_ZOO)} or a local Hugging "
                              f"Face model folder, got {spec!r}", param_hint="--model")
 

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 
-
 def tiny_llama(seed: int = 0) -> nn.Module:
     """A 3-layer Llama with grouped-query attention (4 query heads, 2 key/value heads)."""
     from transformers import LlamaConfig, LlamaForCausalLM

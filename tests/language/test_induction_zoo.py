@@ -17,7 +17,12 @@ from safetensors import safe_open
 from unveil.language.heads import HeadScores, head_scores
 from unveil.language.patching import activation_patching, attribution_patching
 from unveil.zoo._cache import INFO_KEY, resolve_cache_dir
-from unveil.zoo.induction import INDUCTION, InductionTransformer, induction_transformer, repeated_tokens
+from unveil.zoo.induction import (
+    INDUCTION,
+    InductionTransformer,
+    induction_transformer,
+    repeated_tokens,
+)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ changes the model outside a ``with`` block: hooks go through :mod:`unveil.core.h
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,7 +116,7 @@ def _child(module: nn.Module, names: Sequence[str]) -> nn.Module | None:
     return None
 
 
-def find_parts(model: nn.Module, *, layers: Sequence[nn.Module] | None = None,
+def find_parts(model: nn.Module, *, layers: Iterable[nn.Module] | None = None,
                parts: DecoderParts | None = None) -> DecoderParts:
     """Locate the decoder layers, norm, unembedding, attention and MLP modules of ``model``.
 
@@ -207,7 +207,7 @@ def head_writes(o_proj: nn.Module, z: torch.Tensor, n_heads: int) -> torch.Tenso
     """What each head writes into the residual stream: (..., H, d_model) from z (..., H*d_head)."""
     w = o_weight(o_proj)
     d = z.shape[-1] // n_heads
-    zh = z.unflatten(-1, (n_heads, d))
+    zh = z.reshape(*z.shape[:-1], n_heads, d)
     return torch.einsum("...hd,hdo->...ho", zh, w.reshape(n_heads, d, w.shape[-1]).to(z.dtype))
 
 
@@ -277,6 +277,7 @@ def _eager_attention(model: nn.Module) -> Iterator[None]:
 def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
             sites: Sequence[str] = ("resid",), grad: bool = False, patches: Sequence[Patch] = (),
             edits: Sequence[tuple[str, int, Callable[[torch.Tensor], torch.Tensor]]] = (),
+            expand: tuple[str, int, int] | None = None,
             ) -> tuple[torch.Tensor, dict[str, list[torch.Tensor | None]]]:
     """Run ``model`` on ``ids`` and record activations: ``(logits, {site: [per layer]})``.
 
@@ -287,6 +288,10 @@ def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
     function of the logits with respect to them works; the model's parameters stay frozen.
     ``patches`` are applied before recording; ``edits`` ``(site, layer, fn)`` then replace a
     ``"resid"`` or ``"mlp"`` output ``t`` by ``fn(t)`` (e.g. zero ablation, an SAE's reconstruction).
+
+    ``expand=(site, layer, k)`` runs one sequence up to that activation and repeats it ``k`` times
+    there (before the patches): the layers below run once instead of ``k`` times, and the rest
+    of the network broadcasts the residual stream's batch dimension.
     """
     store: dict[str, list[torch.Tensor | None]] = {s: [None] * (1 if s == "embed" else parts.n_layers)
                                                    for s in sites}
@@ -301,9 +306,14 @@ def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
         if site in store:
             store[site][i] = t if grad else t.detach()
 
+    def widen(site: str, i: int, t: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        if expand is None or (expand[0], expand[1]) != (site, i) or t.shape[0] != 1:
+            return t, False
+        return t.expand(expand[2], *t.shape[1:]).clone(), True
+
     def out_hook(site: str, i: int) -> Callable[..., Any]:
         def hook(_m: nn.Module, _args: Any, out: Any) -> Any:
-            t = first_tensor(out)
+            t, wide = widen(site, i, first_tensor(out))
             todo = by_site.get((site, i))
             if todo:
                 t = _apply(t, todo, parts.n_heads)
@@ -318,17 +328,17 @@ def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
                 record(site, i, weights)
                 return None
             record(site, i, t)
-            return _replace_first(out, t) if todo or edit is not None else None
+            return _replace_first(out, t) if todo or wide or edit is not None else None
         return hook
 
     def z_hook(i: int) -> Callable[..., Any]:
         def hook(_m: nn.Module, args: Any) -> Any:
-            t = args[0]
+            t, wide = widen("z", i, args[0])
             todo = by_site.get(("z", i))
             if todo:
                 t = _apply(t, todo, parts.n_heads)
             record("z", i, t)
-            return (t, *args[1:]) if todo else None
+            return (t, *args[1:]) if todo or wide else None
         return hook
 
     def embed_hook(_m: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
@@ -339,7 +349,7 @@ def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
     def leaf_hook(_m: nn.Module, _args: Any, out: Any) -> Any:
         return _replace_first(out, first_tensor(out).detach().requires_grad_(True))
 
-    for site in {*sites, *(p.site for p in patches), *(e[0] for e in edits)}:
+    for site in {*sites, *(p.site for p in patches), *(e[0] for e in edits), *(expand[:1] if expand else ())}:
         if site == "embed":
             continue
         for i, mod in enumerate(_modules(parts, site)):
@@ -368,9 +378,14 @@ def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
 
 
 def run_patched(model: nn.Module, parts: DecoderParts, ids: torch.Tensor,
-                patches: Sequence[Patch]) -> torch.Tensor:
-    """The logits of ``model`` on ``ids`` with ``patches`` applied (no gradients)."""
-    return capture(model, parts, ids, sites=(), patches=patches)[0]
+                patches: Sequence[Patch], *, expand: tuple[str, int, int] | None = None) -> torch.Tensor:
+    """The logits of ``model`` on ``ids`` with ``patches`` applied (no gradients); see
+    :func:`capture` for ``expand``."""
+    logits = capture(model, parts, ids, sites=(), patches=patches, expand=expand)[0]
+    if expand is not None and logits.shape[0] != expand[2]:
+        raise ModelError(f"the model did not carry a batch of {expand[2]} through its layers (got "
+                         f"{logits.shape[0]}); patch with one full forward per batch instead")
+    return logits
 
 
 def frozen_final_norm(parts: DecoderParts, x: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:

@@ -19,7 +19,7 @@ earlier copy.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ class DirectLogitAttribution:
 
 def direct_logit_attribution(model: nn.Module, prompt: Any, *, target: int | str, foil: int | str,
                              tokenizer: Any = None, position: int = -1,
-                             layers: Sequence[nn.Module] | None = None,
+                             layers: Iterable[nn.Module] | None = None,
                              parts: DecoderParts | None = None) -> DirectLogitAttribution:
     """Split ``logit[target] - logit[foil]`` at ``position`` into each head's, MLP's and the
     embedding's direct contribution (final-norm scale frozen at this run)."""
@@ -218,7 +218,7 @@ class HeadScores:
 
 def head_scores(model: nn.Module, *, half: int = 20, n_sequences: int = 8, seed: int = 0,
                 bos_token_id: int | None = -1, vocab_size: int | None = None,
-                layers: Sequence[nn.Module] | None = None,
+                layers: Iterable[nn.Module] | None = None,
                 parts: DecoderParts | None = None) -> HeadScores:
     """Score every head as a previous-token, duplicate-token and induction head.
 

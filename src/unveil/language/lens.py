@@ -14,7 +14,7 @@ Rows of the results are ``"embed"`` (the input of layer 0) and layers ``0 .. L-1
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,8 @@ class TunedLens(nn.Module):
         """The translated residual stream of row ``row`` (0 = embeddings)."""
         if row >= len(self.translators):
             return h
-        return h + self.translators[row](h)
+        shift: torch.Tensor = self.translators[row](h)
+        return h + shift
 
 
 @dataclass
@@ -129,7 +130,7 @@ def _states(model: nn.Module, parts: DecoderParts, ids: torch.Tensor) -> tuple[t
 
 
 def logit_lens(model: nn.Module, prompt: Any, *, tokenizer: Any = None, target: int | str | None = None,
-               top_k: int = 5, tuned: TunedLens | None = None, layers: Sequence[nn.Module] | None = None,
+               top_k: int = 5, tuned: TunedLens | None = None, layers: Iterable[nn.Module] | None = None,
                parts: DecoderParts | None = None) -> LensResult:
     """Decode the residual stream after every layer with the model's final norm and unembedding.
 
@@ -176,7 +177,7 @@ def logit_lens(model: nn.Module, prompt: Any, *, tokenizer: Any = None, target: 
 
 
 def train_tuned_lens(model: nn.Module, texts: Sequence[Any], *, tokenizer: Any = None, steps: int = 200,
-                     lr: float = 1e-3, seed: int = 0, layers: Sequence[nn.Module] | None = None,
+                     lr: float = 1e-3, seed: int = 0, layers: Iterable[nn.Module] | None = None,
                      parts: DecoderParts | None = None) -> TunedLens:
     """Fit one affine translator per layer so each layer's lens matches the final distribution.
 

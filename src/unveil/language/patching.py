@@ -23,7 +23,7 @@ random sample of components.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,7 @@ class _Setup:
 
 
 def _setup(model: nn.Module, clean: Any, corrupted: Any, target: int | str, foil: int | str,
-           tokenizer: Any, position: int, sites: Sequence[str], layers: Sequence[nn.Module] | None,
+           tokenizer: Any, position: int, sites: Sequence[str], layers: Iterable[nn.Module] | None,
            parts: DecoderParts | None) -> _Setup:
     p = find_parts(model, layers=layers, parts=parts)
     a, b = encode(clean, tokenizer, what="clean"), encode(corrupted, tokenizer, what="corrupted")
@@ -165,32 +165,37 @@ def _diff(logits: torch.Tensor, s: _Setup) -> torch.Tensor:
 
 def _exact(model: nn.Module, s: _Setup, comps: Sequence[Component], cache: dict[str, list[torch.Tensor | None]],
            batch_size: int) -> tuple[npt.NDArray[np.float64], int]:
-    """The patched logit difference of each component, ``batch_size`` patches per forward pass."""
+    """The patched logit difference of each component, ``batch_size`` patches per forward pass.
+
+    Each pass patches one site of one layer: the corrupted prompt runs once up to that layer and
+    is repeated there, one row per patch (``expand``), so the layers below are not recomputed.
+    """
     out = np.empty(len(comps))
     n_forward = 0
-    for start in range(0, len(comps), batch_size):
-        chunk = comps[start:start + batch_size]
-        groups: dict[tuple[str, int, int | None], list[tuple[int, int]]] = {}
-        for row, (site, layer, j) in enumerate(chunk):
-            key = (site, layer, j) if site == "heads" else (site, layer, None)
-            groups.setdefault(key, []).append((row, j))
-        patches = []
-        for (site, layer, head), members in groups.items():
-            rows = torch.tensor([r for r, _ in members])
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, (site, layer, _) in enumerate(comps):
+        groups.setdefault((site, layer), []).append(i)
+    for (site, layer), members in groups.items():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start:start + batch_size]
+            rows = torch.arange(len(chunk))
+            js = [comps[i][2] for i in chunk]
             if site == "heads":
                 z = cache["z"][layer]
-                assert z is not None and head is not None
+                assert z is not None
                 d = z.shape[-1] // s.parts.n_heads
-                patches.append(Patch("z", layer, rows, slice(None), z[0, :, head * d:(head + 1) * d],
-                                     head=head))
+                patches = [Patch("z", layer, rows[r:r + 1], slice(None), z[0, :, h * d:(h + 1) * d], head=h)
+                           for r, h in enumerate(js)]
+                key = "z"
             else:
-                pos = torch.tensor([j for _, j in members])
+                pos = torch.tensor(js)
                 act = cache[site][layer]
                 assert act is not None
-                patches.append(Patch(site, layer, rows, pos, act[0, pos]))
-        logits = run_patched(model, s.parts, s.corrupted.expand(len(chunk), -1), patches)
-        out[start:start + len(chunk)] = _diff(logits, s).numpy()
-        n_forward += 1
+                patches = [Patch(site, layer, rows, pos, act[0, pos])]
+                key = site
+            logits = run_patched(model, s.parts, s.corrupted, patches, expand=(key, layer, len(chunk)))
+            out[chunk] = _diff(logits, s).numpy()
+            n_forward += 1
     return out, n_forward
 
 
@@ -225,7 +230,7 @@ def _share(values: npt.NDArray[np.float64], clean: float, corrupted: float) -> n
 def activation_patching(model: nn.Module, clean: Any, corrupted: Any, *, target: int | str,
                         foil: int | str, tokenizer: Any = None, position: int = -1,
                         sites: Sequence[str] = ("resid",), batch_size: int = 64,
-                        layers: Sequence[nn.Module] | None = None,
+                        layers: Iterable[nn.Module] | None = None,
                         parts: DecoderParts | None = None) -> PatchingResult:
     """Patch each component's clean activation into the corrupted run, one at a time (exact).
 
@@ -255,7 +260,7 @@ def activation_patching(model: nn.Module, clean: Any, corrupted: Any, *, target:
 def attribution_patching(model: nn.Module, clean: Any, corrupted: Any, *, target: int | str,
                          foil: int | str, tokenizer: Any = None, position: int = -1,
                          sites: Sequence[str] | None = None, check: int = 16,
-                         seed: int = 0, batch_size: int = 64, layers: Sequence[nn.Module] | None = None,
+                         seed: int = 0, batch_size: int = 64, layers: Iterable[nn.Module] | None = None,
                          parts: DecoderParts | None = None) -> PatchingResult:
     """First-order patching of every component at once, with a faithfulness check.
 
@@ -285,7 +290,7 @@ def attribution_patching(model: nn.Module, clean: Any, corrupted: Any, *, target
             assert c is not None
             delta = (c - a.detach()) * (torch.zeros_like(a) if g is None else g)
             if k == "z":
-                est[("heads", i)] = delta[0].unflatten(-1, (s.parts.n_heads, -1)).sum((0, 2))
+                est[("heads", i)] = delta[0].reshape(delta.shape[1], s.parts.n_heads, -1).sum((0, 2))
             else:
                 est[("resid" if k == "resid" else "mlp", i)] = delta[0].sum(-1)
     comps = _components(s)

@@ -21,7 +21,7 @@ works on any ``(N, d)`` activations; the second half reads them from a causal LM
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,7 +139,7 @@ def train_sae(x: Any, *, n_features: int, k: int | None = None, l1: float = 0.1,
             loss.backward()  # type: ignore[no-untyped-call]  # unannotated in torch
             opt.step()
             with torch.no_grad():
-                sae.W_dec /= sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
+                sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
         opt.zero_grad(set_to_none=True)
     return sae.eval()
 
@@ -159,7 +159,7 @@ def _all_ids(prompts: Sequence[Any] | Any, tokenizer: Any) -> list[torch.Tensor]
 
 
 def layer_activations(model: nn.Module, prompts: Sequence[Any] | Any, layer: int, *, tokenizer: Any = None,
-                      layers: Sequence[nn.Module] | None = None, parts: DecoderParts | None = None) -> torch.Tensor:
+                      layers: Iterable[nn.Module] | None = None, parts: DecoderParts | None = None) -> torch.Tensor:
     """The residual stream after ``layer`` for every token of ``prompts``: (tokens, d_model)."""
     p = find_parts(model, layers=layers, parts=parts)
     li = p.layer_index(layer)
@@ -194,7 +194,7 @@ def _ce(logits: torch.Tensor, ids: torch.Tensor) -> tuple[float, int]:
 
 
 def sae_ce_score(model: nn.Module, prompts: Sequence[Any] | Any, layer: int, sae: nn.Module, *,
-                 tokenizer: Any = None, layers: Sequence[nn.Module] | None = None,
+                 tokenizer: Any = None, layers: Iterable[nn.Module] | None = None,
                  parts: DecoderParts | None = None) -> CEScore:
     """The cross-entropy loss score of ``sae`` spliced in after ``layer`` (all positions)."""
     p = find_parts(model, layers=layers, parts=parts)
@@ -247,7 +247,7 @@ class FeatureAttribution:
 
 def feature_attribution(model: nn.Module, prompt: Any, layer: int, sae: SparseAutoencoder, *,
                         target: int | str, foil: int | str | None = None, tokenizer: Any = None,
-                        position: int = -1, layers: Sequence[nn.Module] | None = None,
+                        position: int = -1, layers: Iterable[nn.Module] | None = None,
                         parts: DecoderParts | None = None) -> FeatureAttribution:
     """Attribute ``logit[target]`` (minus ``logit[foil]``) at ``position`` to the SAE's features
     after ``layer``: feature activation x gradient, summed over positions (Marks et al., 2024)."""

@@ -68,9 +68,10 @@ class _Attention(nn.Module):
                    for p in (self.q_proj, self.k_proj, self.v_proj))
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-        weights = scores.masked_fill(causal, float("-inf")).softmax(-1)
+        weights: torch.Tensor = scores.masked_fill(causal, float("-inf")).softmax(-1)
         z = (weights @ v).transpose(1, 2).reshape(n, t, -1)
-        return self.o_proj(z), weights
+        out: torch.Tensor = self.o_proj(z)
+        return out, weights
 
 
 class _Layer(nn.Module):
