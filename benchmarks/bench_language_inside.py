@@ -35,8 +35,8 @@ def _smollm2() -> tuple[Any, Any] | None:
 
     folder = spec.submodule_search_locations[0]
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32).eval()
-    return model, tok
+    model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
+    return model.eval(), tok
 
 
 def _tiny() -> Any:
@@ -46,7 +46,8 @@ def _tiny() -> Any:
     cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                       bos_token_id=1, eos_token_id=2)
-    return LlamaForCausalLM(cfg).eval()
+    model: Any = LlamaForCausalLM(cfg)
+    return model.eval()
 
 
 def run(ctx: Context) -> list[Row]:
@@ -57,7 +58,9 @@ def run(ctx: Context) -> list[Row]:
     if loaded is not None:
         model, tok = loaded
         clean, corrupted = (tok(p, return_tensors="pt").input_ids for p in PROMPTS)
-        target, foil, name = " Mary", " John", "SmolLM2-135M"
+        target: int | str = " Mary"
+        foil: int | str = " John"
+        name = "SmolLM2-135M"
         layers: tuple[int, ...] = LAYERS
     else:
         model, tok = _tiny(), None

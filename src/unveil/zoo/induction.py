@@ -81,7 +81,8 @@ class _Layer(nn.Module):
         self.self_attn = _Attention(d, h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.self_attn(self.input_layernorm(x))[0]
+        out: torch.Tensor = x + self.self_attn(self.input_layernorm(x))[0]
+        return out
 
 
 class _Body(nn.Module):
