@@ -171,3 +171,17 @@ def test_the_cli_reports_bad_input_in_one_line(capsys: pytest.CaptureFixture[str
 def test_the_cli_names_the_language_models(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _main(capsys, "lens", "-m", "zoo:digits_cnn", "--prompt", "1 2")
     assert code == 2 and "zoo:induction_transformer or zoo:smollm2 or a local Hugging Face" in err
+
+
+def test_a_metric_at_an_earlier_position_matches_a_plain_patched_run(tiny_lm: nn.Module) -> None:
+    clean, corrupted = _pair(at=2)
+    res = activation_patching(tiny_lm, clean, corrupted, target=5, foil=9, position=5, sites=("resid", "mlp"))
+    parts = find_parts(tiny_lm)
+    _, cache = capture(tiny_lm, parts, clean[None], sites=("resid", "mlp"))
+    base = run_patched(tiny_lm, parts, corrupted[None], [])[0, 5]
+    act = cache["mlp"][1]
+    assert act is not None
+    patched = run_patched(tiny_lm, parts, corrupted[None], [Patch("mlp", 1, torch.tensor([0]), 3, act[0, 3])])[0, 5]
+    want = (patched[5] - patched[9] - (base[5] - base[9])) / (res.clean_diff - res.corrupted_diff)
+    assert res.mlp is not None and res.mlp[1, 3] == pytest.approx(float(want), rel=1e-4, abs=1e-6)
+    assert res.resid is not None and np.allclose(res.resid[:, 6:], 0.0, atol=1e-6)  # after the metric

@@ -277,7 +277,7 @@ def _eager_attention(model: nn.Module) -> Iterator[None]:
 def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
             sites: Sequence[str] = ("resid",), grad: bool = False, patches: Sequence[Patch] = (),
             edits: Sequence[tuple[str, int, Callable[[torch.Tensor], torch.Tensor]]] = (),
-            expand: tuple[str, int, int] | None = None,
+            expand: tuple[str, int, int] | None = None, keep: int | None = None,
             ) -> tuple[torch.Tensor, dict[str, list[torch.Tensor | None]]]:
     """Run ``model`` on ``ids`` and record activations: ``(logits, {site: [per layer]})``.
 
@@ -291,7 +291,8 @@ def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
 
     ``expand=(site, layer, k)`` runs one sequence up to that activation and repeats it ``k`` times
     there (before the patches): the layers below run once instead of ``k`` times, and the rest
-    of the network broadcasts the residual stream's batch dimension.
+    of the network broadcasts the residual stream's batch dimension. ``keep=n`` returns the
+    logits of the last ``n`` positions only (a Hugging Face model then unembeds only those).
     """
     store: dict[str, list[torch.Tensor | None]] = {s: [None] * (1 if s == "embed" else parts.n_layers)
                                                    for s in sites}
@@ -373,15 +374,28 @@ def capture(model: nn.Module, parts: DecoderParts, ids: torch.Tensor, *,
         stack.enter_context(forward_pre_hooks(pre))
         stack.enter_context(forward_hooks(post))
         stack.enter_context(torch.enable_grad() if grad else torch.no_grad())
-        logits = logits_of(model(ids))
+        kwargs = {"logits_to_keep": keep} if keep is not None and _accepts(model, "logits_to_keep") else {}
+        logits = logits_of(model(ids, **kwargs))
+    if keep is not None and logits.shape[1] != keep:
+        logits = logits[:, -keep:]
     return logits, store
 
 
+def _accepts(model: nn.Module, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def run_patched(model: nn.Module, parts: DecoderParts, ids: torch.Tensor,
-                patches: Sequence[Patch], *, expand: tuple[str, int, int] | None = None) -> torch.Tensor:
+                patches: Sequence[Patch], *, expand: tuple[str, int, int] | None = None,
+                keep: int | None = None) -> torch.Tensor:
     """The logits of ``model`` on ``ids`` with ``patches`` applied (no gradients); see
-    :func:`capture` for ``expand``."""
-    logits = capture(model, parts, ids, sites=(), patches=patches, expand=expand)[0]
+    :func:`capture` for ``expand`` and ``keep``."""
+    logits = capture(model, parts, ids, sites=(), patches=patches, expand=expand, keep=keep)[0]
     if expand is not None and logits.shape[0] != expand[2]:
         raise ModelError(f"the model did not carry a batch of {expand[2]} through its layers (got "
                          f"{logits.shape[0]}); patch with one full forward per batch instead")

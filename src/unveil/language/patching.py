@@ -193,8 +193,9 @@ def _exact(model: nn.Module, s: _Setup, comps: Sequence[Component], cache: dict[
                 assert act is not None
                 patches = [Patch(site, layer, rows, pos, act[0, pos])]
                 key = site
-            logits = run_patched(model, s.parts, s.corrupted, patches, expand=(key, layer, len(chunk)))
-            out[chunk] = _diff(logits, s).numpy()
+            keep = s.clean.shape[1] - s.position  # unembed only the metric's position onwards
+            logits = run_patched(model, s.parts, s.corrupted, patches, expand=(key, layer, len(chunk)), keep=keep)
+            out[chunk] = (logits[:, 0, s.target] - logits[:, 0, s.foil]).double().numpy()
             n_forward += 1
     return out, n_forward
 
