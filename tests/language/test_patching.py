@@ -184,4 +184,4 @@ def test_a_metric_at_an_earlier_position_matches_a_plain_patched_run(tiny_lm: nn
     patched = run_patched(tiny_lm, parts, corrupted[None], [Patch("mlp", 1, torch.tensor([0]), 3, act[0, 3])])[0, 5]
     want = (patched[5] - patched[9] - (base[5] - base[9])) / (res.clean_diff - res.corrupted_diff)
     assert res.mlp is not None and res.mlp[1, 3] == pytest.approx(float(want), rel=1e-4, abs=1e-6)
-    assert res.resid is not None and np.allclose(res.resid[:, 6:], 0.0, atol=1e-6)  # after the metric
+    assert res.resid is not None and np.allclose(res.resid[:, 6:], 0.0, atol=1e-4)  # after the metric
