@@ -834,6 +834,136 @@ def _check_port(host: str, port: int) -> None:
     sock.close()
 
 
+# ------------------------------------------------------------------ inside a language model
+def _language_model(spec: str) -> tuple[Any, Any]:
+    """``(model, tokenizer or None)`` for ``zoo:induction_transformer``, ``zoo:smollm2`` or a local
+    Hugging Face folder (never a hub name: nothing is downloaded)."""
+    if spec == "zoo:induction_transformer":
+        from .zoo.induction import induction_transformer
+
+        return induction_transformer(), None
+    from .language import load_language_model
+
+    return load_language_model(spec)  # zoo:smollm2 or a local folder; one error line otherwise
+
+
+def _lm_text(text: str, tokenizer: Any, flag: str) -> Any:
+    """A prompt: text for a model with a tokenizer, else token ids separated by spaces or commas."""
+    if tokenizer is not None:
+        return text
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise click.BadParameter(f"this model has no tokenizer: give token ids separated by spaces, "
+                                 f"got {text!r}", param_hint=flag) from None
+
+
+def _lm_token(value: str | None, tokenizer: Any, flag: str) -> int | str | None:
+    """A token: a string (its first token) with a tokenizer, else an integer id."""
+    if value is None or tokenizer is not None:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"this model has no tokenizer: give a token id, got {value!r}",
+                                 param_hint=flag) from None
+
+
+def _lm_out(result: Any, out: str | None) -> None:
+    if out is None:
+        return
+    _check_out(out, (".html",))
+    click.echo(f"wrote {result.save(out)}")
+
+
+def _lm_options(f: F) -> F:
+    f = click.option("--out", help="Write the heat maps to an HTML page (.html).")(f)
+    f = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
+    return click.option("--model", "-m", "model_spec", required=True, metavar="SPEC",
+                        help="zoo:induction_transformer, zoo:smollm2 or a local Hugging Face folder.")(f)
+
+
+@cli.command("lens")
+@_lm_options
+@click.option("--prompt", required=True, help="The text (or token ids for a model without tokenizer).")
+@click.option("--target", help="Track this token's probability (default: the model's own prediction).")
+@click.option("--top", default=1, show_default=True, type=click.IntRange(1, 20), help="Top tokens shown.")
+def lens_cmd(model_spec: str, prompt: str, target: str | None, top: int, as_json: bool, out: str | None) -> None:
+    """Logit lens: what the residual stream after each layer predicts at each position."""
+    from .language.lens import logit_lens
+
+    model, tok = _language_model(model_spec)
+    res = logit_lens(model, _lm_text(prompt, tok, "--prompt"), tokenizer=tok,
+                     target=_lm_token(target, tok, "--target"), top_k=top)
+    if as_json:
+        _echo_json({"rows": res.rows, "tokens": res.tokens, "target_ids": res.target_ids,
+                    "target_prob": res.target_prob.tolist(), "top_tokens": res.top_tokens})
+    else:
+        click.echo(f"last position ({res.tokens[-1]!r}); target id {res.target_ids[-1]}")
+        click.echo(f"{'layer':<6} {'p(target)':>9}  top tokens")
+        for i, row in enumerate(res.rows):
+            tops = ", ".join(f"{t!r} {p:.2f}" for t, p in zip(res.top_tokens[i][-1], res.top_probs[i, -1], strict=True))
+            click.echo(f"{row:<6} {res.target_prob[i, -1]:>9.3f}  {tops}")
+    _lm_out(res, out)
+
+
+@cli.command("patch")
+@_lm_options
+@click.option("--clean", required=True, help="The clean prompt.")
+@click.option("--corrupted", required=True, help="The corrupted prompt (same number of tokens).")
+@click.option("--target", required=True, help="Metric: logit(target) - logit(foil) at the last token.")
+@click.option("--foil", required=True, help="The competing token.")
+@click.option("--sites", default="resid", show_default=True, metavar="LIST",
+              help="Comma-separated: resid, heads, mlp.")
+@click.option("--attribution", is_flag=True,
+              help="First-order attribution patching (one backward pass) with a check against exact patching.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Patches per forward pass.")
+def patch_cmd(model_spec: str, clean: str, corrupted: str, target: str, foil: str, sites: str,
+              attribution: bool, batch_size: int, as_json: bool, out: str | None) -> None:
+    """Activation patching: the share of logit(target) - logit(foil) each component restores
+    when its clean activation is patched into the corrupted run."""
+    from .language.patching import activation_patching, attribution_patching
+
+    model, tok = _language_model(model_spec)
+    args = (model, _lm_text(clean, tok, "--clean"), _lm_text(corrupted, tok, "--corrupted"))
+    kw: dict[str, Any] = {"target": _lm_token(target, tok, "--target"), "foil": _lm_token(foil, tok, "--foil"),
+                          "tokenizer": tok, "sites": [s.strip() for s in sites.split(",") if s.strip()],
+                          "batch_size": batch_size}
+    res = attribution_patching(*args, **kw) if attribution else activation_patching(*args, **kw)
+    table = res.to_pandas().sort_values("recovered", key=abs, ascending=False)
+    if as_json:
+        _echo_json({"clean_diff": res.clean_diff, "corrupted_diff": res.corrupted_diff, "kind": res.kind,
+                    "faithfulness": res.faithfulness, "components": table.to_dict("records")})
+    else:
+        click.echo(f"{res.kind} patching: logit diff clean {res.clean_diff:+.3f}, corrupted "
+                   f"{res.corrupted_diff:+.3f}; {res.n_forward} forward passes")
+        if res.faithfulness is not None:
+            click.echo(f"faithfulness (correlation with exact patching on {len(res.checked)} components): "
+                       f"{res.faithfulness:.3f}")
+        for r in table.head(10).itertuples():
+            where = f"head {r.index}" if r.site == "heads" else f"position {r.index} ({res.tokens[int(r.index)]!r})"
+            click.echo(f"  {r.site:<6} layer {r.layer:<3} {where:<28} recovered {r.recovered:+.3f}")
+    _lm_out(res, out)
+
+
+@cli.command("heads")
+@_lm_options
+@click.option("--half", default=20, show_default=True, type=click.IntRange(2), help="Length of the repeated run.")
+def heads_cmd(model_spec: str, half: int, as_json: bool, out: str | None) -> None:
+    """Previous-token, duplicate-token and induction score of every attention head."""
+    from .language.heads import head_scores
+
+    model, _ = _language_model(model_spec)
+    res = head_scores(model, half=half)
+    if as_json:
+        _echo_json(res.to_pandas().to_dict("records"))
+    else:
+        for kind in ("previous_token", "duplicate_token", "induction"):
+            tops = ", ".join(f"L{layer}H{h} {v:.2f}" for layer, h, v in res.top(kind, 3))
+            click.echo(f"{kind:<16} {tops}")
+    _lm_out(res, out)
+
+
 @cli.command("demo")
 @click.option("--out-dir", default="unveil-demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--model", "models", multiple=True, help="Zoo name (default: the whole zoo).")

@@ -7,6 +7,9 @@ stratified split (``test_size=0.25``, ``random_state=0``) and cached as safetens
 ``UNVEIL_CACHE`` (default ``$XDG_CACHE_HOME/unveil`` or ``~/.cache/unveil``); it is retrained
 when the cached metadata (architecture, recipe, seed, torch and scikit-learn versions, recipe
 version) differs from the code's. ``load_dataset(name)`` returns the split each was trained on.
+``induction_transformer()`` (:mod:`unveil.zoo.induction`) is a 2-layer attention-only language
+model trained on repeated random sequences, which forms induction heads; it is cached the same way
+but is not in :data:`ZOO` (which lists the image and table models the front ends explain).
 
 Examples
 --------
@@ -26,8 +29,10 @@ from torch import nn
 
 from unveil.zoo._data import ZooData, load_dataset
 from unveil.zoo._training import build
+from unveil.zoo.induction import induction_transformer
 
-__all__ = ["ZOO", "ZooData", "ZooModel", "breast_cancer_mlp", "digits_cnn", "load_dataset"]
+__all__ = ["ZOO", "ZooData", "ZooModel", "breast_cancer_mlp", "digits_cnn", "induction_transformer",
+           "load_dataset"]
 
 
 class ZooFactory(Protocol):
