@@ -842,9 +842,12 @@ def _language_model(spec: str) -> tuple[Any, Any]:
         from .zoo.induction import induction_transformer
 
         return induction_transformer(), None
+    if spec != "zoo:smollm2" and not Path(spec).is_dir():
+        raise click.BadParameter(f"expected zoo:induction_transformer or zoo:smollm2 or a local Hugging "
+                                 f"Face model folder, got {spec!r}", param_hint="--model")
     from .language import load_language_model
 
-    return load_language_model(spec)  # zoo:smollm2 or a local folder; one error line otherwise
+    return load_language_model(spec)
 
 
 def _lm_text(text: str, tokenizer: Any, flag: str) -> Any:
