@@ -161,17 +161,22 @@ def test_estimators_converge_to_exact(game10, make):
     assert np.all(full.stderr == 0)
 
 
-@pytest.mark.parametrize("make", [
-    lambda m: KernelShap(m, n_samples=160),
-    lambda m: KernelShap(m, n_samples=160, estimator="wls"),
-    lambda m: PermutationShapley(m, n_samples=160),
-])
-def test_mean_over_seeds_within_3_se_and_stderr_calibrated(make):
+def _game8():
     torch.manual_seed(5)
     net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1), nn.Flatten(0)).eval()
     g = torch.Generator().manual_seed(6)
     x, bg = torch.randn(1, 8, generator=g) * 2, torch.randn(10, 8, generator=g)
     exact = ExactShapley(net)(x, target=None, background=bg).extras["group_values"][0]
+    return net, x, bg, exact
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: KernelShap(m, n_samples=160, estimator="stratified"),
+    lambda m: KernelShap(m, n_samples=160, estimator="wls"),
+    lambda m: PermutationShapley(m, n_samples=160),
+])
+def test_mean_over_seeds_within_3_se_and_stderr_calibrated(make):
+    net, x, bg, exact = _game8()
     runs = [make(net)(x, target=None, background=bg, seed=s) for s in range(64)]
     est = np.stack([r.extras["group_values"][0] for r in runs])
     spread = est.std(0, ddof=1)
@@ -181,6 +186,26 @@ def test_mean_over_seeds_within_3_se_and_stderr_calibrated(make):
     reported = np.stack([r.extras["group_stderr"][0] for r in runs]).mean(0)
     ratio = reported / spread
     assert 0.6 < np.median(ratio) < 1.6
+
+
+def test_surrogate_default_small_bias_lower_error_and_stderr():
+    """The default (surrogate) estimator fits its surrogate on the same coalitions, so it is
+    unbiased only up to O(1/n): its bias must stay well inside its spread, its error below the
+    unbiased stratified estimator's, and its reported standard error near the real spread."""
+    net, x, bg, exact = _game8()
+
+    def runs(**kw):
+        out = [KernelShap(net, n_samples=160, **kw)(x, target=None, background=bg, seed=s) for s in range(64)]
+        return np.stack([r.extras["group_values"][0] for r in out]), np.stack([r.extras["group_stderr"][0] for r in out])
+
+    est, se = runs()
+    spread = est.std(0, ddof=1)
+    assert spread.min() > 1e-5  # really stochastic
+    assert np.all(np.abs(est.mean(0) - exact) <= 3 * spread / 8 + 0.5 * spread)
+    strat, _ = runs(estimator="stratified")
+    rmse = lambda e: float(np.sqrt(((e - exact) ** 2).mean()))  # noqa: E731
+    assert rmse(est) < 0.75 * rmse(strat)
+    assert 0.5 < np.median(se.mean(0) / spread) < 1.6
 
 
 def test_same_seed_same_answer_any_batch_size(game10):
@@ -329,7 +354,7 @@ def test_bad_inputs(game):
         PermutationShapley(net, n_samples=10)(x, target=0, seed=0, baseline=0.0)
     with pytest.raises(OptionError, match="option seed=-1 is outside >= 0"):
         KernelShap(net)(x, target=0, seed=-1)
-    with pytest.raises(OptionError, match=r"estimator='exact' should be 'stratified' \| 'wls'"):
+    with pytest.raises(OptionError, match=r"estimator='exact' should be 'surrogate' \| 'stratified' \| 'wls'"):
         KernelShap(net, estimator="exact")  # type: ignore[arg-type]  # refused on purpose
     with pytest.raises(OptionError, match=r"sampling='uniform' should be 'kernel' \| 'leverage'"):
         KernelShap(net, sampling="uniform")  # type: ignore[arg-type]  # refused on purpose

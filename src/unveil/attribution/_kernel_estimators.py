@@ -4,8 +4,11 @@
   Shapley-kernel weights and the efficiency constraint enforced by a Lagrange multiplier.
 - :func:`solve_stratified`: coalition sizes as strata, a regression (GREG) estimator of the
   stratum means in the exact Shapley formula (:func:`choose_degree` picks the size model).
+- :func:`solve_surrogate`: regression adjustment (a control variate): a kernel-ridge surrogate
+  of the game whose Shapley values are known in closed form, plus :func:`solve_stratified` on
+  the residual game.
 
-Both report a stratified sandwich standard error over the sampled complementary pairs.
+All report a stratified sandwich standard error over the sampled complementary pairs.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch
 
 from ._coalitions import KernelDesign, kernel_allocation, n_subsets
 
-__all__ = ["choose_degree", "solve_kernel", "solve_stratified"]
+__all__ = ["choose_degree", "hamming_kernel_shapley", "solve_kernel", "solve_stratified", "solve_surrogate"]
 
 
 def solve_kernel(
@@ -197,3 +200,124 @@ def _stratified_se(design: KernelDesign, per_pair: torch.Tensor, stratum: np.nda
         ss = ((f - f.mean(1, keepdim=True)) ** 2).sum(1) * n / (n - 1) if n > 1 else (f**2).sum(1)
         var += ss * (1 - n / cap)
     return var.sqrt()
+
+
+# ----------------------------------------------------------------------------- surrogate
+_RHO_SCALES = (2.0, 8.0)  # kernel widths to choose from: rho = exp(-scale / c)
+_RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # ridge, relative to the largest eigenvalue
+SURROGATE_MAX_COALITIONS = 2500  # above this the kernel fit costs more than it gains
+
+
+def hamming_kernel_shapley(c: int, rho: float) -> np.ndarray:
+    """``H[t]`` for ``t = 0..c-1``: the Shapley value of the game ``S -> rho**|S xor T|`` is
+    ``(1 - rho) / c * H[|T| - 1]`` for a player in ``T`` and ``-(1 - rho) / c * H[|T|]`` for one
+    outside it.
+
+    In the size-stratified Shapley formula the other ``c - 1`` players form a uniformly random
+    set of size ``j`` whose overlap with ``T`` is hypergeometric; adding the player changes the
+    distance by one, so ``H[t] = sum_j E[rho**(t + j - 2 A)]``, ``A ~ Hypergeom(c - 1, t, j)``.
+    """
+    from math import lgamma
+
+    lg = np.array([lgamma(k + 1) for k in range(c + 1)])
+    t = np.arange(c)[:, None, None]
+    j = np.arange(c)[None, :, None]
+    a = np.arange(c)[None, None, :]
+    ok = (a <= t) & (a <= j) & (j - a <= c - 1 - t)
+    ti, ji, ai = np.broadcast_arrays(t, j, a)
+    lp = (lg[ti] - lg[np.where(ok, ai, 0)] - lg[np.where(ok, ti - ai, 0)]
+          + lg[c - 1 - ti] - lg[np.where(ok, ji - ai, 0)] - lg[np.where(ok, c - 1 - ti - ji + ai, 0)]
+          - (lg[c - 1] - lg[ji] - lg[c - 1 - ji]))
+    dist = np.where(ok, ti + ji - 2 * ai, 0).astype(np.float64)
+    terms = np.where(ok, np.exp(np.where(ok, lp, 0.0)) * rho**dist, 0.0)
+    out: np.ndarray = terms.sum(axis=(1, 2))
+    return out
+
+
+def _kernel_fit(
+    z: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Kernel ridge fit of ``y`` (R, K) on coalitions ``z`` (K, c), kernel ``rho**hamming``,
+    width and ridge chosen per row by leave-one-out error (closed form).
+
+    Returns the in-sample fit (R, K), leave-one-out residuals (R, K) and the fit's exact
+    Shapley values (R, c) from :func:`hamming_kernel_shapley`.
+    """
+    dev, c = z.device, z.shape[1]
+    ham = z @ (1 - z).T + (1 - z) @ z.T  # (K, K) Hamming distances
+    t = z.sum(1).round().long()
+    r = y.shape[0]
+    best = torch.full((r,), float("inf"), dtype=torch.float64, device=dev)
+    fit, loo, phi = torch.zeros_like(y), torch.zeros_like(y), torch.zeros(r, c, dtype=torch.float64, device=dev)
+    for scale in _RHO_SCALES:
+        rho = float(np.exp(-scale / c))
+        ev, u = torch.linalg.eigh(rho**ham)
+        ev = ev.clamp(min=0)
+        uy = u.T @ y.T  # (K, R)
+        h_tab = torch.as_tensor(hamming_kernel_shapley(c, rho), device=dev)
+        # Shapley value of each centre's kernel function (K, c)
+        k_phi = (1 - rho) / c * torch.where(
+            z > 0.5, h_tab[(t - 1).clamp(min=0)].unsqueeze(1), -h_tab[t.clamp(max=c - 1)].unsqueeze(1))
+        for ridge in _RIDGES:
+            lam = ridge * float(ev.max())
+            shrink = ev / (ev + lam)
+            f = (u @ (shrink.unsqueeze(1) * uy)).T  # (R, K)
+            hat = ((u**2) * shrink).sum(1).clamp(max=1 - 1e-9)
+            lr = (y - f) / (1 - hat)
+            mse = (lr**2).mean(1)
+            take = mse < best
+            if not bool(take.any()):
+                continue
+            alpha = (u @ (uy / (ev + lam).unsqueeze(1))).T  # (R, K)
+            best = torch.where(take, mse, best)
+            fit[take], loo[take], phi[take] = f[take], lr[take], (alpha @ k_phi)[take]
+    return fit, loo, phi
+
+
+def solve_surrogate(
+    design: KernelDesign, v: torch.Tensor, v0: torch.Tensor, vfull: torch.Tensor, degree: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shapley values (R, c) and standard errors: a surrogate game with known Shapley values
+    plus a stratified estimate of what it misses (regression adjustment, a control variate).
+
+    The surrogate is an additive fit plus kernel ridge regression on the coalitions with the
+    kernel ``rho**hamming`` (width and ridge by leave-one-out error), fitted on all evaluated
+    coalitions, empty and full included. Its Shapley values are exact in closed form
+    (:func:`hamming_kernel_shapley`); the residual game ``v - surrogate`` goes through
+    :func:`solve_stratified` (or :func:`solve_kernel` when ``degree`` is ``None``), so
+    efficiency holds exactly, and games the additive part fits (linear models) are exact.
+    The standard error is the residual estimator's, computed on leave-one-out residuals.
+    """
+    dev = v.device
+    z = torch.as_tensor(design.z, dtype=torch.float64, device=dev)
+    c = z.shape[1]
+    zz = torch.cat([torch.zeros(1, c, dtype=torch.float64, device=dev), z,
+                    torch.ones(1, c, dtype=torch.float64, device=dev)])
+    vv = torch.cat([v0.unsqueeze(1), v, vfull.unsqueeze(1)], dim=1)
+    # additive part: least squares on [1, z]
+    x = torch.cat([torch.ones(zz.shape[0], 1, dtype=torch.float64, device=dev), zz], dim=1)
+    coef = torch.linalg.lstsq(x, vv.T).solution  # (c + 1, R)
+    lin = vv - (x @ coef).T
+    scale = lin.abs().amax(1, keepdim=True)
+    if not bool((scale > 1e-12 * vv.abs().amax(1, keepdim=True).clamp(min=1e-300)).any()):
+        res, loo, phi_g = lin, lin, torch.zeros(v.shape[0], c, dtype=torch.float64, device=dev)
+    else:
+        mu = lin.mean(1, keepdim=True)
+        fit, loo, phi_g = _kernel_fit(zz, lin - mu)
+        res = lin - mu - fit
+    phi_g = phi_g + coef[1:].T
+
+    def residual(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if degree is None:
+            return solve_kernel(design, r[:, 1:-1] - r[:, :1], r[:, -1] - r[:, 0])
+        return solve_stratified(design, r[:, 1:-1], r[:, 0], r[:, -1], degree)
+
+    # sampled coalitions enter the residual estimator with their leave-one-out residuals (a
+    # fit that did not see them: the in-sample ones are shrunk towards the fit, a bias);
+    # enumerated sizes and the empty and full coalitions with the in-sample ones, so that
+    # their exact sums and efficiency match the surrogate's own values
+    sampled = torch.as_tensor(design.n_drawn < design.capacity, device=dev)[
+        torch.as_tensor(design.stratum, device=dev)]
+    keep = torch.cat([sampled.new_zeros(1), sampled, sampled.new_zeros(1)])
+    phi_r, se = residual(torch.where(keep, loo, res))
+    return phi_g + phi_r, se
