@@ -449,7 +449,12 @@ def encode(prompt: Any, tokenizer: Any = None, *, what: str = "prompt") -> torch
 
 
 def token_labels(ids: Sequence[int], tokenizer: Any = None) -> list[str]:
-    """Display strings of token ids: the tokenizer's tokens, else the ids as text."""
+    """Display strings of token ids: the words the tokenizer spells (``Ġ``/``▁`` markers as
+    spaces), else its tokens, else the ids as text."""
+    if callable(getattr(tokenizer, "decode", None)) and callable(getattr(tokenizer, "convert_ids_to_tokens", None)):
+        from .loading import token_texts
+
+        return token_texts(tokenizer, ids)
     convert = getattr(tokenizer, "convert_ids_to_tokens", None)
     if callable(convert):
         return [str(t) for t in convert(list(ids))]
