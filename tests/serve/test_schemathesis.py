@@ -77,6 +77,10 @@ with TestClient(APP) as _c:
     CHECKABLE = [m["name"] for m in _c.get("/api/models/mlp/methods").json() if m["applies"]]
 
 
+ROWS = _rows(N_ROWS, 0)
+LOW, HIGH = ROWS.min(axis=0), ROWS.max(axis=0)  # the range of the model's data, by column
+
+
 def _uploads(tables: bool = False) -> list[str]:
     """Ids of the uploads the app holds now (older ones expire as requests add new ones)."""
     return [k for k, up in list(STORE.uploads.items()) if not tables or up.x.shape[0] >= 20]
@@ -107,6 +111,36 @@ def _explain(body: dict[str, Any]) -> None:
         body["target"] = int(target) % N_CLASSES
 
 
+def _one_input(params: dict[str, Any]) -> None:
+    """Exactly one of sample and upload (a GET's query cannot say so in its schema)."""
+    if params.get("sample") is not None and params.get("upload") is not None:
+        params.pop(_pick(["sample", "upload"], (params["sample"], params["upload"])))
+
+
+def _edit(model: str, edit: Any) -> dict[str, Any]:
+    """An edit the model's input takes, made from the generated one: values of the model's real
+    columns within the range of its data, a rectangle within its image, a text for text models."""
+    e = STORE.entries[model]
+    digest = hashlib.sha256(repr(edit).encode()).digest()
+    edit = edit if isinstance(edit, dict) else {}
+    if e.modality == "image" and e.sample_shape is not None:
+        h, w = e.sample_shape[-2:]
+        top, left = digest[0] % h, digest[1] % w
+        return {"kind": "rect", "top": top, "left": left, "bottom": top + 1 + digest[2] % (h - top),
+                "right": left + 1 + digest[3] % (w - left), "fill": _pick(["mean", "zero", "blur"], edit)}
+    if e.modality == "text":
+        return {"kind": "text", "text": edit.get("text") or "a short text"}
+    names = e.columns(len(LOW))
+    given = [v for v in (edit.get("values") or {}).values()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    cols = sorted({digest[1 + i] % len(names) for i in range(1 + digest[0] % 3)})
+    values = {}
+    for i, j in enumerate(cols):
+        v = given[i] if i < len(given) else LOW[j] + (HIGH[j] - LOW[j]) * digest[5 + i] / 255
+        values[names[j]] = round(float(np.clip(v, LOW[j], HIGH[j])), 4)
+    return {"kind": "values", "values": values}
+
+
 @schema.hook
 def map_case(context: Any, case: Any) -> Any:
     """Real ids, files and model facts for schema-valid requests (negative ones stay as made)."""
@@ -124,6 +158,8 @@ def map_case(context: Any, case: Any) -> Any:
         params["page"] = _real(params["page"], list(STORE.pages))
     if isinstance(case.query, dict) and "upload" in case.query:
         case.query["upload"] = _real(case.query["upload"], _uploads(tables=True))
+    if isinstance(case.query, dict) and path.endswith("/input"):
+        _one_input(case.query)
     if path.endswith("/uploads"):
         case.body = _pick(UPLOADS, case.body)
     body = case.body if isinstance(case.body, dict) else None
@@ -132,6 +168,10 @@ def map_case(context: Any, case: Any) -> Any:
             body["upload"] = _real(body["upload"], _uploads(tables=path in ("/api/distill", "/api/audit")))
         if path == "/api/explain":
             _explain(body)
+        elif path == "/api/whatif":
+            _explain(body)
+            if body.get("model") in STORE.entries:
+                body["edit"] = _edit(body["model"], body.get("edit"))
         elif path == "/api/sanity":
             body["method"] = _pick(CHECKABLE, body.get("method"))
         elif path == "/api/audit":
