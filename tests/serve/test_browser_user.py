@@ -139,6 +139,9 @@ def test_user_model_session_in_chromium(server: str, tmp_path: Path) -> None:
             expect(page.get_by_test_id("whatif")).to_be_visible()
             expect(page.get_by_test_id("whatif-group")).to_be_disabled()  # not read by the model
             expect(page.get_by_test_id("whatif-region")).to_have_value(rows[pick][2])
+            page.get_by_test_id("whatif-income").fill("")  # an empty cell is not a zero
+            page.get_by_test_id("whatif-run").click()
+            expect(page.get_by_test_id("error")).to_have_text("income: enter a number.")
             page.get_by_test_id("whatif-income").fill("3")
             page.get_by_test_id("whatif-debt").fill("-1")
             page.get_by_test_id("whatif-run").click()
@@ -148,7 +151,12 @@ def test_user_model_session_in_chromium(server: str, tmp_path: Path) -> None:
             expect(page.get_by_test_id("prediction")).to_contain_text("Predicted: approved")
             expect(page.locator("[data-testid=map]")).to_have_count(2)
             assert _in_view(page, "result")
+            expect(page.get_by_test_id("error")).to_be_hidden()
             _shot(page, "3-whatif")
+            # the sanity check runs on the original input, and says so after a what-if
+            page.get_by_test_id("sanity-run").click()
+            expect(page.get_by_test_id("sanity-result")).to_contain_text(
+                "the original input: the check does not run on what-if edits", timeout=120_000)
 
             # the whole model: a surrogate, and an audit of the column the model does not read
             page.get_by_test_id("distill-run").click()
@@ -174,6 +182,13 @@ def test_user_model_session_in_chromium(server: str, tmp_path: Path) -> None:
             assert "Sanity check of Saliency" in html
             assert "Bias audit of group" in html and "Surrogate (" in html
             assert "what-if: income:" in html
+
+            # a table without the model's columns: the server's one line, as it is
+            page.set_input_files("#upload", files=[{"name": "wrong.csv", "mimeType": "text/csv",
+                                                    "buffer": b"a,b\n1,2\n"}])
+            expect(page.get_by_test_id("error")).to_contain_text("lacks the columns income, debt")
+            assert not page.get_by_test_id("error").inner_text().startswith(("{", "422"))
+            _shot(page, "5b-upload-error")
 
             # switch model: nothing of the previous model stays on screen
             page.select_option("[data-testid=model-select]", "usermodel:other_mlp")
