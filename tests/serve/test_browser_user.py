@@ -26,7 +26,7 @@ from _user_files import credit_rows, write_user_files
 from test_browser import ARGS, CHROMIUM, _free_port, _require_browser
 
 if TYPE_CHECKING:
-    from playwright.sync_api import ViewportSize
+    from playwright.sync_api import FilePayload, ViewportSize
 
 VIEW: ViewportSize = {"width": 1400, "height": 900}
 SHOTS = os.environ.get("UNVEIL_SHOTS")  # a folder for screenshots while developing (e.g. /tmp)
@@ -184,8 +184,8 @@ def test_user_model_session_in_chromium(server: str, tmp_path: Path) -> None:
             assert "what-if: income:" in html
 
             # a table without the model's columns: the server's one line, as it is
-            page.set_input_files("#upload", files=[{"name": "wrong.csv", "mimeType": "text/csv",
-                                                    "buffer": b"a,b\n1,2\n"}])
+            wrong: FilePayload = {"name": "wrong.csv", "mimeType": "text/csv", "buffer": b"a,b\n1,2\n"}
+            page.set_input_files("#upload", files=[wrong])
             expect(page.get_by_test_id("error")).to_contain_text("lacks the columns income, debt")
             assert not page.get_by_test_id("error").inner_text().startswith(("{", "422"))
             _shot(page, "5b-upload-error")

@@ -77,7 +77,7 @@ def _conditions_in_words(conditions: Any, categories: dict[str, list[str]]) -> s
             parts.append(f"{_number(lo)} < {c.name} <= {_number(hi)}")
         elif lo is not None:
             parts.append(f"{c.name} > {_number(lo)}")
-        else:
+        elif hi is not None:
             parts.append(f"{c.name} <= {_number(hi)}")
     return " AND ".join(parts)
 
