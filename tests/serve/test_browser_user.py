@@ -156,7 +156,7 @@ def test_user_model_session_in_chromium(server: str, tmp_path: Path) -> None:
             # the sanity check runs on the original input, and says so after a what-if
             page.get_by_test_id("sanity-run").click()
             expect(page.get_by_test_id("sanity-result")).to_contain_text(
-                "the original input: the check does not run on what-if edits", timeout=120_000)
+                "the original input (the check does not run on what-if edits)", timeout=120_000)
 
             # the whole model: a surrogate, and an audit of the column the model does not read
             page.get_by_test_id("distill-run").click()

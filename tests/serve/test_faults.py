@@ -469,6 +469,9 @@ def test_uploads_from_other_sites_are_refused(client, headers, status) -> None:
     r = client.post("/api/explain", json={"model": "mlp", "sample": 0, "methods": ["saliency"],
                                           "evaluate": False}, headers=headers)
     assert r.status_code == (403 if status == 403 else 200)
+    r = client.post("/api/whatif", json={"model": "mlp", "sample": 0, "methods": ["saliency"],
+                                         "edit": {"kind": "values", "values": {"x0": 1.0}}}, headers=headers)
+    assert r.status_code == (403 if status == 403 else 200)
 
 
 def test_the_test_clients_host_is_served_only_to_the_test_client() -> None:

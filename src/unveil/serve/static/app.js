@@ -360,7 +360,7 @@ async function sanity() {
     const res = await postJson("/api/sanity", { model: state.model.name, method: $("sanity-method").value, ...state.input });
     if (epoch !== state.inputEpoch) return;
     if (!res.available) { out.textContent = res.note; return; }
-    const original = state.edited ? " (the original input: the check does not run on what-if edits)" : "";
+    const original = state.edited ? ", the original input (the check does not run on what-if edits)" : "";
     const verdict = res.verdict || (res.passed ? "passed" : "failed");
     const cls = verdict === "passed" ? "ok" : verdict === "failed" ? "bad" : "muted";
     const title = $("sanity-method").selectedOptions[0].textContent;
