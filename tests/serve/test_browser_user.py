@@ -200,6 +200,8 @@ def test_user_model_session_in_chromium(server: str, tmp_path: Path) -> None:
             expect(page.get_by_test_id("sanity")).to_be_hidden()
             expect(page.get_by_test_id("whatif")).to_be_hidden()
             expect(page.get_by_test_id("selected")).to_have_text("No input chosen.")
+            expect(page.locator("#next")).to_be_hidden()  # no samples: nothing to page through
+            expect(page.get_by_test_id("status")).to_contain_text("no samples: upload an input")
             assert page.get_by_test_id("method-grad_cam").count() == 0
             _shot(page, "6-switch")
             expect(page.get_by_test_id("error")).to_be_hidden()

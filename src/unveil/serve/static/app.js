@@ -125,7 +125,10 @@ async function selectModel(name) {
   $("controls").scrollTop = 0;
   window.scrollTo(0, 0);
   setStatus("Pick an input and methods, then press Explain.");
+  const epoch = state.modelEpoch;
   await Promise.all([loadSamples(), loadMethods(), loadWholeModel()]);
+  if (epoch === state.modelEpoch && !state.total && !state.input)
+    setStatus("This model has no samples: upload an input, then press Explain.");
 }
 
 function tableQuery() { return state.table ? `?upload=${state.table.id}` : ""; }
@@ -170,6 +173,7 @@ async function loadSamples() {
                                                   (s.label ? ` (label ${s.label})` : ""), b));
     return b;
   }));
+  $("prev").hidden = $("next").hidden = !state.total;  // nothing to page through
   const last = Math.min(state.total, state.offset + state.limit);
   $("page").textContent = state.total ? `${state.offset + 1}–${last} of ${state.total}`
     : "no samples: upload a file, or start the dashboard with --data";
