@@ -305,3 +305,17 @@ def test_surrogate_rules_name_the_words_of_text_columns(kind) -> None:
             t.split("region = ")[1].split(" ")[0]}
         assert words <= ({"north", "east"} if answer == "yes" else {"south", "west"}), t
     assert res["text"].splitlines()[1:] == texts
+
+
+def test_edit_row_takes_words_or_codes_of_text_columns() -> None:
+    from unveil.serve._state import ApiError
+    from unveil.serve._whatif import edit_row
+
+    row, names, cats = np.array([0.5, 0.0]), ["x", "region"], {"region": ["east", "north"]}
+    for v in ("north", 1, 1.0):
+        new, changes = edit_row(row, names, cats, {"region": v})
+        assert new.tolist() == [0.5, 1.0] and changes == ["region: east → north"]
+    for v in ("south", 2, 0.5, True):
+        with pytest.raises(ApiError, match="takes one of east, north"):
+            edit_row(row, names, cats, {"region": v})
+    assert edit_row(row, names, cats, {"x": 2})[1] == ["x: 0.5 → 2"]

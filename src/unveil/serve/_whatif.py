@@ -99,7 +99,8 @@ def edit_row(row: np.ndarray, names: list[str], categories: dict[str, list[str]]
         if words is not None:
             if isinstance(v, str) and v in words:
                 code = float(words.index(v))
-            elif isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(words):
+            elif (isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+                  and 0 <= v < len(words)):  # a code (JSON's 1.0 is 1)
                 code = float(v)
             else:
                 raise ApiError(422, f"column {col!r} takes one of {', '.join(words)}; got {v!r}")
