@@ -26,7 +26,7 @@ from _user_files import credit_rows, write_user_files
 from test_browser import ARGS, CHROMIUM, _free_port, _require_browser
 
 if TYPE_CHECKING:
-    from playwright.sync_api import ViewportSize
+    from playwright.sync_api import FilePayload, ViewportSize
 
 VIEW: ViewportSize = {"width": 1400, "height": 900}
 SHOTS = os.environ.get("UNVEIL_SHOTS")  # a folder for screenshots while developing (e.g. /tmp)
@@ -139,6 +139,9 @@ def test_user_model_session_in_chromium(server: str, tmp_path: Path) -> None:
             expect(page.get_by_test_id("whatif")).to_be_visible()
             expect(page.get_by_test_id("whatif-group")).to_be_disabled()  # not read by the model
             expect(page.get_by_test_id("whatif-region")).to_have_value(rows[pick][2])
+            page.get_by_test_id("whatif-income").fill("")  # an empty cell is not a zero
+            page.get_by_test_id("whatif-run").click()
+            expect(page.get_by_test_id("error")).to_have_text("income: enter a number.")
             page.get_by_test_id("whatif-income").fill("3")
             page.get_by_test_id("whatif-debt").fill("-1")
             page.get_by_test_id("whatif-run").click()
@@ -148,7 +151,12 @@ def test_user_model_session_in_chromium(server: str, tmp_path: Path) -> None:
             expect(page.get_by_test_id("prediction")).to_contain_text("Predicted: approved")
             expect(page.locator("[data-testid=map]")).to_have_count(2)
             assert _in_view(page, "result")
+            expect(page.get_by_test_id("error")).to_be_hidden()
             _shot(page, "3-whatif")
+            # the sanity check runs on the original input, and says so after a what-if
+            page.get_by_test_id("sanity-run").click()
+            expect(page.get_by_test_id("sanity-result")).to_contain_text(
+                "the original input (the check does not run on what-if edits)", timeout=120_000)
 
             # the whole model: a surrogate, and an audit of the column the model does not read
             page.get_by_test_id("distill-run").click()
@@ -175,6 +183,13 @@ def test_user_model_session_in_chromium(server: str, tmp_path: Path) -> None:
             assert "Bias audit of group" in html and "Surrogate (" in html
             assert "what-if: income:" in html
 
+            # a table without the model's columns: the server's one line, as it is
+            wrong: FilePayload = {"name": "wrong.csv", "mimeType": "text/csv", "buffer": b"a,b\n1,2\n"}
+            page.set_input_files("#upload", files=[wrong])
+            expect(page.get_by_test_id("error")).to_contain_text("lacks the columns income, debt")
+            assert not page.get_by_test_id("error").inner_text().startswith(("{", "422"))
+            _shot(page, "5b-upload-error")
+
             # switch model: nothing of the previous model stays on screen
             page.select_option("[data-testid=model-select]", "usermodel:other_mlp")
             expect(page.get_by_test_id("maps")).to_be_empty()
@@ -185,6 +200,8 @@ def test_user_model_session_in_chromium(server: str, tmp_path: Path) -> None:
             expect(page.get_by_test_id("sanity")).to_be_hidden()
             expect(page.get_by_test_id("whatif")).to_be_hidden()
             expect(page.get_by_test_id("selected")).to_have_text("No input chosen.")
+            expect(page.locator("#next")).to_be_hidden()  # no samples: nothing to page through
+            expect(page.get_by_test_id("status")).to_contain_text("no samples: upload an input")
             assert page.get_by_test_id("method-grad_cam").count() == 0
             _shot(page, "6-switch")
             expect(page.get_by_test_id("error")).to_be_hidden()

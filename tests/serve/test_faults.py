@@ -93,6 +93,10 @@ def _upload(client: TestClient, model: str, body: bytes, **kw: Any) -> Any:
     ("/api/distill", '{"model": "mlp", "max_depth": %s}'),
     ("/api/audit", '{"model": "mlp", "sensitive": "x5", "positive": %s}'),
     ("/api/audit", '{"model": "mlp", "sensitive": "x5", "extra": [%s]}'),
+    ("/api/whatif", '{"model": "mlp", "sample": 0, "methods": ["saliency"], '
+                    '"edit": {"kind": "values", "values": {"x0": %s}}}'),
+    ("/api/whatif", '{"model": "cnn", "sample": 0, "methods": ["saliency"], '
+                    '"edit": {"kind": "rect", "top": 0, "left": 0, "bottom": %s, "right": 4}}'),
 ])
 def test_non_finite_json_numbers_are_a_422_with_a_message(client, path, body, number) -> None:
     r = client.post(path, content=(body % number).encode(), headers={"content-type": "application/json"})
@@ -112,6 +116,70 @@ def test_malformed_json_says_where(client) -> None:
     r = client.post("/api/explain", content=b'{"model": ', headers={"content-type": "application/json"})
     assert r.status_code == 422
     assert "not valid JSON (Expecting value at character 10)" in r.json()["detail"]
+
+
+# -- what-if edits ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("edit,fragment", [
+    ({"kind": "rect", "top": 0, "left": 0, "bottom": 10**9, "right": 4}, "edit.rect.bottom"),
+    ({"kind": "rect", "top": -2, "left": 0, "bottom": 4, "right": 4}, "edit.rect.top"),
+    ({"kind": "rect", "top": 0, "left": -1, "bottom": 4, "right": 4}, "edit.rect.left"),
+    ({"kind": "rect", "top": True, "left": 0, "bottom": 4, "right": 4}, "edit.rect.top"),
+    ({"kind": "rect", "top": 20, "left": 0, "bottom": 30, "right": 4}, "outside the 16x16 image"),
+    ({"kind": "rect", "top": 5, "left": 0, "bottom": 5, "right": 4}, "is empty"),
+    ({"kind": "values", "values": {"x0": 1.0}}, "takes image inputs"),
+    ({"kind": "text", "text": "a cat"}, "takes image inputs"),
+])
+def test_bad_image_edits_are_a_422_with_a_message(client, edit, fragment) -> None:
+    r = client.post("/api/whatif", json={"model": "cnn", "sample": 0, "methods": ["saliency"],
+                                         "evaluate": False, "edit": edit})
+    assert r.status_code == 422, r.text
+    assert fragment in r.json()["detail"]
+
+
+def test_a_rectangle_running_past_the_image_is_clipped_to_it(client) -> None:
+    r = client.post("/api/whatif", json={"model": "cnn", "sample": 0, "methods": ["saliency"],
+                                         "evaluate": False, "edit": {"kind": "rect", "top": 8, "left": 8,
+                                                                     "bottom": 10_000, "right": 10_000}})
+    assert r.status_code == 200, r.text
+    assert r.json()["changes"] == ["rows 8–15, columns 8–15 painted with the image's mean colour"]
+
+
+@pytest.mark.parametrize("edit,fragment", [
+    ({"kind": "values", "values": {"x9": 1.0}}, "no column named 'x9'"),
+    ({"kind": "values", "values": {"x0": "high"}}, "column 'x0' takes a number"),
+    ({"kind": "values", "values": {"x0": True}}, "edit.values.values.x0"),
+    ({"kind": "values", "values": {}}, "edit.values.values"),
+    ({"kind": "rect", "top": 0, "left": 0, "bottom": 2, "right": 2}, "takes tabular inputs"),
+    ({"kind": "text", "text": "a row"}, "takes tabular inputs"),
+])
+def test_bad_table_edits_are_a_422_with_a_message(client, edit, fragment) -> None:
+    r = client.post("/api/whatif", json={"model": "mlp", "sample": 0, "methods": ["saliency"],
+                                         "evaluate": False, "edit": edit})
+    assert r.status_code == 422, r.text
+    assert fragment in r.json()["detail"]
+
+
+def test_a_whatif_on_inputs_that_are_not_tables_images_or_texts_is_a_422() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 3), torch.nn.Flatten(), torch.nn.Linear(24, 2)).eval()
+    app = create_app(models={"seq": net}, samples={"seq": torch.rand(3, 2, 10)}, zoo=False)
+    with TestClient(app) as c:
+        assert c.get("/api/models/seq/input").json()["kind"] == "other"
+        for edit in ({"kind": "values", "values": {"x0": 1.0}}, {"kind": "text", "text": "a"},
+                     {"kind": "rect", "top": 0, "left": 0, "bottom": 1, "right": 1}):
+            r = c.post("/api/whatif", json={"model": "seq", "sample": 0, "methods": ["saliency"],
+                                            "edit": edit})
+            assert r.status_code == 422, r.text
+            assert "takes sequence inputs" in r.json()["detail"]
+            assert "what-if edits work on table rows" in r.json()["detail"]
+
+
+def test_the_editable_input_is_sample_0_unless_one_is_named(client) -> None:
+    first = client.get("/api/models/mlp/input").json()
+    assert first == client.get("/api/models/mlp/input", params={"sample": 0}).json()
+    assert first != client.get("/api/models/mlp/input", params={"sample": 1}).json()
+    r = client.get("/api/models/mlp/input", params={"sample": 0, "upload": "0123456789abcdef"})
+    assert r.status_code == 422 and "exactly one of" in r.json()["detail"]
 
 
 # -- uploads that broke the server -----------------------------------------------------------
@@ -364,6 +432,10 @@ def test_models_that_are_not_modules_run_one_job_at_a_time() -> None:
     ("/api/sanity", {"model": "mlp", "sample": False, "method": "saliency"}),
     ("/api/distill", {"model": "mlp", "max_depth": True}),
     ("/api/audit", {"model": "mlp", "sensitive": "x5", "positive": "1"}),
+    ("/api/whatif", {"model": "mlp", "sample": "1", "methods": ["saliency"],
+                     "edit": {"kind": "values", "values": {"x0": 1.0}}}),
+    ("/api/whatif", {"model": "mlp", "sample": 0, "methods": ["saliency"], "evaluate": 1,
+                     "edit": {"kind": "values", "values": {"x0": 1.0}}}),
 ])
 def test_request_bodies_are_strict(client, path, body) -> None:
     r = client.post(path, json=body)
@@ -397,6 +469,9 @@ def test_uploads_from_other_sites_are_refused(client, headers, status) -> None:
     r = client.post("/api/explain", json={"model": "mlp", "sample": 0, "methods": ["saliency"],
                                           "evaluate": False}, headers=headers)
     assert r.status_code == (403 if status == 403 else 200)
+    r = client.post("/api/whatif", json={"model": "mlp", "sample": 0, "methods": ["saliency"],
+                                         "edit": {"kind": "values", "values": {"x0": 1.0}}}, headers=headers)
+    assert r.status_code == (403 if status == 403 else 200)
 
 
 def test_the_test_clients_host_is_served_only_to_the_test_client() -> None:
@@ -422,9 +497,10 @@ def test_the_schema_lists_the_models_and_methods(client) -> None:
     import unveil as uv
 
     schema = client.get("/openapi.json").json()
-    req = schema["components"]["schemas"]["ExplainRequest"]
-    assert req["properties"]["model"]["enum"] == ["mlp", "cnn"]
-    assert set(req["properties"]["methods"]["items"]["enum"]) == {m.name for m in uv.methods()}
+    for name in ("ExplainRequest", "WhatIfRequest"):
+        req = schema["components"]["schemas"][name]
+        assert req["properties"]["model"]["enum"] == ["mlp", "cnn"]
+        assert set(req["properties"]["methods"]["items"]["enum"]) == {m.name for m in uv.methods()}
     params = schema["paths"]["/api/models/{model}/uploads"]["post"]["parameters"]
     assert params[0]["schema"]["enum"] == ["mlp", "cnn"]
 

@@ -6,7 +6,8 @@ refused, schema-valid ones accepted.
 The schema lists the model and method names; hooks supply what a schema cannot know: ids of
 real uploads and runs (so that downloads and uploaded tables are reached, not only 404s), file
 contents for uploads, and for valid requests the facts that depend on the model (its columns,
-its number of classes, which methods it can check, the options a method declares)."""
+its number of classes, which methods it can check, the options a method declares, what-if edits
+its input takes). A second app with an image model does the same for the what-if routes."""
 
 from __future__ import annotations
 
@@ -77,6 +78,10 @@ with TestClient(APP) as _c:
     CHECKABLE = [m["name"] for m in _c.get("/api/models/mlp/methods").json() if m["applies"]]
 
 
+ROWS = _rows(N_ROWS, 0)
+LOW, HIGH = ROWS.min(axis=0), ROWS.max(axis=0)  # the range of the model's data, by column
+
+
 def _uploads(tables: bool = False) -> list[str]:
     """Ids of the uploads the app holds now (older ones expire as requests add new ones)."""
     return [k for k, up in list(STORE.uploads.items()) if not tables or up.x.shape[0] >= 20]
@@ -98,13 +103,53 @@ def _real(value: Any, ids: list[str]) -> Any:
     return _pick(ids, value)
 
 
-def _explain(body: dict[str, Any]) -> None:
+def _explain(body: dict[str, Any], n_classes: int = N_CLASSES) -> None:
     # which values a method's options take is the method's own check (a 422 naming the option):
     # valid requests here give none, so that no valid request is refused for them
     body["options"] = {}
     target = body.get("target")
     if isinstance(target, (int, float)) and not isinstance(target, bool):
-        body["target"] = int(target) % N_CLASSES
+        body["target"] = int(target) % n_classes
+
+
+def _one_input(params: dict[str, Any]) -> None:
+    """Exactly one of sample and upload (a GET's query cannot say so in its schema)."""
+    if params.get("sample") is not None and params.get("upload") is not None:
+        params.pop(_pick(["sample", "upload"], (params["sample"], params["upload"])))
+
+
+def _rect(h: int, w: int, edit: dict[str, Any], digest: bytes) -> dict[str, Any]:
+    """A rectangle that starts within the h x w image and ends after it starts: a generated one
+    moved into the image (an end past the image stays: the route clips it), else a made one."""
+    if edit.get("kind") == "rect":
+        top, left = min(edit["top"], h - 1), min(edit["left"], w - 1)
+        return {**edit, "top": top, "left": left, "bottom": max(top + 1, edit["bottom"]),
+                "right": max(left + 1, edit["right"])}
+    top, left = digest[0] % h, digest[1] % w
+    return {"kind": "rect", "top": top, "left": left, "bottom": top + 1 + digest[2] % (h - top),
+            "right": left + 1 + digest[3] % (w - left), "fill": _pick(["mean", "zero", "blur"], digest)}
+
+
+def _edit(store: Any, model: str, edit: Any, key: Any) -> dict[str, Any]:
+    """An edit the model's input takes, made from the generated one: values of the model's real
+    columns within the range of its data, a rectangle within its image, a text for text models
+    (``key``, the generated body, chooses what the generated edit does not give)."""
+    e = store.entries[model]
+    digest = hashlib.sha256(repr(key).encode()).digest()
+    edit = edit if isinstance(edit, dict) else {}
+    if e.modality == "image" and e.sample_shape is not None:
+        return _rect(e.sample_shape[-2], e.sample_shape[-1], edit, digest)
+    if e.modality == "text":
+        return {"kind": "text", "text": edit.get("text") or "a short text"}
+    names = e.columns(len(LOW))
+    given = [v for v in (edit.get("values") or {}).values()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    cols = sorted({digest[1 + i] % len(names) for i in range(1 + digest[0] % 3)})
+    values = {}
+    for i, j in enumerate(cols):
+        v = given[i] if i < len(given) else LOW[j] + (HIGH[j] - LOW[j]) * digest[5 + i] / 255
+        values[names[j]] = round(float(np.clip(v, LOW[j], HIGH[j])), 4)
+    return {"kind": "values", "values": values}
 
 
 @schema.hook
@@ -124,6 +169,8 @@ def map_case(context: Any, case: Any) -> Any:
         params["page"] = _real(params["page"], list(STORE.pages))
     if isinstance(case.query, dict) and "upload" in case.query:
         case.query["upload"] = _real(case.query["upload"], _uploads(tables=True))
+    if isinstance(case.query, dict) and path.endswith("/input"):
+        _one_input(case.query)
     if path.endswith("/uploads"):
         case.body = _pick(UPLOADS, case.body)
     body = case.body if isinstance(case.body, dict) else None
@@ -132,6 +179,10 @@ def map_case(context: Any, case: Any) -> Any:
             body["upload"] = _real(body["upload"], _uploads(tables=path in ("/api/distill", "/api/audit")))
         if path == "/api/explain":
             _explain(body)
+        elif path == "/api/whatif":
+            _explain(body)
+            if body.get("model") in STORE.entries:
+                body["edit"] = _edit(STORE, body["model"], body.get("edit"), dict(body))
         elif path == "/api/sanity":
             body["method"] = _pick(CHECKABLE, body.get("method"))
         elif path == "/api/audit":
@@ -146,3 +197,47 @@ def map_case(context: Any, case: Any) -> Any:
 def test_api_never_errors(case) -> None:
     case.call_and_validate()
 
+
+
+# -- what-if on an image model ----------------------------------------------------------------
+# The edits of an image are rectangles, whose end must come after their start and which must
+# meet the image: facts of the image the schema cannot state, supplied by the hook.
+
+def _image_app() -> Any:
+    from _util import TinyCNN
+
+    torch.manual_seed(0)
+    net = LoadedModel(TinyCNN().eval(), name="cnn", class_names=["a", "b", "c", "d"])
+    return create_app(models={"cnn": net}, samples={"cnn": torch.rand(4, 1, 16, 16)}, zoo=False,
+                      budget={"n_steps": 4, "n_samples": 8, "seed": 0}, time_budget=600)
+
+
+IMAGE_APP = _image_app()
+IMAGE_STORE = IMAGE_APP.state.store
+CHEAP = ["saliency", "integrated_gradients", "grad_cam", "occlusion"]  # what the edit is explained by
+image_schema = schemathesis.openapi.from_asgi("/openapi.json", IMAGE_APP).include(
+    path_regex=r"^/api/(whatif|models/\{model\}/input)$")
+
+
+@image_schema.hook("map_case")
+def map_image_case(context: Any, case: Any) -> Any:
+    """A rectangle within the 16x16 image and cheap methods, for schema-valid requests."""
+    meta = getattr(case, "meta", None)
+    if meta is None or not meta.generation.mode.is_positive:
+        return case
+    if isinstance(case.query, dict):
+        _one_input(case.query)
+    body = case.body if isinstance(case.body, dict) else None
+    if body is not None and case.operation.path == "/api/whatif":
+        key = dict(body)
+        _explain(body, n_classes=4)
+        body["methods"] = sorted({_pick(CHEAP, m) for m in body.get("methods", [])}) or ["saliency"]
+        body["edit"] = _edit(IMAGE_STORE, "cnn", body.get("edit"), key)
+    return case
+
+
+@image_schema.parametrize()
+@seed(20240601)
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_image_whatif_never_errors(case) -> None:
+    case.call_and_validate()

@@ -265,3 +265,57 @@ def test_large_data_is_sampled_with_its_labels(monkeypatch) -> None:
     assert all(tuple(r) in rows for r in e.samples.tolist())
     assert np.array_equal(e.labels, (e.table[:, 0] > 0).astype(np.int64))  # each label stays with its row
     assert np.array_equal(e.table_labels, e.labels)
+
+
+class _RegionNet(nn.Module):
+    """Says "yes" exactly for the regions north and east (one-hot inputs in sorted order:
+    east, north, south, west), whatever the income."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        yes = x[:, 0] + x[:, 1]  # east, north
+        return torch.stack([1 - yes, yes], dim=1) * 4
+
+
+def _one_hot_region(rows: np.ndarray) -> np.ndarray:
+    codes = rows[:, 1].astype(int)
+    return np.concatenate([(codes[:, None] == np.arange(4)).astype(np.float32),
+                           rows[:, :1].astype(np.float32)], axis=1)
+
+
+@pytest.mark.parametrize("kind", ["rules", "tree"])
+def test_surrogate_rules_name_the_words_of_text_columns(kind) -> None:
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"income": rng.normal(size=120),
+                       "region": rng.choice(["north", "south", "east", "west"], 120)})
+    served = ServedModel(_RegionNet().eval(), data=df, preprocess=_one_hot_region, class_names=["no", "yes"])
+    with TestClient(create_app(models={"m": served}, zoo=False)) as c:
+        r = c.post("/api/distill", json={"model": "m", "kind": kind, "max_depth": 2})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["fidelity"] == 1.0
+    texts = [rule["text"] for rule in res["rules"]]
+    assert not any("region <=" in t or "region >" in t or "< region" in t for t in texts), texts
+    named = [t for t in texts if "region" in t]
+    assert named, texts
+    for t in named:  # the words let through are the ones the model answers alike
+        answer = t.split(" THEN ")[1].split(" ")[0]
+        words = set(t.split("region in {")[1].split("}")[0].split(", ")) if "region in {" in t else {
+            t.split("region = ")[1].split(" ")[0]}
+        assert words <= ({"north", "east"} if answer == "yes" else {"south", "west"}), t
+    assert res["text"].splitlines()[1:] == texts
+
+
+def test_edit_row_takes_words_or_codes_of_text_columns() -> None:
+    from unveil.serve._state import ApiError
+    from unveil.serve._whatif import edit_row
+
+    row, names, cats = np.array([0.5, 0.0]), ["x", "region"], {"region": ["east", "north"]}
+    for v in ("north", 1, 1.0):
+        new, changes = edit_row(row, names, cats, {"region": v})
+        assert new.tolist() == [0.5, 1.0] and changes == ["region: east → north"]
+    for v in ("south", 2, 0.5, True):
+        with pytest.raises(ApiError, match="takes one of east, north"):
+            edit_row(row, names, cats, {"region": v})
+    assert edit_row(row, names, cats, {"x": 2})[1] == ["x: 0.5 → 2"]

@@ -26,7 +26,7 @@ from ._schemas_user import CandidateOut
 from ._state import ApiError, Entry, Store
 from ._work import Work
 
-__all__ = ["global_router"]
+__all__ = ["global_router", "rule_text"]
 
 PageId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{16}$")]
 UploadQuery = Annotated[str | None, Query(pattern=r"^[0-9a-f]{16}$")]
@@ -47,6 +47,49 @@ def _candidate_columns(X: np.ndarray, names: list[str], entry: Entry | None = No
             out.append(CandidateOut(name=name, n_values=k, kept_aside=name in aside,
                                     values=entry.categories.get(name) if entry is not None else None))
     return sorted(out, key=lambda c: not c.kept_aside)
+
+
+def _number(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _conditions_in_words(conditions: Any, categories: dict[str, list[str]]) -> str:
+    """A rule's conditions joined with AND (as the surrogate writes them), a coded text column's
+    thresholds written as the words they let through (``region in {north, south}``)."""
+    parts = []
+    seen: list[str] = []
+    for c in conditions:
+        if c.name in seen:
+            continue
+        seen.append(c.name)
+        same = [d for d in conditions if d.name == c.name]
+        lo = max((d.threshold for d in same if d.op == ">"), default=None)
+        hi = min((d.threshold for d in same if d.op == "<="), default=None)
+        words = categories.get(c.name)
+        if words:
+            chosen = [w for k, w in enumerate(words)
+                      if (lo is None or k > lo) and (hi is None or k <= hi)]
+            if chosen and len(chosen) < len(words):
+                parts.append(f"{c.name} = {chosen[0]}" if len(chosen) == 1
+                             else f"{c.name} in {{{', '.join(chosen)}}}")
+                continue
+        if lo is not None and hi is not None:
+            parts.append(f"{_number(lo)} < {c.name} <= {_number(hi)}")
+        elif lo is not None:
+            parts.append(f"{c.name} > {_number(lo)}")
+        elif hi is not None:
+            parts.append(f"{c.name} <= {_number(hi)}")
+    return " AND ".join(parts)
+
+
+def rule_text(rule: Any, categories: dict[str, list[str]]) -> str:
+    """A surrogate's rule as it prints, with coded text columns in words."""
+    text = str(rule)
+    if not categories or not rule.conditions or not text.startswith("IF ") or " THEN " not in text:
+        return text
+    if not any(c.name in categories for c in rule.conditions):
+        return text
+    return "IF " + _conditions_in_words(rule.conditions, categories) + text[text.index(" THEN "):]
 
 
 def global_router(store: Store, work: Work | None = None) -> APIRouter:
@@ -88,14 +131,19 @@ def global_router(store: Store, work: Work | None = None) -> APIRouter:
         store.record(e, f"Surrogate ({sur.kind}, {sur.complexity} {sur.complexity_unit}) fitted in the "
                         f"dashboard on {X.shape[0]} rows: agrees with the model on "
                         f"{100 * sur.fidelity():.0f}% of the held-out rows.")
+        words = e.categories if store.in_data_units(req.upload) else {}
         rules = [] if req.kind == "linear" else [
-            RuleOut(text=str(rule), coverage=rule.coverage, fidelity=rule.fidelity) for rule in sur.rules()]
+            RuleOut(text=rule_text(rule, words), coverage=rule.coverage, fidelity=rule.fidelity)
+            for rule in sur.rules()]
+        text = sur.describe()
+        if rules:  # the figures, then the rules in words
+            text = "\n".join([text.splitlines()[0], *(r.text for r in rules)])
         top = dict(imp.ranking()[:10])
         return DistillResponse(
             kind=sur.kind, n_rows=int(X.shape[0]), held_out_rows=int(sur.held_out["n_rows"]),
             complexity=sur.complexity, complexity_unit=sur.complexity_unit, fidelity=sur.fidelity(),
             accuracy=sur.held_out.get("accuracy"), model_accuracy=sur.held_out.get("model_accuracy"),
-            text=sur.describe(), rules=rules,
+            text=text, rules=rules,
             curve=[CurvePoint(size=v, complexity=c, fidelity=f)
                    for v, c, f in zip(curve.values, curve.complexity, curve.fidelity)],
             importance={k: float(v) for k, v in top.items()})

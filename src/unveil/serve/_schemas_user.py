@@ -8,6 +8,8 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from ._schemas import (
+    _INTEGRAL,
+    _ONE_INPUT,
     ExplainResponse,
     MethodName,
     MethodOptions,
@@ -15,13 +17,21 @@ from ._schemas import (
     PredictionOut,
     Target,
     UploadId,
+    _Strict,
 )
 
 __all__ = ["CandidateOut", "CellOut", "ImageEdit", "InputOut", "TermOut", "TextEdit", "ValuesEdit",
            "WhatIfRequest", "WhatIfResponse"]
 
 ColumnName = Annotated[str, Field(min_length=1, max_length=200)]
-CellValue = Union[StrictInt, StrictFloat, Annotated[str, Field(max_length=200)]]
+#: A cell's new value: a finite number, or a word of a text column (NaN and infinities are refused).
+CellValue = Union[StrictInt, Annotated[StrictFloat, Field(allow_inf_nan=False)],
+                  Annotated[str, Field(max_length=200)]]
+#: Pixel indices of a what-if rectangle: its first row or column, and its end (excluded; the
+#: route clips it to the image). A rectangle that ends before it starts, or lies outside the
+#: image, is refused with 422.
+Pixel = Annotated[int, Field(ge=0, le=10_000), _INTEGRAL]
+PixelEnd = Annotated[int, Field(ge=1, le=10_000), _INTEGRAL]
 
 
 class CandidateOut(BaseModel):
@@ -52,10 +62,6 @@ class InputOut(BaseModel):
     width: int | None = None
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class ValuesEdit(_Strict):
     """New values of some columns of a table row (numbers, or a word of a text column)."""
 
@@ -68,10 +74,10 @@ class ImageEdit(_Strict):
     of the model's input, end excluded) with the data's mean image, zeros, or a blur of itself."""
 
     kind: Literal["rect"]
-    top: Annotated[int, Field(ge=0, le=10_000)]
-    left: Annotated[int, Field(ge=0, le=10_000)]
-    bottom: Annotated[int, Field(ge=1, le=10_000)]
-    right: Annotated[int, Field(ge=1, le=10_000)]
+    top: Pixel
+    left: Pixel
+    bottom: PixelEnd
+    right: PixelEnd
     fill: Literal["mean", "zero", "blur"] = "mean"
 
 
@@ -85,17 +91,20 @@ class TextEdit(_Strict):
 class WhatIfRequest(_Strict):
     """Edit an input (a sample or an upload row) and explain the edited one."""
 
+    model_config = ConfigDict(json_schema_extra=_ONE_INPUT)
+
     model: Name
-    sample: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    sample: Annotated[int, Field(ge=0, le=1_000_000), _INTEGRAL] | None = None
     upload: UploadId | None = None
-    row: Annotated[int, Field(ge=0, le=10_000)] = 0
+    row: Annotated[int, Field(ge=0, le=10_000), _INTEGRAL] = 0
     edit: Annotated[Union[ValuesEdit, ImageEdit, TextEdit], Field(discriminator="kind")]
     methods: Annotated[list[MethodName], Field(min_length=1, max_length=8)]
     target: Target = "predicted"
     evaluate: bool = False
     options: Annotated[dict[MethodName, MethodOptions], Field(
         max_length=8, json_schema_extra={"additionalProperties": False},
-        description="options of the methods named in 'methods', by method")] = {}
+        description="options of the methods named in 'methods', by method, as each declares "
+                    "them (an undeclared one is refused with 422)")] = {}
 
 
 class WhatIfResponse(BaseModel):

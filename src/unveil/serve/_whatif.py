@@ -32,9 +32,13 @@ from ._work import Work
 
 __all__ = ["edit_image", "edit_row", "terms", "whatif_router"]
 
-SampleQuery = Annotated[int | None, Query(ge=0, le=1_000_000)]
-UploadQuery = Annotated[str | None, Query(pattern=r"^[0-9a-f]{16}$")]
-RowQuery = Annotated[int, Query(ge=0, le=10_000)]
+SampleQuery = Annotated[int | None, Query(
+    ge=0, le=1_000_000, description="a sample's index (sample 0 when neither this nor 'upload' is given)")]
+UploadQuery = Annotated[str | None, Query(
+    pattern=r"^[0-9a-f]{16}$", description="an upload's id (give 'sample' or 'upload', not both)")]
+RowQuery = Annotated[int, Query(ge=0, le=10_000, description="the row of the upload")]
+#: What the what-if edits work on, by the kind of input.
+_EDITABLE = "what-if edits work on table rows (values), images (a rectangle) and texts (text)"
 
 #: Figures the page shows that the report's glossary does not define.
 _EXTRA_TERMS = {
@@ -95,7 +99,8 @@ def edit_row(row: np.ndarray, names: list[str], categories: dict[str, list[str]]
         if words is not None:
             if isinstance(v, str) and v in words:
                 code = float(words.index(v))
-            elif isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(words):
+            elif (isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+                  and 0 <= v < len(words)):  # a code (JSON's 1.0 is 1)
                 code = float(v)
             else:
                 raise ApiError(422, f"column {col!r} takes one of {', '.join(words)}; got {v!r}")
@@ -169,6 +174,8 @@ def whatif_router(store: Store, work: Work | None = None) -> APIRouter:
     def editable(model: ModelName, sample: SampleQuery = None, upload: UploadQuery = None,
                  row: RowQuery = 0) -> InputOut:
         e = store.entry(model)
+        if sample is None and upload is None:
+            sample = 0
         x, _, toks = store.input(e, sample, upload, row)
         if e.modality == "tabular" and x.ndim == 2:
             vals, names, from_table = _table_row(store, e, sample, upload, row)
@@ -196,25 +203,39 @@ def whatif_router(store: Store, work: Work | None = None) -> APIRouter:
         if stray:
             raise ApiError(422, f"options given for {', '.join(map(repr, stray))}, which are not among the methods")
         check_options(req.methods, req.options, store.budget)
+        if isinstance(req.target, int) and e.class_names and req.target >= len(e.class_names):
+            raise ApiError(422, f"target {req.target} is out of range: the model has "
+                                f"{len(e.class_names)} classes")
         edit = req.edit
         if isinstance(edit, ValuesEdit):
             if e.modality != "tabular":
-                raise ApiError(422, f"model {e.name!r} takes {e.modality} inputs; edit values of table rows")
+                raise ApiError(422, f"model {e.name!r} takes {e.modality or 'unknown'} inputs, not table "
+                                    f"rows: {_EDITABLE}")
             row, names, from_table = _table_row(store, e, req.sample, req.upload, req.row)
             new, changes = edit_row(row, names, e.categories if from_table else {}, dict(edit.values))
-            pre = e.table_preprocess if from_table else None
-            x_new = model_inputs(pre, new[None]).to(x.dtype)
+            if from_table:
+                x_new = model_inputs(e.table_preprocess, new[None]).to(x.dtype)
+            else:
+                x_new = torch.from_numpy(new).reshape(x.shape).to(x.dtype)
         elif isinstance(edit, ImageEdit):
+            if e.modality != "image" or x.ndim != 4:
+                raise ApiError(422, f"model {e.name!r} takes {e.modality or 'unknown'} inputs of shape "
+                                    f"{tuple(x.shape[1:])}, not images: {_EDITABLE}")
             x_new, change = edit_image(x, edit, e.reference)
             changes = [change]
         else:
             assert isinstance(edit, TextEdit)
+            if e.modality != "text":
+                raise ApiError(422, f"model {e.name!r} takes {e.modality or 'unknown'} inputs, not "
+                                    f"texts: {_EDITABLE}")
             if e.tokenizer is None:
-                raise ApiError(422, f"model {e.name!r} has no tokenizer: editing text needs one")
+                raise ApiError(422, f"model {e.name!r} has no tokenizer: editing text needs one "
+                                    "(unveil serve --tokenizer)")
             enc = e.tokenizer([edit.text], return_tensors="pt", padding=True, truncation=True)
             x_new = enc["input_ids"]
             tokens = [list(map(str, e.tokenizer.convert_ids_to_tokens(x_new[0].tolist())))]
             changes = [f"text: {edit.text!r}"]
+
         def job() -> tuple[PredictionOut, Section, str]:
             model = store.explainable(e)
             with work.hold(e.name, model):

@@ -166,13 +166,14 @@ def _with_enums(schema: dict[str, Any], models: list[str], methods: list[str]) -
     """The OpenAPI schema with the names the dashboard accepts listed (models, methods)."""
     schema = copy.deepcopy(schema)
     comps = schema.get("components", {}).get("schemas", {})
-    for comp in ("ExplainRequest", "SanityRequest", "DistillRequest", "AuditRequest"):
+    for comp in ("ExplainRequest", "SanityRequest", "DistillRequest", "AuditRequest", "WhatIfRequest"):
         props = comps.get(comp, {}).get("properties", {})
         if "model" in props:
             props["model"]["enum"] = models
-    explain = comps.get("ExplainRequest", {}).get("properties", {})
-    if "methods" in explain:
-        explain["methods"]["items"]["enum"] = methods
+    for comp in ("ExplainRequest", "WhatIfRequest"):
+        props = comps.get(comp, {}).get("properties", {})
+        if "methods" in props:
+            props["methods"]["items"]["enum"] = methods
     sanity = comps.get("SanityRequest", {}).get("properties", {})
     if "method" in sanity:
         sanity["method"]["enum"] = methods

@@ -2,7 +2,8 @@
 "use strict";
 
 const state = { models: [], model: null, input: null, inputText: "", offset: 0, limit: 24, total: 0,
-                table: null, columns: {}, terms: {}, modelEpoch: 0, inputEpoch: 0, editable: null, rect: null, inputImage: null, computed: false };
+                table: null, columns: {}, terms: {}, modelEpoch: 0, inputEpoch: 0, editable: null, rect: null, inputImage: null, computed: false,
+                edited: false };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -17,13 +18,21 @@ function el(tag, attrs = {}, ...children) {
 }
 
 async function api(path, options = {}) {
-  const res = await fetch(path, options);
+  let res;
+  try {
+    res = await fetch(path, options);
+  } catch (err) {
+    throw new Error("The dashboard's server did not answer: is it still running?");
+  }
   const type = res.headers.get("content-type") || "";
-  const body = type.includes("application/json") ? await res.json() : await res.text();
+  const body = type.includes("application/json") ? await res.json().catch(() => null) : await res.text();
   if (!res.ok) {
-    let msg = body && body.detail !== undefined ? body.detail : body;
-    if (Array.isArray(msg)) msg = msg.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
-    throw new Error(`${res.status}: ${msg}`);
+    // the server's errors are {"detail": "<one line>"}; anything else (a proxy's page) is named by its status
+    const detail = body && typeof body === "object" ? body.detail : null;
+    const msg = typeof detail === "string" && detail ? detail : `${res.status} ${res.statusText || "error"}`;
+    const err = new Error(msg.charAt(0).toUpperCase() + msg.slice(1));
+    err.status = res.status;
+    throw err;
   }
   return body;
 }
@@ -72,6 +81,7 @@ function describeUpload(file, res) {
 // -- clearing stale results ----------------------------------------------------------------
 function clearResults({ wholeModel = false } = {}) {
   $("result").hidden = true;
+  state.edited = false;
   $("whatif-banner").hidden = true;
   $("whatif-banner").replaceChildren();
   for (const id of ["prediction", "cautions", "maps", "metrics", "downloads", "sanity-result"]) $(id).replaceChildren();
@@ -115,7 +125,10 @@ async function selectModel(name) {
   $("controls").scrollTop = 0;
   window.scrollTo(0, 0);
   setStatus("Pick an input and methods, then press Explain.");
+  const epoch = state.modelEpoch;
   await Promise.all([loadSamples(), loadMethods(), loadWholeModel()]);
+  if (epoch === state.modelEpoch && !state.total && !state.input)
+    setStatus("This model has no samples: upload an input, then press Explain.");
 }
 
 function tableQuery() { return state.table ? `?upload=${state.table.id}` : ""; }
@@ -160,6 +173,7 @@ async function loadSamples() {
                                                   (s.label ? ` (label ${s.label})` : ""), b));
     return b;
   }));
+  $("prev").hidden = $("next").hidden = !state.total;  // nothing to page through
   const last = Math.min(state.total, state.offset + state.limit);
   $("page").textContent = state.total ? `${state.offset + 1}–${last} of ${state.total}`
     : "no samples: upload a file, or start the dashboard with --data";
@@ -350,10 +364,11 @@ async function sanity() {
     const res = await postJson("/api/sanity", { model: state.model.name, method: $("sanity-method").value, ...state.input });
     if (epoch !== state.inputEpoch) return;
     if (!res.available) { out.textContent = res.note; return; }
+    const original = state.edited ? ", the original input (the check does not run on what-if edits)" : "";
     const verdict = res.verdict || (res.passed ? "passed" : "failed");
     const cls = verdict === "passed" ? "ok" : verdict === "failed" ? "bad" : "muted";
     const title = $("sanity-method").selectedOptions[0].textContent;
-    const parts = [`${title} on ${state.inputText}: `, el("span", { class: cls, "data-testid": "sanity-verdict", text: verdict })];
+    const parts = [`${title} on ${state.inputText}${original}: `, el("span", { class: cls, "data-testid": "sanity-verdict", text: verdict })];
     if (res.similarity !== null && res.similarity !== undefined)
       parts.push(` · rank similarity to the map after randomising the weights ${fmt(res.similarity)} (passes below ${fmt(res.threshold)})`);
     if (res.reason) parts.push(el("p", { class: "muted", text: res.reason }));
@@ -454,7 +469,10 @@ function whatIfEdit() {
     const values = {};
     for (const f of document.querySelectorAll("#whatif-form [data-column]")) {
       if (f.disabled) continue;
-      values[f.dataset.column] = f.tagName === "SELECT" ? f.value : Number(f.value);
+      if (f.tagName === "SELECT") { values[f.dataset.column] = f.value; continue; }
+      const v = f.value.trim() === "" ? NaN : Number(f.value);
+      if (!Number.isFinite(v)) { f.focus(); throw new Error(`${f.dataset.column}: enter a number.`); }
+      values[f.dataset.column] = v;
     }
     return { kind: "values", values };
   }
@@ -480,6 +498,8 @@ async function whatIf() {
                                                 evaluate: $("evaluate").checked, edit, ...state.input });
     if (epoch !== state.inputEpoch) return;
     renderResult(res.result, res.before);
+    state.edited = true;
+    $("sanity-result").replaceChildren();  // it was about the input before the edit
     const banner = $("whatif-banner");
     banner.replaceChildren(el("b", { text: "What-if: " }), res.changes.join("; "));
     banner.hidden = false;
