@@ -62,8 +62,28 @@ def heatmap_html(values: npt.ArrayLike, rows: Sequence[str], cols: Sequence[str]
     return "".join(out)
 
 
+class HtmlResult:
+    """A result shown as self-contained HTML: subclasses give ``to_html()`` and ``page_title``;
+    ``_repr_html_`` (notebooks) and ``save`` (a standalone page) follow from them."""
+
+    page_title = "unveil"
+
+    def to_html(self) -> str:
+        raise NotImplementedError
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a standalone HTML page; returns the path."""
+        p = Path(path)
+        p.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.page_title)}"
+                     f"</title></head><body>{self.to_html()}</body></html>", encoding="utf-8")
+        return p
+
+
 @dataclass
-class Grid:
+class Grid(HtmlResult):
     """Values on a labelled grid: ``values[i, j]`` for ``rows[i]`` (layers) and ``cols[j]``."""
 
     values: npt.NDArray[np.float64]
@@ -89,13 +109,7 @@ class Grid:
         return heatmap_html(self.values, self.rows, self.cols, title=self.title, note=self.note,
                             diverging=self.diverging, cell_text=self.cell_text)
 
-    def _repr_html_(self) -> str:
-        return self.to_html()
-
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a standalone HTML page with the heat map; returns the path."""
-        p = Path(path)
-        title = html.escape(self.title or "unveil")
-        p.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-                     f"<body>{self.to_html()}</body></html>", encoding="utf-8")
-        return p
+        """Write a standalone HTML page with the heat map, titled by it; returns the path."""
+        self.page_title = self.title or "unveil"
+        return super().save(path)

@@ -18,10 +18,8 @@ earlier copy.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +30,7 @@ from torch import nn
 from ..core.hooks import model_guard
 from ..errors import InputError, ModelError, OptionError
 from ..zoo.induction import repeated_tokens
-from ._grid import Grid
+from ._grid import Grid, HtmlResult
 from ._residual import DecoderParts, capture, encode, find_parts, frozen_final_norm, head_writes
 
 __all__ = ["DirectLogitAttribution", "HeadScores", "direct_logit_attribution", "head_scores",
@@ -49,13 +47,15 @@ def token_id(token: int | str, tokenizer: Any, vocab: int, what: str) -> int:
 
 
 @dataclass
-class DirectLogitAttribution:
+class DirectLogitAttribution(HtmlResult):
     """Each part's direct contribution to ``logit[target] - logit[foil]`` at one position.
 
     ``heads`` is (layers, heads); ``mlp`` and ``attn_bias`` are per layer; ``embed`` is the
     token (+ position) embedding's share and ``bias`` the final norm's and unembedding's.
     ``total`` (the sum of all) equals ``logit_diff`` up to float error.
     """
+
+    page_title = 'direct logit attribution'
 
     heads: npt.NDArray[np.float64]
     mlp: npt.NDArray[np.float64]
@@ -100,12 +100,6 @@ class DirectLogitAttribution:
         """A self-contained HTML heat map."""
         return self.grid().to_html()
 
-    def _repr_html_(self) -> str:
-        return self.to_html()
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the heat map as a standalone HTML page."""
-        return self.grid().save(path)
 
 
 def direct_logit_attribution(model: nn.Module, prompt: Any, *, target: int | str, foil: int | str,
@@ -161,8 +155,10 @@ def direct_logit_attribution(model: nn.Module, prompt: Any, *, target: int | str
 
 
 @dataclass
-class HeadScores:
+class HeadScores(HtmlResult):
     """Previous-token, duplicate-token and induction scores per (layer, head), each in [0, 1]."""
+
+    page_title = 'head scores'
 
     previous_token: npt.NDArray[np.float64]
     duplicate_token: npt.NDArray[np.float64]
@@ -205,15 +201,6 @@ class HeadScores:
         """The three detectors' heat maps, one after another."""
         return "".join(self.grid(k).to_html() for k in ("previous_token", "duplicate_token", "induction"))
 
-    def _repr_html_(self) -> str:
-        return self.to_html()
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the heat maps as a standalone HTML page."""
-        p = Path(path)
-        p.write_text("<!doctype html><html><head><meta charset='utf-8'><title>head scores</title></head>"
-                     f"<body>{self.to_html()}</body></html>", encoding="utf-8")
-        return p
 
 
 def head_scores(model: nn.Module, *, half: int = 20, n_sequences: int = 8, seed: int = 0,

@@ -13,10 +13,8 @@ Rows of the results are ``"embed"`` (the input of layer 0) and layers ``0 .. L-1
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +25,7 @@ from torch import nn
 
 from ..core.hooks import model_guard
 from ..errors import InputError, OptionError
-from ._grid import Grid
+from ._grid import Grid, HtmlResult
 from ._residual import DecoderParts, capture, encode, find_parts, token_labels
 
 __all__ = ["LensResult", "TunedLens", "logit_lens", "train_tuned_lens"]
@@ -57,7 +55,7 @@ class TunedLens(nn.Module):
 
 
 @dataclass
-class LensResult:
+class LensResult(HtmlResult):
     """Lens predictions per layer (rows) and position (columns).
 
     Attributes
@@ -71,6 +69,8 @@ class LensResult:
     top_ids, top_probs : ndarray
         (rows, T, k) the lens's top tokens and their probabilities.
     """
+
+    page_title = 'logit lens'
 
     logits: torch.Tensor
     rows: list[str]
@@ -104,12 +104,6 @@ class LensResult:
         """A self-contained HTML heat map."""
         return self.grid().to_html()
 
-    def _repr_html_(self) -> str:
-        return self.to_html()
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the heat map as a standalone HTML page."""
-        return self.grid().save(path)
 
 
 def _lens_logits(parts: DecoderParts, states: Sequence[torch.Tensor], tuned: TunedLens | None) -> torch.Tensor:

@@ -22,10 +22,8 @@ random sample of components.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, OptionError
-from ._grid import Grid
+from ._grid import Grid, HtmlResult
 from ._residual import DecoderParts, Patch, capture, encode, find_parts, run_patched, token_labels
 from .heads import token_id
 
@@ -45,13 +43,15 @@ Component = tuple[str, int, int]  # (site, layer, position or head)
 
 
 @dataclass
-class PatchingResult:
+class PatchingResult(HtmlResult):
     """Share of the logit difference recovered per component (``NaN`` where not computed).
 
     ``resid`` and ``mlp`` are (layers, positions); ``heads`` is (layers, heads). ``kind`` is
     ``"activation"`` (exact) or ``"attribution"`` (first order; then ``faithfulness`` is the
     Pearson correlation with exact patching on ``checked`` components).
     """
+
+    page_title = 'patching'
 
     resid: npt.NDArray[np.float64] | None
     heads: npt.NDArray[np.float64] | None
@@ -96,15 +96,6 @@ class PatchingResult:
         """Self-contained HTML heat maps of every patched site."""
         return "".join(self.grid(s).to_html() for s in SITES if getattr(self, s) is not None)
 
-    def _repr_html_(self) -> str:
-        return self.to_html()
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the heat maps as a standalone HTML page."""
-        p = Path(path)
-        p.write_text("<!doctype html><html><head><meta charset='utf-8'><title>patching</title></head>"
-                     f"<body>{self.to_html()}</body></html>", encoding="utf-8")
-        return p
 
 
 @dataclass
