@@ -196,6 +196,17 @@ def _methods_for(entry: Entry, has_attention: bool | None = None,
     return out
 
 
+def check_methods(methods: list[str], options: dict[str, Any], budget: Any) -> None:
+    """Known methods, options only for them, and each option valid: a 422 before any work."""
+    for name in methods:
+        get_method(name)
+    stray = sorted(set(options) - set(methods))
+    if stray:
+        raise ApiError(422, f"options given for {', '.join(map(repr, stray))}, which "
+                            f"{'is' if len(stray) == 1 else 'are'} not among the methods")
+    check_options(methods, options, budget)  # OptionError: 422
+
+
 def api_router(store: Store, work: Work | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
                ) -> APIRouter:
     """The JSON API under ``/api``; heavy routes run on ``work``'s threads within its budget."""
@@ -251,13 +262,7 @@ def api_router(store: Store, work: Work | None = None, *, max_pixels: int = DEFA
     async def explain(req: ExplainRequest) -> ExplainResponse:
         e = store.entry(req.model)
         x, label, tokens = store.input(e, req.sample, req.upload, req.row)
-        for name in req.methods:
-            get_method(name)
-        stray = sorted(set(req.options) - set(req.methods))
-        if stray:
-            raise ApiError(422, f"options given for {', '.join(map(repr, stray))}, which "
-                                f"{'is' if len(stray) == 1 else 'are'} not among the methods")
-        check_options(req.methods, req.options, store.budget)  # OptionError: 422 before any work
+        check_methods(req.methods, req.options, store.budget)
         if isinstance(req.target, int) and e.class_names and req.target >= len(e.class_names):
             raise ApiError(422, f"target {req.target} is out of range: the model has "
                                 f"{len(e.class_names)} classes")

@@ -11,11 +11,10 @@ import torch
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
-from ..core.registry import get_method
-from ..report import Report, Section, build_section, check_options, skip_not_applicable
+from ..report import Report, Section, build_section, skip_not_applicable
 from ..report.facts import class_name, probabilities
 from ._data import model_inputs
-from ._routes import _ADVICE, _BUSY, _ERRORS, ModelName, _response
+from ._routes import _ADVICE, _BUSY, _ERRORS, ModelName, _response, check_methods
 from ._schemas import PredictionOut
 from ._schemas_user import (
     CellOut,
@@ -197,12 +196,7 @@ def whatif_router(store: Store, work: Work | None = None) -> APIRouter:
     async def whatif(req: WhatIfRequest) -> WhatIfResponse:
         e = store.entry(req.model)
         x, _, tokens = store.input(e, req.sample, req.upload, req.row)
-        for name in req.methods:
-            get_method(name)
-        stray = sorted(set(req.options) - set(req.methods))
-        if stray:
-            raise ApiError(422, f"options given for {', '.join(map(repr, stray))}, which are not among the methods")
-        check_options(req.methods, req.options, store.budget)
+        check_methods(req.methods, req.options, store.budget)
         if isinstance(req.target, int) and e.class_names and req.target >= len(e.class_names):
             raise ApiError(422, f"target {req.target} is out of range: the model has "
                                 f"{len(e.class_names)} classes")
