@@ -83,8 +83,8 @@ def smollm2() -> tuple[nn.Module, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         with quiet_loading():
-            tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=SMOLLM2_FILE)
-            model = AutoModelForCausalLM.from_pretrained(path, gguf_file=SMOLLM2_FILE,
+            tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=SMOLLM2_FILE, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(path, gguf_file=SMOLLM2_FILE, local_files_only=True,
                                                          dtype=torch.float32)
     except ImportError as exc:
         raise MissingExtraError(f"loading SmolLM2 needs transformers and gguf ({exc}); install "
