@@ -22,7 +22,7 @@ coverage is returned. Samples of all arms in one round go through the model in o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ from ..errors import InputError, OptionError
 from ..surrogate.blackbox import Preprocess, as_table, with_preprocess, wrap
 from .constraints import _column
 from .decision import Decision, decide, score_rows
-from .result import format_value
+from .result import format_cell, format_value
 
 __all__ = ["Anchor", "anchor", "anchor_text"]
 
@@ -198,8 +198,8 @@ def _check(threshold: float, beam: int, delta: float, epsilon: float, batch: int
 
 
 # -- tables ---------------------------------------------------------------------------------
-def _predicates(x: np.ndarray, data: np.ndarray, names: list[str], cat: set[int], n_bins: int
-                ) -> tuple[list[str], list[np.ndarray], list[tuple[int, float, float, bool]]]:
+def _predicates(x: np.ndarray, data: np.ndarray, names: list[str], cat: set[int], n_bins: int,
+                words: Mapping[str, Sequence[str]] | None = None) -> tuple[list[str], list[np.ndarray], list[tuple[int, float, float, bool]]]:
     """Per column: the predicate's text, the data values satisfying it, and its rule."""
     texts: list[str] = []
     pools: list[np.ndarray] = []
@@ -208,7 +208,7 @@ def _predicates(x: np.ndarray, data: np.ndarray, names: list[str], cat: set[int]
         col = data[:, j]
         if j in cat:
             v = float(x[j])
-            texts.append(f"{name} = {format_value(v)}")
+            texts.append(f"{name} = {format_cell(name, v, words)}")
             rules.append((j, v, v, True))
         else:
             edges = np.unique(np.quantile(col, np.linspace(0, 1, n_bins + 1)[1:-1]))
@@ -234,6 +234,7 @@ def anchor(
     model_threshold: float | None = None, preprocess: Preprocess | None = None, n_bins: int = 4, beam: int = 2,
     delta: float = 0.1, epsilon: float = 0.15, batch: int = 64, max_size: int | None = 6,
     budget: int = 20000, seed: int = 0, batch_size: BatchSize = "auto",
+    value_names: Mapping[str, Sequence[str]] | None = None,
 ) -> Anchor:
     """The anchor of one table row ``x`` (F,) or (1, F): predicates on its columns that keep the
     model's class with precision >= ``threshold`` on samples from ``data`` (D, F); coverage
@@ -242,7 +243,8 @@ def anchor(
     ``model_threshold`` thresholds a model with one score per row; ``budget`` caps samples per size;
     ``max_size`` caps the predicates (default 6: a longer rule explains nothing to a person;
     ``None`` for no cap). When no rule reaches the threshold, the most precise one seen is
-    returned with ``valid=False``.
+    returned with ``valid=False``. ``value_names`` (``{column: [word of code 0, …]}``) makes
+    coded text columns categorical and writes their predicates with words.
     """
     _check(threshold, beam, delta, epsilon, batch)
     m = wrap(model)
@@ -253,9 +255,9 @@ def anchor(
     cls_names = list(class_names) if class_names is not None else m.class_names
     if preprocess is not None:
         m = with_preprocess(m, preprocess)
-    cat = {_column(c, names, "categorical") for c in categorical}
+    cat = {_column(c, names, "categorical") for c in [*categorical, *(value_names or {})]}
     cat |= {j for j in range(Da.shape[1]) if np.unique(Da[:, j]).size <= n_bins and np.all(Da[:, j] == np.round(Da[:, j]))}
-    texts, pools, rules = _predicates(xa, Da, names, cat, n_bins)
+    texts, pools, rules = _predicates(xa, Da, names, cat, n_bins, value_names)
     scores = decide(m, xa[None], batch_size=batch_size)
     dec = Decision.of(scores, model_threshold)
     label = int(dec.labels(scores)[0])

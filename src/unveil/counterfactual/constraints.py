@@ -47,7 +47,7 @@ class Constraints:
     decreasing: Sequence[str | int] = ()
     ranges: Mapping[str | int, tuple[float | None, float | None]] = field(default_factory=dict)
     integer: Sequence[str | int] = ()
-    categorical: Sequence[str | int] | Mapping[str | int, Sequence[float]] = ()
+    categorical: Sequence[str | int] | Mapping[str | int, Sequence[float] | None] = ()
     feasible: Feasible | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -59,7 +59,7 @@ class Constraints:
             "decreasing": [str(c) for c in self.decreasing],
             "ranges": {str(k): [v[0], v[1]] for k, v in self.ranges.items()},
             "integer": [str(c) for c in self.integer],
-            "categorical": ({str(k): [float(x) for x in v] for k, v in cats.items()} if isinstance(cats, Mapping)
+            "categorical": ({str(k): None if v is None else [float(x) for x in v] for k, v in cats.items()} if isinstance(cats, Mapping)
                             else [str(c) for c in cats]),
             "feasible": None if self.feasible is None else getattr(self.feasible, "__name__", "function"),
         }

@@ -14,13 +14,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError, OptionError
 
-__all__ = ["Counterfactuals", "format_value", "recourse_sentence"]
+__all__ = ["Counterfactuals", "format_cell", "format_value", "recourse_sentence"]
 
 _ARRAYS = ("x", "label", "desired", "rows", "valid", "scores", "x_scores", "closest", "closest_scores",
            "l0", "l1", "l2", "plausibility", "ynn", "violations", "scale", "closest_violations")
@@ -41,17 +42,29 @@ def format_value(v: float) -> str:
     return f"{v:.3g}"
 
 
+def format_cell(name: str, v: float, words: Mapping[str, Sequence[str]] | None = None) -> str:
+    """A cell as a person reads it: the word of a coded text column (``region`` 2 -> ``east``),
+    else :func:`format_value`."""
+    w = (words or {}).get(name)
+    if w and math.isfinite(v) and v == round(v) and 0 <= int(round(v)) < len(w):
+        return str(w[int(round(v))])
+    return format_value(v)
+
+
 def _class(names: list[str] | None, k: int) -> str:
     return names[k] if names and 0 <= k < len(names) else f"class {k}"
 
 
-def recourse_sentence(names: list[str], x: np.ndarray, row: np.ndarray, before: str, after: str) -> str:
+def recourse_sentence(names: list[str], x: np.ndarray, row: np.ndarray, before: str, after: str,
+                      words: Mapping[str, Sequence[str]] | None = None) -> str:
     """``Had income been 4,200 instead of 3,100 and term been 36 instead of 60, the decision
-    would have been “approved” instead of “rejected”.``"""
+    would have been “approved” instead of “rejected”.`` (``words``: the words of coded text
+    columns, ``{column: [word of 0, word of 1, …]}``.)"""
     changed = [j for j in range(x.size) if abs(row[j] - x[j]) > 1e-9 * max(1.0, abs(x[j]))]
     if not changed:
         return f"The decision is already \u201c{after}\u201d."
-    parts = [f"{names[j]} been {format_value(float(row[j]))} instead of {format_value(float(x[j]))}" for j in changed]
+    parts = [f"{names[j]} been {format_cell(names[j], float(row[j]), words)} instead of "
+             f"{format_cell(names[j], float(x[j]), words)}" for j in changed]
     said = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return f"Had {said}, the decision would have been \u201c{after}\u201d instead of \u201c{before}\u201d."
 
@@ -90,6 +103,8 @@ class Counterfactuals:
     n_evals: int = 0
     #: (N,) constraints broken by ``closest`` (it may flip the decision only by breaking some)
     closest_violations: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: the words of coded text columns (``{column: [word of code 0, …]}``), for sentences and tables
+    value_names: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.closest_violations.shape != (self.x.shape[0],):
@@ -117,7 +132,7 @@ class Counterfactuals:
             moved = [j for j in range(x.size) if np.isfinite(row[j]) and abs(row[j] - x[j]) > 1e-9 * max(1.0, abs(x[j]))]
             if not moved:
                 return base
-            parts = [f"{self.feature_names[j]} from {format_value(float(x[j]))} to {format_value(float(row[j]))}"
+            parts = [f"{self.feature_names[j]} from {self.cell(j, float(x[j]))} to {self.cell(j, float(row[j]))}"
                      for j in moved]
             said = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
             broken = int(self.closest_violations[i])
@@ -127,7 +142,11 @@ class Counterfactuals:
             return f"{base} The closest found changes {said}, and the decision stays \u201c{before}\u201d."
         ks = np.flatnonzero(self.valid[i])
         kk = int(ks[min(k, ks.size - 1)])
-        return recourse_sentence(self.feature_names, self.x[i], self.rows[i, kk], before, after)
+        return recourse_sentence(self.feature_names, self.x[i], self.rows[i, kk], before, after, self.value_names)
+
+    def cell(self, j: int, v: float) -> str:
+        """Value ``v`` of column ``j`` as a person reads it (a coded text column's word)."""
+        return format_cell(self.feature_names[j], v, self.value_names)
 
     @property
     def recourse_texts(self) -> list[str]:
@@ -185,15 +204,28 @@ class Counterfactuals:
             for k in np.flatnonzero(self.valid[i]):
                 changes = {n: [float(self.x[i, j]), float(self.rows[i, k, j])] for j, n in enumerate(self.feature_names)
                            if self.rows[i, k, j] != self.x[i, j]}
+                words = {n: [self.cell(j, a), self.cell(j, b)] for j, n in enumerate(self.feature_names)
+                         if n in changes for a, b in [changes[n]]}
                 cfs.append({"values": [float(v) for v in self.rows[i, k]], "changes": changes,
+                            "changes_in_words": words,
                             "scores": [float(s) for s in np.ravel(self.scores[i, k])],
                             **{m: float(getattr(self, m)[i, k]) for m in ("l0", "l1", "l2", "plausibility", "ynn")},
                             "violations": int(self.violations[i, k]), "recourse": self.recourse(i, int(k))})
+            close = None if self.found[i] else self.closest[i]
             rows.append({"input": [float(v) for v in self.x[i]], "label": int(self.label[i]),
                          "desired": int(self.desired[i]), "status": self.status(i), "counterfactuals": cfs,
-                         "closest": None if self.found[i] else [float(v) for v in self.closest[i]],
+                         "closest": None if close is None else [float(v) for v in close],
+                         "closest_changes_in_words": None if close is None else {
+                             n: [self.cell(j, float(self.x[i, j])), self.cell(j, float(close[j]))]
+                             for j, n in enumerate(self.feature_names)
+                             if np.isfinite(close[j]) and close[j] != self.x[i, j]},
+                         "closest_scores": None if close is None else [
+                             float(s) for s in np.ravel(self.closest_scores[i]) if np.isfinite(s)],
+                         "closest_violations": None if close is None else int(self.closest_violations[i]),
+                         "input_scores": [float(s) for s in np.ravel(self.x_scores[i])],
                          "recourse": self.recourse(i)})
         return {"feature_names": self.feature_names, "class_names": self.class_names, "method": self.method,
+                "value_names": self.value_names,
                 "constraints": self.constraints, "metrics": _finite(self.metrics), "rows": rows}
 
     def __repr__(self) -> str:
@@ -223,7 +255,7 @@ class Counterfactuals:
             p = p.with_suffix(p.suffix + ".npz") if p.suffix else p.with_suffix(".npz")
         meta = {"format": _FORMAT, "feature_names": self.feature_names, "class_names": self.class_names,
                 "method": self.method, "constraints": self.constraints, "params": self.params,
-                "seconds": self.seconds, "n_evals": self.n_evals}
+                "seconds": self.seconds, "n_evals": self.n_evals, "value_names": self.value_names}
         arrays = {k: np.asarray(getattr(self, k)) for k in _ARRAYS}
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +290,7 @@ class Counterfactuals:
                    method=str(meta.get("method", "")), constraints=dict(meta.get("constraints") or {}),
                    params=dict(meta.get("params") or {}), seconds=float(meta.get("seconds", 0.0)),
                    n_evals=int(meta.get("n_evals", 0)),
+                   value_names={str(k): [str(w) for w in v] for k, v in dict(meta.get("value_names") or {}).items()},
                    **{k: (arrays[k].astype(bool) if k == "valid" else arrays[k]) for k in _ARRAYS})
 
 

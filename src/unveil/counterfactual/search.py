@@ -12,7 +12,8 @@ to the input (the farthest from those picked when none is).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -96,6 +97,7 @@ def counterfactuals(
     class_names: Sequence[str] | None = None, sparsity: float = 0.1, plausibility: float = 0.0,
     diversity: float = 0.3, scale: Any = "std", n_restarts: int | None = None, n_steps: int = 150,
     lr: float = 0.1, n_samples: int = 256, k_neighbors: int = 5, seed: int = 0, batch_size: BatchSize = "auto",
+    value_names: Mapping[str, Sequence[str]] | None = None,
 ) -> Counterfactuals:
     """Counterfactuals of the rows ``X``: the nearest rows, within hard constraints, that the
     model gives another class.
@@ -125,6 +127,9 @@ def counterfactuals(
     n_restarts, n_steps, lr : gradient search budget (restarts default ``max(4, 2 * K)``)
     n_samples : candidates per row per sphere layer
     k_neighbors : neighbours for plausibility and yNN
+    value_names : the words of coded text columns, ``{column: [word of code 0, …]}`` (as
+        :class:`~unveil.frontends.tables.DataTable` keeps them): such columns are categorical
+        (values seen in ``data``) and sentences and tables show their words
 
     Returns
     -------
@@ -146,7 +151,9 @@ def counterfactuals(
     cls_names = list(class_names) if class_names is not None else m.class_names
     if preprocess is not None:
         m = with_preprocess(m, preprocess)
-    space = Space.build(as_constraints(constraints), names, Da)
+    words = _words(value_names, names)
+    cons = _with_categorical(as_constraints(constraints), words)
+    space = Space.build(cons, names, Da)
     x_scores = decide(m, Xa, batch_size=batch_size)
     dec = Decision.of(x_scores, threshold)
     labels = dec.labels(x_scores)
@@ -237,5 +244,31 @@ def counterfactuals(
         names, None if cls_names is None else [str(c) for c in cls_names], Xa, labels, want, rows, valid, scores,
         np.asarray(x_scores).reshape(n, -1), close_rows, close_scores, l0, l1, l2,
         plaus.reshape(n, k), ynn.reshape(n, k), vcount, p.scale, used,
-        (as_constraints(constraints)).describe(), params, time.perf_counter() - t0, int(m.n_evals),
-        closest_violations=close_viol)
+        cons.describe(), params, time.perf_counter() - t0, int(m.n_evals),
+        closest_violations=close_viol, value_names=words)
+
+
+def _words(value_names: Mapping[str, Sequence[str]] | None, names: list[str]) -> dict[str, list[str]]:
+    """``value_names`` checked against the columns: ``{column: [word, …]}``."""
+    out: dict[str, list[str]] = {}
+    for col, words in (value_names or {}).items():
+        if str(col) not in names:
+            raise OptionError(f"value_names: no column named {col!r}; the columns are {names}")
+        if isinstance(words, str) or not all(isinstance(w, str) for w in words):
+            raise OptionError(f"value_names[{col!r}] must be a list of words (the word of code 0, 1, …), "
+                              f"got {words!r}")
+        out[str(col)] = list(words)
+    return out
+
+
+def _with_categorical(cons: Constraints, words: dict[str, list[str]]) -> Constraints:
+    """``cons`` with every coded text column categorical (values seen in the data) unless it
+    already is."""
+    cats = cons.categorical
+    if isinstance(cats, Mapping):
+        have = {str(c) for c in cats}
+        more = {c: None for c in words if c not in have}
+        return replace(cons, categorical={**cats, **more}) if more else cons
+    have = {str(c) for c in cats}
+    more_cols = [c for c in words if c not in have]
+    return replace(cons, categorical=[*cats, *more_cols]) if more_cols else cons
