@@ -176,6 +176,11 @@ class Space:
         if self.integer.any():
             r = torch.minimum(torch.maximum(torch.round(z), c["ilow"]), c["ihigh"])
             z = torch.where(c["int"], r, z)
+        # ranges and rounding never move a fixed column, nor a one-direction one the wrong way
+        # (an input already outside a range, or between two whole numbers, keeps its value)
+        z = torch.where(c["up"], torch.maximum(z, x0), z)
+        z = torch.where(c["down"], torch.minimum(z, x0), z)
+        z = torch.where(c["free"], z, x0)
         if not self.categories:
             return z
         z = z.clone()
@@ -197,16 +202,20 @@ class Space:
 
     # -- verification ---------------------------------------------------------------------------
     def violations(self, rows: np.ndarray, x0: np.ndarray) -> np.ndarray:
-        """(M, len(KINDS)) booleans: which kind of constraint each row (float64, table units) breaks."""
+        """(M, len(KINDS)) booleans: which kind of constraint each row (float64, table units)
+        breaks. Ranges, integers and allowed values bind the columns a row changes (an input's
+        own value outside them is not the counterfactual's doing)."""
         tol = 1e-9 * np.maximum(1.0, np.abs(x0))
         moved = np.abs(rows - x0) > tol
         out = np.zeros((rows.shape[0], len(KINDS)), bool)
         out[:, 0] = (moved & ~self.free).any(axis=1)
         out[:, 1] = (((rows < x0 - tol) & (self.direction == 1)) | ((rows > x0 + tol) & (self.direction == -1))).any(axis=1)
-        out[:, 2] = ((rows < self.low - tol) | (rows > self.high + tol)).any(axis=1)
-        out[:, 3] = (self.integer & (np.abs(rows - np.round(rows)) > 1e-9)).any(axis=1)
+        # a value left as the input has it breaks no range, integer or categorical constraint:
+        # those say what a column may be changed to
+        out[:, 2] = (moved & ((rows < self.low - tol) | (rows > self.high + tol))).any(axis=1)
+        out[:, 3] = (moved & self.integer & (np.abs(rows - np.round(rows)) > 1e-9)).any(axis=1)
         for j, allowed in self.categories.items():
-            out[:, 4] |= ~np.isin(rows[:, j], allowed)
+            out[:, 4] |= moved[:, j] & ~np.isin(rows[:, j], allowed)
         if self.feasible is not None and rows.shape[0]:
             ok = np.asarray(self.feasible(rows.copy()))
             if ok.shape != (rows.shape[0],):
