@@ -7,7 +7,7 @@ The schema lists the model and method names; hooks supply what a schema cannot k
 real uploads and runs (so that downloads and uploaded tables are reached, not only 404s), file
 contents for uploads, and for valid requests the facts that depend on the model (its columns,
 its number of classes, which methods it can check, the options a method declares, what-if edits
-its input takes). A second app with an image model does the same for the what-if routes."""
+its input takes, the columns a counterfactual's constraints name). A second app with an image model does the same for the what-if routes."""
 
 from __future__ import annotations
 
@@ -188,7 +188,35 @@ def map_case(context: Any, case: Any) -> Any:
         elif path == "/api/audit":
             body["sensitive"] = "x5"
             body["positive"] = body.get("positive", 1) % N_CLASSES
+        elif path in ("/api/counterfactual", "/api/anchor") and body.get("model") in STORE.entries:
+            _recourse(body, counterfactual=path == "/api/counterfactual")
     return case
+
+
+def _recourse(body: dict[str, Any], *, counterfactual: bool) -> None:
+    """A counterfactual or anchor request the model's row takes: edits of its real columns
+    within its data's range, constraints naming real columns (no column both only-up and
+    only-down, ranges low <= high) and a class of the model to reach."""
+    key = dict(body)
+    body["values"] = _edit(STORE, body["model"], {"kind": "values", "values": body.get("values")}, key)["values"]
+    if body["model"] != "mlp" or not counterfactual:
+        return
+    names = STORE.entries["mlp"].columns(len(LOW))
+    digest = hashlib.sha256(repr(key).encode()).digest()
+    for i, kind in enumerate(("immutable", "increasing", "decreasing")):
+        if kind in body:
+            body[kind] = [names[(digest[i] + k) % len(names)] for k in range(min(len(body[kind]), 2))]
+    if "decreasing" in body:
+        body["decreasing"] = [c for c in body["decreasing"] if c not in body.get("increasing", [])]
+    if "ranges" in body:
+        out = {}
+        for k, (col, rg) in enumerate(list(body["ranges"].items())[:2]):
+            lo, hi = rg.get("low"), rg.get("high")
+            if lo is not None and hi is not None and lo > hi:
+                lo, hi = hi, lo
+            out[names[(digest[3] + k) % len(names)]] = {"low": lo, "high": hi}
+        body["ranges"] = out
+    body["desired"] = int(body.get("desired") or digest[4]) % N_CLASSES  # three classes: say which
 
 
 @schema.parametrize()
