@@ -82,6 +82,11 @@ class Section:
     settings: dict[str, Any] = field(default_factory=dict)
     #: rows of the model's data (model inputs, tables only): what "high" and "low" mean
     reference: np.ndarray | None = None
+    #: what would change the decision of the explained rows (table classifiers with data):
+    #: a :class:`~unveil.counterfactual.Counterfactuals`, anchors per row, and a note
+    counterfactuals: Any = None
+    anchors: list[Any] = field(default_factory=list)
+    recourse_note: str | None = None
 
     @property
     def explanations(self) -> dict[str, Explanation]:
@@ -343,6 +348,7 @@ def build_section(
     retry_options: dict[str, Any] | None = None,
     on_error: str = "raise",
     progress: bool = False,
+    recourse: bool | Mapping[str, Any] | None = None,
 ) -> Section:
     """Explain ``x`` with each method and gather the facts of one report section.
 
@@ -380,6 +386,8 @@ def build_section(
         None if scores.ndim == 1 else scores.argmax(1))
     trust = trust_card(m, xt, runs, evaluate=evaluate, checks=checks, metrics=metrics,
                        sanity=sanity, options=trust_options)
+    cf, anchors, cf_note = _recourse(m, xt, scores, modality, data, recourse, feature_names, class_names,
+                                     on_error)
     return Section(
         model_name=model_name or type(getattr(m, "obj", model)).__name__,
         description=description,
@@ -399,7 +407,54 @@ def build_section(
         reference=_reference_rows(m, data, modality),
         settings={"target": target if isinstance(target, (str, int)) or target is None else "per-row",
                   "seed": seed, "budget": budget, "options": options or {}},
+        counterfactuals=cf, anchors=anchors, recourse_note=cf_note,
     )
+
+
+#: Explained rows given counterfactuals in a report (the page shows 8 by default).
+RECOURSE_ROWS = 8
+
+
+def _recourse(m: Model, xt: torch.Tensor, scores: np.ndarray, modality: str, data: Any,
+              spec: bool | Mapping[str, Any] | None, feature_names: Sequence[str] | None,
+              class_names: Sequence[str] | None, on_error: str) -> tuple[Any, list[Any], str | None]:
+    """Counterfactuals of the first rows of a table classifier and the first row's anchor,
+    with the model's data for scales and neighbours (``spec``: ``None`` = when they apply,
+    ``False`` = never, ``True`` or options of :func:`unveil.counterfactual.counterfactuals`
+    plus ``anchor=False`` to skip the anchor). What cannot be done is said in the note."""
+    if spec is False or modality != "tabular" or xt.ndim != 2:
+        return None, [], None
+    asked = spec is not None
+    opts = dict(spec) if isinstance(spec, Mapping) else {}
+    with_anchor = bool(opts.pop("anchor", True))
+    if data is None:
+        return None, [], ("What would change the decision needs the model's data (data=): the "
+                          "scale of each column and the values it takes." if asked else None)
+    k = 1 if scores.ndim == 1 else int(scores.shape[1])
+    if "desired" not in opts and ((k == 1 and "threshold" not in opts) or k > 2):
+        why = ("the model has one score per row: pass recourse={'threshold': T}" if k == 1 else
+               f"the model has {k} classes: pass recourse={{'desired': CLASS}}, the class to reach")
+        return None, [], f"No counterfactuals: {why}." if asked else None
+    from ..counterfactual import anchor, counterfactuals
+
+    rows = xt[:RECOURSE_ROWS].detach().cpu().numpy().astype(np.float64)
+    try:
+        D = m.prepare(data).detach().cpu().numpy().astype(np.float64)
+        opts.setdefault("n_counterfactuals", 2)
+        cf = counterfactuals(m, rows, data=D, feature_names=feature_names, class_names=class_names, **opts)
+        anchors = ([anchor(m, rows[0], data=D, feature_names=cf.feature_names, class_names=class_names,
+                           model_threshold=opts.get("threshold"), value_names=opts.get("value_names"),
+                           budget=4000, seed=int(opts.get("seed", 0)))] if with_anchor else [])
+    except Exception as exc:  # recorded: the explanations stand without it
+        if asked and on_error == "raise":
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.info("counterfactuals failed: %s", msg)
+        return None, [], f"No counterfactuals: {msg}"
+    more = xt.shape[0] - rows.shape[0]
+    note = (f"Counterfactuals of the first {rows.shape[0]} rows; {more} more rows were explained."
+            if more > 0 else None)
+    return cf, anchors, note
 
 
 def _reference_rows(m: Model, data: Any, modality: str, limit: int = 2000) -> np.ndarray | None:
@@ -477,6 +532,13 @@ def report(
         Whether a failing method stops the report or is shown in it as failed.
     progress : bool
         Show a progress bar over the methods.
+    recourse : bool or dict, optional
+        "What would change the decision" for a table classifier given ``data``: the smallest
+        changes of the first 8 rows that give another decision
+        (:func:`unveil.counterfactual.counterfactuals`) and a rule that keeps the first row's
+        (an anchor). Default: when they apply (two classes, or ``desired=`` given); ``False``
+        never; a dict gives the search's options (``constraints``, ``n_counterfactuals``,
+        ``desired``, ``threshold``, ``value_names`` ...) and ``anchor=False`` skips the anchor.
 
     Returns
     -------

@@ -268,6 +268,14 @@ def _global_html(section: Section) -> str:
     return "".join(parts) or '<p class="uv-muted">No global view for this kind of input.</p>'
 
 
+def _recourse_html(section: Section) -> str:
+    if section.counterfactuals is None and not section.recourse_note:
+        return ""
+    from .recourse import report_recourse_html
+
+    return report_recourse_html(section.counterfactuals, section.anchors, section.recourse_note)
+
+
 def _section_html(section: Section, k: int, max_samples: int) -> str:
     ok = [r for r in section.runs if r.explanation is not None]
     n = section.inputs.shape[0]
@@ -282,7 +290,7 @@ def _section_html(section: Section, k: int, max_samples: int) -> str:
             f"{counts_line(section)}</p>"
             f"{samples}{more}<h3>Trust card</h3>{_trust_html(section)}"
             f"<h3>Methods</h3>{_runs_table(section)}"
-            f"<h3>Global view</h3>{_global_html(section)}"
+            f"<h3>Global view</h3>{_global_html(section)}{_recourse_html(section)}"
             f'<details data-testid="reproducibility"><summary>Reproducibility: the settings, '
             f"seeds and fingerprint {escape(str(section.fingerprint))} to rerun this section "
             f"(JSON)</summary><pre>{escape(repro)}</pre></details></section>")

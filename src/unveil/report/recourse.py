@@ -10,6 +10,7 @@ sensitive attribute for the audit page (Sharma et al., 2020, "CERTIFAI": the bur
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -19,9 +20,11 @@ from .html import CSS, document, fmt
 
 if TYPE_CHECKING:
     from ..audit.bias import BiasAudit
+    from ..counterfactual.anchors import Anchor
     from ..counterfactual.result import Counterfactuals
 
-__all__ = ["audit_recourse_html", "recourse_by_group", "recourse_page", "recourse_section"]
+__all__ = ["audit_recourse_html", "recourse_by_group", "recourse_page", "recourse_section",
+           "report_recourse_html"]
 
 _FIGURES = (
     ("validity", "rows with a valid counterfactual", "share of rows for which a change within the constraints "
@@ -53,8 +56,9 @@ def _changes(cf: Counterfactuals, i: int, most: int) -> str:
     cols = [j for j in range(len(names)) if any(cf.rows[i, k, j] != cf.x[i, j] for k in ks)]
     head = "".join(f"<th>option {n + 1}</th>" for n in range(ks.size))
     body = "".join(
-        f"<tr><td>{escape(names[j])}</td><td>{fmt(float(cf.x[i, j]))}</td>"
-        + "".join(f"<td>{'' if cf.rows[i, k, j] == cf.x[i, j] else fmt(float(cf.rows[i, k, j]))}</td>" for k in ks)
+        f"<tr><td>{escape(names[j])}</td><td>{escape(cf.cell(j, float(cf.x[i, j])))}</td>"
+        + "".join(f"<td>{'' if cf.rows[i, k, j] == cf.x[i, j] else escape(cf.cell(j, float(cf.rows[i, k, j])))}</td>"
+                  for k in ks)
         + "</tr>" for j in cols)
     return (f'<table class="uv-grid"><tr><th>column</th><th>now</th>{head}</tr>{body}'
             f'<tr><td class="uv-muted">score of the new decision</td><td></td>'
@@ -62,24 +66,48 @@ def _changes(cf: Counterfactuals, i: int, most: int) -> str:
 
 
 def recourse_section(cf: Counterfactuals, *, max_rows: int = 10, max_options: int = 3,
-                     rows: list[int] | None = None) -> str:
-    """An HTML fragment: the figures, then per row its sentence and the options found."""
+                     rows: list[int] | None = None, style: bool = True, heading: bool = True,
+                     anchors: Sequence[Anchor | None] = ()) -> str:
+    """An HTML fragment: the figures, then per row its sentence, the options found and, when
+    given (``anchors[i]`` for row ``i``), a rule that keeps its decision. ``style``: include
+    the CSS (a notebook cell needs it; a report page has it)."""
     pick = list(range(min(len(cf), max_rows))) if rows is None else rows[:max_rows]
     found = int(cf.found.sum())
-    parts = [f"<style>{CSS}</style><div class=\"uv\" data-testid=\"recourse\">",
-             "<h3>What would change the decision</h3>",
+    parts = [f"<style>{CSS}</style>" if style else "", "<div class=\"uv\" data-testid=\"recourse\">",
+             "<h3>What would change the decision</h3>" if heading else "",
              f'<p class="uv-muted">{found} of {len(cf)} rows have a change within the constraints that gives '
              f"another decision ({escape(cf.method)} search; distances in units of each column's spread).</p>",
              _figures(cf)]
     for i in pick:
         cls = "uv-ok" if cf.found[i] else "uv-caution"
+        a = anchors[i] if i < len(anchors) else None
         parts.append(f'<div class="uv-sample"><h4>row {i}</h4>'
                      f'<p class="uv-narrative {cls}" data-testid="recourse-sentence">{escape(cf.recourse(i))}</p>'
-                     f"{_changes(cf, i, max_options)}</div>")
+                     f"{_changes(cf, i, max_options)}{'' if a is None else _anchor_html(a)}</div>")
     if len(pick) < len(cf):
         parts.append(f'<p class="uv-muted">{len(cf) - len(pick)} more rows not shown.</p>')
     parts.append("</div>")
     return "".join(parts)
+
+
+def _anchor_html(a: Anchor) -> str:
+    """A rule that keeps the decision, with how its precision and coverage were measured."""
+    return (f'<p data-testid="anchor-sentence"><b>What keeps it:</b> {escape(a.sentence)}</p>'
+            f'<p class="uv-muted">Anchor (Ribeiro et al., 2018): precision {a.precision:.1%} on {a.n_samples} '
+            f"rows drawn from the data with these conditions held (asked: {a.threshold:.0%}); coverage "
+            f"{a.coverage:.1%}, the share of the data's rows that meet them.</p>")
+
+
+def report_recourse_html(cf: Counterfactuals | None, anchors: Sequence[Anchor | None] = (),
+                         note: str | None = None, *, max_rows: int = 8) -> str:
+    """The report's "What would change the decision" part of a table model's section (its
+    heading is the page's): the recourse of the explained rows, or why there is none."""
+    out = ['<h3 data-testid="report-recourse">What would change the decision</h3>']
+    if cf is not None:
+        out.append(recourse_section(cf, max_rows=max_rows, style=False, heading=False, anchors=anchors))
+    if note:
+        out.append(f'<p class="uv-muted">{escape(note)}</p>')
+    return "".join(out)
 
 
 def recourse_page(cf: Counterfactuals, *, title: str | None = None) -> str:
