@@ -594,12 +594,60 @@ def _constraint_pairs(items: Sequence[str], flag: str) -> dict[str | int, tuple[
     return out
 
 
+def _counterfactual_table(inputs: Sequence[str], loaded: LoadedModel, rows: str | None,
+                          label_column: str | None, data_path: str | None, feature_names: str | None,
+                          class_names: str | None, preprocess: str | None) -> dict[str, Any]:
+    """The rows to explain and the data, in the table's own units, read as ``unveil serve``
+    reads its ``--data`` (text columns coded with their words kept, ``--preprocess`` to the
+    model's inputs, ``--feature-names`` the model's columns with the others kept aside)."""
+    from .frontends.tables import DATA_SUFFIXES, read_data_file, split_names
+
+    one_file = len(inputs) == 1 and Path(inputs[0]).suffix.lower() in DATA_SUFFIXES
+    if not one_file:
+        for flag, value in (("--preprocess", preprocess), ("--feature-names", feature_names)):
+            if value is not None:
+                raise click.BadParameter("works on one table file given with --input (.csv, .tsv, .npy, "
+                                         ".parquet)", param_hint=flag)
+        table = load_table(inputs, loaded, rows=rows, label_column=label_column)
+        data = load_table((data_path,) if data_path else inputs, loaded, label_column=label_column).X
+        return {"X": table.X, "data": data, "names": table.feature_names, "preprocess": None, "words": {},
+                "aside": [], "class_names": split_names(class_names) or loaded.class_names}
+    from .serve import ServedModel
+
+    wording = replace(FLAGS, flags={**FLAGS.flags, "data": "--input"})
+    pre = None if preprocess is None else frontends.load_object(preprocess, "preprocess", wording=FLAGS)
+    p = ServedModel(loaded, data=inputs[0], feature_names=feature_names, class_names=class_names,
+                    label_column=label_column, preprocess=pre).prepared(loaded.name, wording)
+    t = p.table
+    assert t is not None  # a table file always makes one
+    X = t.X if not rows else t.X[frontends.parse_rows(rows, t.X.shape[0], wording=FLAGS)]
+    data = t.X
+    if data_path:
+        known = getattr(pre, "categories", None)
+        d = read_data_file(data_path, label_column=label_column, names=t.names,
+                           known={**(known if isinstance(known, dict) else {}), **t.categories}, wording=FLAGS)
+        missing = [n for n in t.names if n not in d.names]
+        if missing:
+            raise click.BadParameter(f"lacks the columns {', '.join(missing)} of --input; its columns are "
+                                     f"{', '.join(d.names)}", param_hint="--data")
+        data = d.X[:, [d.names.index(n) for n in t.names]]
+    return {"X": X, "data": data, "names": t.names, "preprocess": p.preprocess, "words": t.categories,
+            "aside": p.kept_aside or [], "class_names": p.class_names}
+
+
 @cli.command("counterfactual")
 @_model_options
 @_table_options
 @click.option("--data", "data_path", metavar="PATH",
               help="Rows the model knows (.csv/.npy): column scales, allowed values, neighbours "
                    "(default: every row of --input).")
+@click.option("--feature-names", metavar="A,B,...",
+              help="The model's input columns among the table's (the others are kept aside and fixed), or "
+                   "the names of a file without a header; as unveil serve takes them.")
+@click.option("--class-names", metavar="A,B,...", help="Names of the model's classes, in output order.")
+@click.option("--preprocess", metavar="package.module:object",
+              help="A function of the table's rows (text columns coded 0, 1, … in the order of its "
+                   ".categories, else sorted) returning the model's inputs, as serve and audit take.")
 @click.option("--desired", help="The class to reach (index or class name; default: the other of two).")
 @click.option("--immutable", multiple=True, metavar="NAME", help="A column that never changes (repeatable).")
 @click.option("--increasing", multiple=True, metavar="NAME", help="A column that may only go up (repeatable).")
@@ -607,7 +655,8 @@ def _constraint_pairs(items: Sequence[str], flag: str) -> dict[str | int, tuple[
 @click.option("--range", "ranges", multiple=True, metavar="NAME=LOW:HIGH", help="Allowed values of a column.")
 @click.option("--integer", multiple=True, metavar="NAME", help="A column of whole numbers (repeatable).")
 @click.option("--categorical", multiple=True, metavar="NAME",
-              help="A column whose values come from those seen in the data (repeatable).")
+              help="A column whose values come from those seen in the data (repeatable; text columns "
+                   "always are).")
 @click.option("--n-counterfactuals", "-k", type=click.IntRange(1, 50), default=1, show_default=True,
               help="Diverse counterfactuals per row.")
 @click.option("--method", type=click.Choice(["auto", "gradient", "spheres"]), default="auto", show_default=True)
@@ -619,30 +668,32 @@ def _constraint_pairs(items: Sequence[str], flag: str) -> dict[str | int, tuple[
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_quiet_option
 def counterfactual_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
-                       rows: str | None, label_column: str | None, data_path: str | None, desired: str | None,
-                       immutable: tuple[str, ...], increasing: tuple[str, ...], decreasing: tuple[str, ...],
-                       ranges: tuple[str, ...], integer: tuple[str, ...], categorical: tuple[str, ...],
-                       n_counterfactuals: int, method: str, threshold: float | None, with_anchor: bool,
-                       seed: int, out: str | None, as_json: bool, quiet: bool) -> None:
+                       rows: str | None, label_column: str | None, data_path: str | None,
+                       feature_names: str | None, class_names: str | None, preprocess: str | None,
+                       desired: str | None, immutable: tuple[str, ...], increasing: tuple[str, ...],
+                       decreasing: tuple[str, ...], ranges: tuple[str, ...], integer: tuple[str, ...],
+                       categorical: tuple[str, ...], n_counterfactuals: int, method: str, threshold: float | None,
+                       with_anchor: bool, seed: int, out: str | None, as_json: bool, quiet: bool) -> None:
     """What would have to change for the model to decide otherwise, within hard constraints."""
     from .counterfactual import Constraints, anchor, counterfactuals
 
     _check_out(out, (".json", ".html", ".htm", ".npz"))
     loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
-    table = load_table(inputs, loaded, rows=rows, label_column=label_column)
-    data = load_table((data_path,) if data_path else inputs, loaded, label_column=label_column).X
+    t = _counterfactual_table(inputs, loaded, rows, label_column, data_path, feature_names, class_names,
+                              preprocess)
     want: Any = int(desired) if desired is not None and desired.lstrip("-").isdigit() else desired
-    cons = Constraints(immutable=immutable, increasing=increasing, decreasing=decreasing,
-                       ranges=_constraint_pairs(ranges, "--range"), integer=integer, categorical=categorical)
+    cons = Constraints(immutable=list(dict.fromkeys([*immutable, *t["aside"]])), increasing=increasing,
+                       decreasing=decreasing, ranges=_constraint_pairs(ranges, "--range"), integer=integer,
+                       categorical=categorical)
     with _evaluations_bar(loaded.model, _show_progress(quiet, as_json), "counterfactual") as model:
-        res = counterfactuals(model, table.X, data=data, desired=want, threshold=threshold, constraints=cons,
+        res = counterfactuals(model, t["X"], data=t["data"], desired=want, threshold=threshold, constraints=cons,
                               n_counterfactuals=n_counterfactuals, method=method,  # type: ignore[arg-type]
-                              preprocess=table.preprocess, feature_names=table.feature_names,
-                              class_names=loaded.class_names, seed=seed)
-        anchors = ([anchor(model, table.X[i], data=data, feature_names=res.feature_names,
-                           categorical=categorical, class_names=loaded.class_names, model_threshold=threshold,
-                           preprocess=table.preprocess, seed=seed).to_dict() for i in range(min(len(res), 20))]
-                   if with_anchor else None)
+                              preprocess=t["preprocess"], feature_names=t["names"], class_names=t["class_names"],
+                              seed=seed, value_names=t["words"])
+        anchors = ([anchor(model, t["X"][i], data=t["data"], feature_names=res.feature_names,
+                           categorical=categorical, class_names=t["class_names"], model_threshold=threshold,
+                           preprocess=t["preprocess"], seed=seed, value_names=t["words"]).to_dict()
+                    for i in range(min(len(res), 20))] if with_anchor else None)
     path: Path | None = None
     if out:
         suffix = Path(out).suffix.lower()
@@ -662,9 +713,12 @@ def counterfactual_cmd(model_spec: str, weights: str | None, allow_pickle: bool,
         if anchors is not None and i < len(anchors):
             click.echo(f"        anchor: {anchors[i]['sentence']}")
     m = res.metrics
+    fixed = f"; fixed because the model does not read them: {', '.join(t['aside'])}" if t["aside"] else ""
     click.echo(f"\n{int(res.found.sum())}/{len(res)} rows with a counterfactual; mean L1 {m['l1']:.3g}, "
                f"columns changed {m['l0']:.2g}, constraint violations {int(m['violations'])}, "
-               f"{m['seconds']:.2f} s ({res.method})")
+               f"{m['seconds']:.2f} s ({res.method}){fixed}")
+    if path is not None:
+        click.echo(f"wrote {path}")
 
 
 @cli.command("generate")
