@@ -10,6 +10,7 @@ from torch import nn
 
 from _util import Raises, assert_unchanged, snapshot
 from unveil.audit.examples import credit_scorer, synthetic_credit
+from unveil.core.batching import get_memory_budget, set_memory_budget
 from unveil.counterfactual import Constraints, counterfactuals
 from unveil.errors import ModelError, OptionError
 
@@ -198,3 +199,37 @@ def test_result_round_trips_and_renders(tmp_path):
 
     with pytest.raises(InputError, match="cannot load"):
         type(res).load(tmp_path / "bad.npz")
+
+
+def test_gradient_restarts_run_in_bounded_chunks_with_the_same_result():
+    """The restarts go through the model in chunks (batch_size rows at most, or what the memory
+    budget allows), and the chunking does not change the answer."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 2)).eval()
+    D = torch.randn(120, 5).numpy().astype(np.float64)
+    X = D[:12]
+    kw = dict(data=D, n_counterfactuals=2, method="gradient", n_steps=60, sparsity=0.0)
+    base = counterfactuals(net, X, **kw)
+    sizes: list[int] = []
+    handle = net[0].register_forward_hook(lambda _m, i, _o: sizes.append(int(i[0].shape[0])))
+    try:
+        small = counterfactuals(net, X, batch_size=5, **kw)
+    finally:
+        handle.remove()
+    assert max(sizes) <= 5
+    np.testing.assert_array_equal(small.valid, base.valid)
+    np.testing.assert_allclose(small.rows, base.rows, atol=1e-4)
+    budget = get_memory_budget()
+    sizes.clear()
+    # the descent's calls (inputs that need gradients), not the verifications after it
+    handle = net[0].register_forward_hook(
+        lambda _m, i, _o: sizes.append(int(i[0].shape[0])) if i[0].requires_grad else None)
+    try:
+        set_memory_budget(1 << 20)  # a few rows' worth: many blocks of rows
+        tight = counterfactuals(net, X, **kw)
+    finally:
+        set_memory_budget(budget)
+        handle.remove()
+    assert sizes and max(sizes) < X.shape[0] * 4  # never every restart of every row at once
+    np.testing.assert_array_equal(tight.valid, base.valid)
+    np.testing.assert_allclose(tight.rows, base.rows, atol=1e-4)

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..core.batching import BatchSize
+from ..core import draws
+from ..core.batching import BatchSize, block_size, chunks
+from ..core.hooks import forward_hooks
 from ..core.model import Model
 from .constraints import Space
 from .decision import Decision, decide
@@ -67,25 +70,71 @@ def gradient_search(p: Problem, idx: np.ndarray, *, n_restarts: int, n_steps: in
                     kappa: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``idx``: (n, R, F) candidates (each restart's closest projected row reaching the
     class; the input where none did) and (n, R) whether one was reached."""
+    m = p.model
+    n, f, r = idx.size, p.x0.shape[1], n_restarts
+    # the random start and weights of restart j of row i are draws (i * r + j) of counter-based
+    # streams: the same whichever block of rows and chunk of restarts asks for them
+    lo, hi = int(idx.min()) * r * f, (int(idx.max()) + 1) * r * f
+    at = ((idx[:, None] * r + np.arange(r)[None, :]).reshape(-1, 1) * f + np.arange(f)[None, :]) - lo
+    pos = torch.from_numpy(at)
+    noise = (draws.normal(p.seed, lo, hi, stream=41)[pos] * (draws.uniform(p.seed, lo, hi, stream=42)[pos] < 0.5))
+    weights = torch.exp(0.7 * draws.normal(p.seed, lo, hi, stream=43)[pos])
+    x0 = np.repeat(p.x0[idx], r, axis=0)
+    des = np.repeat(p.desired[idx], r)
+    # restarts in chunks whose activations, gradients and buffers fit the memory budget (and
+    # at most batch_size rows per model call when it is a number)
+    per_row = 3 * _activation_bytes(m, f) + 24 * f * max(1, torch.empty(0, dtype=m.dtype).element_size())
+    size = block_size(per_row, n * r, what="one restart of the gradient search", share=0.25)
+    if isinstance(p.batch_size, int) and not isinstance(p.batch_size, bool):
+        size = min(size, max(1, int(p.batch_size)))
+    best = np.empty((n * r, f))
+    found = np.zeros(n * r, bool)
+    for a, b in chunks(n * r, size):
+        best[a:b], found[a:b] = _descend(p, x0[a:b], des[a:b], noise[a:b], weights[a:b],
+                                         (torch.arange(a, b) % r) == 0, n_steps=n_steps, lr=lr, kappa=kappa)
+    return best.reshape(n, r, f), found.reshape(n, r)
+
+
+def _activation_bytes(m: Model, f: int) -> int:
+    """Bytes of the outputs of the model's leaf modules for one row (64 KiB when unknown)."""
+    module = m.module
+    if module is None:
+        return 1 << 16
+    total = 0
+
+    def hook(_m: torch.nn.Module, _i: Any, out: Any) -> None:
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * out.element_size()
+
+    leaves = [mod for mod in module.modules() if not list(mod.children())]
+    seen = m.n_evals
+    with m.guard(), torch.no_grad(), forward_hooks([(mod, hook) for mod in leaves]):
+        m.forward(torch.zeros(1, f, device=m.device, dtype=m.dtype))
+    m.n_evals = seen  # the probe is not part of the search's cost
+    return max(total, 8 * f)
+
+
+def _descend(p: Problem, x0n: np.ndarray, desn: np.ndarray, noise: torch.Tensor, weights: torch.Tensor,
+             first_t: torch.Tensor, *, n_steps: int, lr: float, kappa: float) -> tuple[np.ndarray, np.ndarray]:
+    """The descent of one chunk of restarts: (rows, found) — each restart's closest projected
+    row reaching the class (the input where none did)."""
     m, sp = p.model, p.space
     dev, dt = m.device, m.dtype
-    n, f, r = idx.size, p.x0.shape[1], n_restarts
-    gen = torch.Generator().manual_seed(p.seed)
-    x0 = torch.as_tensor(np.repeat(p.x0[idx], r, axis=0), device=dev, dtype=dt)
-    des = torch.as_tensor(np.repeat(p.desired[idx], r), device=dev)
+    x0 = torch.as_tensor(x0n, device=dev, dtype=dt)
+    des = torch.as_tensor(desn, device=dev)
     sc = torch.as_tensor(p.scale, device=dev, dtype=dt)
     free = torch.as_tensor(sp.free, device=dev, dtype=dt)
-    restart = torch.arange(n * r, device=dev) % r
-    first = (restart == 0)[:, None]
-    noise = torch.randn(n * r, f, generator=gen).to(dev, dt) * (torch.rand(n * r, f, generator=gen) < 0.5).to(dev, dt)
+    first = first_t.to(dev)[:, None]
+    noise = noise.to(dev, dt)
     delta = torch.where(first, torch.zeros_like(noise), 0.5 * noise).requires_grad_(True)
-    w = torch.where(first, torch.ones_like(noise), torch.exp(0.7 * torch.randn(n * r, f, generator=gen)).to(dev, dt))
+    w = torch.where(first, torch.ones_like(noise), weights.to(dev, dt))
     near = None
     if p.plausibility > 0:
         near = torch.as_tensor(p.data[:512], device=dev, dtype=dt) / sc
-    lam = torch.ones(n * r, device=dev, dtype=dt)
+    lam = torch.ones(x0.shape[0], device=dev, dtype=dt)
     best = x0.clone()
-    best_d = torch.full((n * r,), float("inf"), device=dev, dtype=dt)
+    best_d = torch.full((x0.shape[0],), float("inf"), device=dev, dtype=dt)
     with m.guard(), torch.enable_grad():
         for step in range(n_steps):
             zc = x0 + delta * sc * free
@@ -108,8 +157,7 @@ def gradient_search(p: Problem, idx: np.ndarray, *, n_restarts: int, n_steps: in
                 best = torch.where(better[:, None], zp, best)
                 best_d = torch.where(better, dist, best_d)
                 lam = torch.where(ok, lam * 0.9, lam * 1.3).clamp(1e-2, 1e5)
-    found = torch.isfinite(best_d).cpu().numpy().reshape(n, r)
-    return best.detach().cpu().to(torch.float64).numpy().reshape(n, r, f), found
+    return best.detach().cpu().to(torch.float64).numpy(), torch.isfinite(best_d).cpu().numpy()
 
 
 def sphere_search(p: Problem, idx: np.ndarray, *, n_samples: int, n_rounds: int = 14, keep: int = 32,

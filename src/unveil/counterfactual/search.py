@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..core.batching import BatchSize
+from ..core.batching import BatchSize, block_size, chunks
 from ..errors import InputError, OptionError
 from ..surrogate.blackbox import Preprocess, as_table, with_preprocess, wrap
 from ._search import (
@@ -75,6 +75,88 @@ def _diverse(cands: np.ndarray, x: np.ndarray, scale: np.ndarray, k: int, divers
         pick = int(far[0]) if far.size else int(gap.argmax())  # order is by cost: far[0] is the cheapest such
         picked.append(order.pop(pick))
     return picked
+
+
+class _Block:
+    """The search and the steps after it for the rows ``a:b`` (global indices)."""
+
+    def __init__(self, p: Problem, a: int, b: int, k: int, diversity: float, sparsity: float) -> None:
+        self.p, self.a, self.b, self.k, self.diversity, self.sparsity = p, a, b, k, diversity, sparsity
+        f = p.x0.shape[1]
+        self.cand = np.zeros((0, f))
+        self.owner = np.zeros(0, np.int64)
+        self.nearest = p.x0[a:b].copy()  # per row: the sphere search's closest to flipping
+
+    def search(self, labels: np.ndarray, want: np.ndarray, use_grad: bool, method: str, restarts: int,
+               n_steps: int, lr: float, n_samples: int) -> int:
+        """Candidates of every row of the block, post-processed; returns the rows the sphere
+        search had to take."""
+        p, a, b, f = self.p, self.a, self.b, self.p.x0.shape[1]
+        Xa = p.x0
+        pools: list[list[np.ndarray]] = [[] for _ in range(b - a)]
+        todo = a + np.flatnonzero(labels[a:b] != want[a:b])
+        if use_grad and todo.size:
+            cand, found = gradient_search(p, todo, n_restarts=restarts, n_steps=n_steps, lr=lr)
+            for r, c, hit in zip(todo, cand, found):
+                pools[int(r) - a].extend(c[hit])
+            todo = todo[:0] if method == "gradient" else todo[~found.any(axis=1)]
+        if todo.size:
+            cand, ok, close = sphere_search(p, todo, n_samples=n_samples, keep=max(16, 4 * self.k))
+            for j, r in enumerate(todo):
+                pools[int(r) - a].extend(cand[j][ok[j]])
+            self.nearest[todo - a] = close
+        for r in a + np.flatnonzero(labels[a:b] == want[a:b]):
+            pools[int(r) - a].append(Xa[r].copy())  # already the desired class: the input itself
+        owner = np.array([a + i for i in range(b - a) for _ in pools[i]], dtype=np.int64)
+        cand = np.array([c for pool in pools for c in pool], dtype=np.float64).reshape(-1, f)
+        if cand.shape[0] and self.sparsity > 0:
+            # sparser variants of every candidate join the pool; resets need slack: before shrinking
+            more, src = sparse_variants(p, cand, Xa[owner], want[owner])
+            cand, owner = np.concatenate([cand, more]), np.concatenate([owner, owner[src]])
+            cand = sparsify(p, cand, Xa[owner], want[owner])
+        if cand.shape[0]:
+            cand = shrink(p, cand, Xa[owner], want[owner])
+        self.margin, self.viol, self.sc = verify(p, cand, Xa[owner], want[owner])
+        self.cand, self.owner = cand, owner
+        return int(todo.size)
+
+    def pick(self, rows: np.ndarray, scores: np.ndarray, valid: np.ndarray, vcount: np.ndarray) -> None:
+        """Up to ``k`` diverse valid candidates per row, written into the global arrays."""
+        p, cand = self.p, self.cand
+        ok = (self.margin > 0) & ~self.viol.any(axis=1)
+        order = np.argsort(self.owner, kind="stable")
+        bounds = np.searchsorted(self.owner[order], np.arange(self.a, self.b + 1))
+        for i in range(self.a, self.b):
+            mine = order[bounds[i - self.a]:bounds[i - self.a + 1]]
+            mine = mine[ok[mine]]
+            if mine.size == 0:
+                continue
+            # drop exact duplicates before choosing
+            _, first = np.unique(np.round(cand[mine] / p.scale, 9), axis=0, return_index=True)
+            mine = mine[np.sort(first)]
+            pick = mine[_diverse(cand[mine], p.x0[i], p.scale, self.k, self.diversity, self.sparsity)]
+            rows[i, :pick.size] = cand[pick]
+            scores[i, :pick.size] = np.asarray(self.sc[pick]).reshape(pick.size, -1)
+            valid[i, :pick.size] = True
+            vcount[i, :pick.size] = self.viol[pick].sum(axis=1)
+
+    def closest(self, valid: np.ndarray, close_rows: np.ndarray, close_scores: np.ndarray,
+                close_viol: np.ndarray) -> None:
+        """The closest candidate of each row of the block without a valid one."""
+        p = self.p
+        miss = self.a + np.flatnonzero(~valid[self.a:self.b].any(axis=1))
+        if miss.size == 0:
+            return
+        rank = self.margin - 1e9 * self.viol.sum(axis=1)  # fewest violations, then nearest to flipping
+        nearest = self.nearest
+        for r in miss:
+            mine = np.flatnonzero(self.owner == r)
+            if mine.size:  # a searched candidate that failed verification beats the sphere fallback
+                nearest[r - self.a] = self.cand[mine[np.argmax(rank[mine])]]
+        cr = p.space.snap(nearest[miss - self.a], p.x0[miss])
+        _, cv, cs = verify(p, cr, p.x0[miss], p.desired[miss])
+        close_rows[miss], close_viol[miss] = cr, cv.sum(axis=1)
+        close_scores[miss] = np.asarray(cs).reshape(miss.size, -1)
 
 
 def _neighbours(p: Problem, rows: np.ndarray, data_labels: np.ndarray, desired: np.ndarray,
@@ -163,69 +245,27 @@ def counterfactuals(
     if method == "gradient" and not m.differentiable:
         m.require_gradients("counterfactuals(method='gradient')")
     n, f = Xa.shape
-    pools: list[list[np.ndarray]] = [[] for _ in range(n)]
-    closest = Xa.copy()
-    todo = np.flatnonzero(labels != want)
-    if use_grad and todo.size:
-        cand, found = gradient_search(p, todo, n_restarts=n_restarts or max(4, 2 * k), n_steps=n_steps, lr=lr)
-        for r, c, hit in zip(todo, cand, found):
-            pools[int(r)].extend(c[hit])
-        if method == "gradient":
-            todo = todo[:0]
-        else:
-            todo = todo[~found.any(axis=1)]
-    if todo.size:
-        cand, ok, close = sphere_search(p, todo, n_samples=n_samples, keep=max(16, 4 * k))
-        for j, r in enumerate(todo):
-            pools[int(r)].extend(cand[j][ok[j]])
-        closest[todo] = close
-    for r in np.flatnonzero(labels == want):
-        pools[int(r)].append(Xa[r].copy())  # already the desired class: the input itself
-    # post-processing of every candidate at once
-    owner = np.array([i for i in range(n) for _ in pools[i]], dtype=np.int64)
-    cand = np.array([c for i in range(n) for c in pools[i]], dtype=np.float64).reshape(-1, f)
-    if cand.shape[0] and sparsity > 0:
-        # sparser variants of every candidate join the pool; resets need slack: before shrinking
-        more, src = sparse_variants(p, cand, Xa[owner], want[owner])
-        cand, owner = np.concatenate([cand, more]), np.concatenate([owner, owner[src]])
-        cand = sparsify(p, cand, Xa[owner], want[owner])
-    if cand.shape[0]:
-        cand = shrink(p, cand, Xa[owner], want[owner])
-    margin, viol, sc = verify(p, cand, Xa[owner], want[owner])
-    ok = (margin > 0) & ~viol.any(axis=1)
     data_labels = dec.labels(decide(m, Da, batch_size=batch_size))
     n_scores = 1 if x_scores.ndim == 1 else x_scores.shape[1]
     rows = np.full((n, k, f), np.nan)
     scores = np.full((n, k, n_scores), np.nan)
     valid = np.zeros((n, k), bool)
     vcount = np.zeros((n, k), np.int64)
-    for i in range(n):
-        mine = np.flatnonzero((owner == i) & ok)
-        if mine.size == 0:
-            continue
-        # drop exact duplicates before choosing
-        _, first = np.unique(np.round(cand[mine] / p.scale, 9), axis=0, return_index=True)
-        mine = mine[np.sort(first)]
-        pick = mine[_diverse(cand[mine], Xa[i], p.scale, k, diversity, sparsity)]
-        rows[i, :pick.size] = cand[pick]
-        scores[i, :pick.size] = np.asarray(sc[pick]).reshape(pick.size, -1)
-        valid[i, :pick.size] = True
-        vcount[i, :pick.size] = viol[pick].sum(axis=1)
-    # the closest candidate of each row without a valid one
-    miss = np.flatnonzero(~valid.any(axis=1))
     close_rows = np.full((n, f), np.nan)
     close_scores = np.full((n, n_scores), np.nan)
     close_viol = np.zeros(n, np.int64)
-    rank = margin - 1e9 * viol.sum(axis=1)  # fewest violations, then nearest to flipping
-    for r in miss:
-        mine = np.flatnonzero(owner == r)
-        if mine.size:  # a searched candidate that failed verification beats the sphere fallback
-            closest[r] = cand[mine[np.argmax(rank[mine])]]
-    if miss.size:
-        cr = space.snap(closest[miss], Xa[miss])
-        _, cv, cs = verify(p, cr, Xa[miss], want[miss])
-        close_rows[miss], close_viol[miss] = cr, cv.sum(axis=1)
-        close_scores[miss] = np.asarray(cs).reshape(miss.size, -1)
+    restarts = n_restarts or max(4, 2 * k)
+    # rows in blocks: every buffer of the search and of the steps after it (sphere layers,
+    # restarts, line searches, sparser variants) is a few hundred candidates per row, so a
+    # block's memory is bounded by the budget whatever the number of rows
+    per_row = 8 * f * (6 * n_samples + 12 * (restarts + 5) * 12 + 4 * k) + 4096
+    block = block_size(per_row, n, what="the search of one row", share=0.25)
+    sphered = 0
+    for a, b in chunks(n, block):
+        blk = _Block(p, a, b, k, diversity, sparsity)
+        sphered += blk.search(labels, want, use_grad, method, restarts, n_steps, lr, n_samples)
+        blk.pick(rows, scores, valid, vcount)
+        blk.closest(valid, close_rows, close_scores, close_viol)
     flat = rows.reshape(-1, f)
     have = valid.reshape(-1)
     d = (flat - np.repeat(Xa, k, axis=0)) / p.scale
@@ -238,7 +278,7 @@ def counterfactuals(
     params = {"n_counterfactuals": k, "sparsity": sparsity, "plausibility": plausibility, "diversity": diversity,
               "n_steps": n_steps, "lr": lr, "n_samples": n_samples, "seed": seed, "threshold": dec.threshold}
     used = "gradient" if use_grad else "spheres"
-    if use_grad and method == "auto" and miss.size < todo.size + miss.size and todo.size:
+    if use_grad and sphered:
         used = "gradient+spheres"
     return Counterfactuals(
         names, None if cls_names is None else [str(c) for c in cls_names], Xa, labels, want, rows, valid, scores,
