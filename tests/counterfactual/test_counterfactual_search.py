@@ -3,6 +3,8 @@ synthetic tables, diversity, infeasible constraints and bad names."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -208,7 +210,7 @@ def test_gradient_restarts_run_in_bounded_chunks_with_the_same_result():
     net = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 2)).eval()
     D = torch.randn(120, 5).numpy().astype(np.float64)
     X = D[:12]
-    kw = dict(data=D, n_counterfactuals=2, method="gradient", n_steps=60, sparsity=0.0)
+    kw: dict[str, Any] = dict(data=D, n_counterfactuals=2, method="gradient", n_steps=60, sparsity=0.0)
     base = counterfactuals(net, X, **kw)
     sizes: list[int] = []
     handle = net[0].register_forward_hook(lambda _m, i, _o: sizes.append(int(i[0].shape[0])))

@@ -210,7 +210,7 @@ def _recourse(body: dict[str, Any], *, counterfactual: bool) -> None:
         body["decreasing"] = [c for c in body["decreasing"] if c not in body.get("increasing", [])]
     if "ranges" in body:
         out = {}
-        for k, (col, rg) in enumerate(list(body["ranges"].items())[:2]):
+        for k, rg in enumerate(list(body["ranges"].values())[:2]):
             lo, hi = rg.get("low"), rg.get("high")
             if lo is not None and hi is not None and lo > hi:
                 lo, hi = hi, lo

@@ -307,7 +307,7 @@ def _with_categorical(cons: Constraints, words: dict[str, list[str]]) -> Constra
     cats = cons.categorical
     if isinstance(cats, Mapping):
         have = {str(c) for c in cats}
-        more = {c: None for c in words if c not in have}
+        more: dict[str | int, Sequence[float] | None] = {c: None for c in words if c not in have}
         return replace(cons, categorical={**cats, **more}) if more else cons
     have = {str(c) for c in cats}
     more_cols = [c for c in words if c not in have]
