@@ -175,7 +175,7 @@ class Counterfactuals:
 
     def to_pandas(self) -> Any:
         """A long table: one line per input row and counterfactual, the columns in the table's
-        names, then ``score``, ``valid``, the metrics and the recourse sentence."""
+        names (coded text columns as their words), then ``score``, ``valid``, the metrics and the recourse sentence."""
         import pandas as pd
 
         recs = []
@@ -184,7 +184,8 @@ class Counterfactuals:
             items = [(int(k), self.rows[i, k], True) for k in ks] or [(-1, self.closest[i], False)]
             for k, row, ok in items:
                 rec: dict[str, Any] = {"row": i, "k": k}
-                rec.update({n: float(v) for n, v in zip(self.feature_names, row)})
+                rec.update({n: self.cell(j, float(v)) if n in self.value_names else float(v)
+                            for j, (n, v) in enumerate(zip(self.feature_names, row))})
                 sc = self.scores[i, k] if k >= 0 else self.closest_scores[i]
                 rec.update({"class": _class(self.class_names, int(self.desired[i] if ok else self.label[i])),
                             "score": float(np.max(sc)) if sc.size else float("nan"), "valid": ok,

@@ -6,8 +6,9 @@ edits applied) in the units of the model's data, so that the changes read as the
 values and a coded text column's words. The model's data gives each column's scale, its
 allowed values and the neighbours that measure plausibility. Defaults a person expects:
 columns the model does not read stay fixed, text columns take the words the data holds, whole
-number columns stay whole, and every column stays within the range the data spans unless the
-user gives another range.
+number columns stay whole (those with at most 10 values in the data, a loan term of 12, 24, 36
+or 60 months, take one of those), and every column stays within the range the data spans
+unless the user gives another range.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ Number = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)]
 Columns = Annotated[list[ColumnName], Field(max_length=200)]
 _ADVICE = "Ask for fewer counterfactuals, or fix more columns."
 _NOT_TABLE = "counterfactuals and anchors work on table models"
+#: A whole-number column with at most this many values in the data takes only those values.
+MAX_LEVELS = 10
 
 
 class RangeIn(_Strict):
@@ -214,6 +217,8 @@ def recourse_router(store: Store, work: Work | None = None) -> APIRouter:
                                 f"{len(e.class_names)} classes")
         whole = [n for j, n in enumerate(names) if n not in words
                  and bool(np.all(data[:, j] == np.round(data[:, j])))]
+        # whole numbers of a few kinds (a loan term of 12, 24, 36 or 60 months): values the data holds
+        few = [n for n in whole if np.unique(data[:, names.index(n)]).size <= MAX_LEVELS]
         # default: within the data's range (widened to the row's own value)
         ranges: dict[str, tuple[float | None, float | None]] = {
             n: (float(min(data[:, j].min(), row[j])), float(max(data[:, j].max(), row[j])))
@@ -224,7 +229,7 @@ def recourse_router(store: Store, work: Work | None = None) -> APIRouter:
             ranges[col] = (None if rg.low is None else float(rg.low), None if rg.high is None else float(rg.high))
         constraints = {"immutable": list(dict.fromkeys([*req.immutable, *aside])),
                        "increasing": list(req.increasing), "decreasing": list(req.decreasing),
-                       "ranges": ranges, "integer": whole}
+                       "ranges": ranges, "integer": whole, "categorical": few}
 
         def job() -> Any:
             from ..counterfactual import counterfactuals
@@ -245,7 +250,7 @@ def recourse_router(store: Store, work: Work | None = None) -> APIRouter:
             found=found, status=cf.status(0), decision=class_name(int(cf.label[0]), cf.class_names),
             desired=class_name(desired, cf.class_names), probability=_prob(cf.x_scores[0], desired),
             recourse=cf.recourse(0), options=options, closest=None if found else _option(cf, None),
-            fixed=aside, categorical=list(words), integer=whole,
+            fixed=aside, categorical=[*words, *few], integer=whole,
             ranges={k: [v[0], v[1]] for k, v in ranges.items()}, method=cf.method,
             seconds=float(cf.seconds), result=_finite(cf.to_dict()))
 

@@ -52,8 +52,8 @@ function renderRecourseForm() {
     el("h3", { text: "What would change the decision?" }),
     el("p", { class: "muted", text: "The smallest changes of this row (with your edits above) that give another decision. " +
       "Fix what cannot change (a person's age cannot go down); columns the model does not read stay fixed. " +
-      "Text columns take values the data holds, whole-number columns stay whole, and each column stays within " +
-      "the data's range unless you set one." }),
+      "Text columns, and whole-number columns with few values, take values the data holds; other whole-number " +
+      "columns stay whole, and each column stays within the data's range unless you set one." }),
     el("details", { "data-testid": "cf-constraints" }, el("summary", { text: "Constraints per column" }),
        el("table", { class: "grid cf-constraints" }, head, ...cells.map(constraintRow))),
     el("div", { class: "cf-actions" },
