@@ -39,7 +39,8 @@ from ._shared_ig import shared_ig, takes_embeddings
 from ._units import Encoded, Spans, encode_prompt, make_units
 from .loading import LanguageModelInfo, check_language_model, token_texts
 
-__all__ = ["METHODS", "NextTokenScore", "explain_generation", "generate_greedy"]
+__all__ = ["DEFAULT_THREADS", "METHODS", "NextTokenScore", "explain_generation", "generate_greedy",
+           "torch_threads"]
 
 #: The registry methods that apply to generation, by how their values read.
 METHODS: dict[str, tuple[str, ...]] = {
@@ -73,8 +74,15 @@ class NextTokenScore(nn.Module):
         return s.unsqueeze(1)
 
 
+#: Torch intra-op threads of the language calls unless the caller says otherwise (see the
+#: module docstring and ``benchmarks/bench_language.py``, which measures it).
+DEFAULT_THREADS = 1
+
+
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: leave the setting alone), then
+    restore the caller's setting."""
     saved = torch.get_num_threads()
     if n is not None:
         if n < 1:
@@ -198,7 +206,7 @@ def explain_generation(
     spans: Spans = "tokens",
     stop_at_eos: bool = True,
     sources: Literal["all", "prompt"] = "all",
-    threads: int | None = 1,
+    threads: int | None = DEFAULT_THREADS,
     **options: Any,
 ) -> GenerationExplanation:
     """Generate (greedily) or take a continuation, and attribute each of its tokens to the
@@ -259,7 +267,7 @@ def explain_generation(
         raise OptionError(f"sources must be 'all' or 'prompt', got {sources!r}")
     base_id = _base_id(options.get("baseline"), sources)
     t0 = time.perf_counter()
-    with _threads(threads), eval_mode(model):
+    with torch_threads(threads), eval_mode(model):
         gen = _continuation(tokenizer, model, enc, info, continuation, max_new_tokens,
                             stop_at_eos)
         p, g = len(enc.tokens), len(gen)
@@ -283,6 +291,7 @@ def explain_generation(
                         values[step, u] = res.values[step, a:b].sum()
             outs, base, delta, n_evals = (res.outputs, res.baseline_outputs, res.delta,
                                           res.n_evals)
+            options = {**options, "segments": " ".join(f"{a}-{b}" for a, b in res.segments)}
         for step in range(g if fast is None else 0):
             length = p + step
             obj = NextTokenScore(model, int(gen[step]), None if foils is None else foils[step],
