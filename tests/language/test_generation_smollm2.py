@@ -44,11 +44,15 @@ def test_ig_matches_captum_llm_gradient_attribution(smol):
         assert np.isnan(res.values[g, p:]).all()  # earlier generated tokens are held fixed
 
 
-def test_ablation_matches_captum_llm_feature_ablation(smol):
+@pytest.mark.parametrize(("method", "options"), [("feature_ablation", {}),
+                                                  ("occlusion", {"window": 1})])
+def test_ablation_matches_captum_llm_feature_ablation(smol, method, options):
+    """Removing one token at a time (feature ablation, or occlusion with a one-token window)
+    against Captum's LLMAttribution(FeatureAblation), both replacing it with id 0."""
     captum_attr = pytest.importorskip("captum.attr")
     model, tok = smol
-    res = explain_generation(model, tok, PROMPT, max_new_tokens=2, method="feature_ablation",
-                             sources="prompt")
+    res = explain_generation(model, tok, PROMPT, max_new_tokens=2, method=method,
+                             sources="prompt", **options)
     p = res.n_prompt
     gen = torch.as_tensor(res.ids[p:])
     fa = captum_attr.LLMAttribution(captum_attr.FeatureAblation(model), tok)

@@ -201,7 +201,7 @@ class AttentionRaw(_AttentionMethod):
         if not -n_layers <= self.layer < n_layers:
             raise OptionError(f"layer={self.layer} is out of range: the model has {n_layers} "
                               "attention layers")
-        att = fuse_heads(probs[:, self.layer], self.head_fusion)  # (N, T, T)
+        att = fuse_heads(probs, self.head_fusion)[:, self.layer]  # heads fused: (N, T, T)
         valid = self._valid(call, att.shape[-1], attention_mask)
         extras = {"attentions": probs} if self.keep_attentions else {}
         return self._result(call, self._query_row(att, valid), extras,

@@ -35,10 +35,12 @@ from ..core.hooks import eval_mode
 from ..core.registry import get_method
 from ..errors import InputError, OptionError
 from ._result import GenerationExplanation
+from ._shared_ig import shared_ig, takes_embeddings
 from ._units import Encoded, Spans, encode_prompt, make_units
 from .loading import LanguageModelInfo, check_language_model, token_texts
 
-__all__ = ["METHODS", "NextTokenScore", "explain_generation", "generate_greedy"]
+__all__ = ["DEFAULT_THREADS", "METHODS", "NextTokenScore", "explain_generation", "generate_greedy",
+           "torch_threads"]
 
 #: The registry methods that apply to generation, by how their values read.
 METHODS: dict[str, tuple[str, ...]] = {
@@ -72,8 +74,15 @@ class NextTokenScore(nn.Module):
         return s.unsqueeze(1)
 
 
+#: Torch intra-op threads of the language calls unless the caller says otherwise (see the
+#: module docstring and ``benchmarks/bench_language.py``, which measures it).
+DEFAULT_THREADS = 1
+
+
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: leave the setting alone), then
+    restore the caller's setting."""
     saved = torch.get_num_threads()
     if n is not None:
         if n < 1:
@@ -197,7 +206,7 @@ def explain_generation(
     spans: Spans = "tokens",
     stop_at_eos: bool = True,
     sources: Literal["all", "prompt"] = "all",
-    threads: int | None = 1,
+    threads: int | None = DEFAULT_THREADS,
     **options: Any,
 ) -> GenerationExplanation:
     """Generate (greedily) or take a continuation, and attribute each of its tokens to the
@@ -258,7 +267,7 @@ def explain_generation(
         raise OptionError(f"sources must be 'all' or 'prompt', got {sources!r}")
     base_id = _base_id(options.get("baseline"), sources)
     t0 = time.perf_counter()
-    with _threads(threads), eval_mode(model):
+    with torch_threads(threads), eval_mode(model):
         gen = _continuation(tokenizer, model, enc, info, continuation, max_new_tokens,
                             stop_at_eos)
         p, g = len(enc.tokens), len(gen)
@@ -272,7 +281,18 @@ def explain_generation(
         n_evals = 0
         grouped = method in METHODS["groups"] and (spans != "tokens" or sources == "prompt")
         stop = p if sources == "prompt" else p + g
-        for step in range(g):
+        fast = _shared_options(method, options, model)
+        if fast is not None:
+            res = shared_ig(model, full, p, foils, prompt_only=sources == "prompt", keeps_last=info.keeps_last_logits,
+                            **fast)
+            for step in range(g):
+                for u, (a, b) in enumerate(units):
+                    if b <= min(p + step, stop):
+                        values[step, u] = res.values[step, a:b].sum()
+            outs, base, delta, n_evals = (res.outputs, res.baseline_outputs, res.delta,
+                                          res.n_evals)
+            options = {**options, "segments": " ".join(f"{a}-{b}" for a, b in res.segments)}
+        for step in range(g if fast is None else 0):
             length = p + step
             obj = NextTokenScore(model, int(gen[step]), None if foils is None else foils[step],
                                  keep_last=info.keeps_last_logits)
@@ -309,6 +329,26 @@ def explain_generation(
         prompt=prompt, n_evals=n_evals,
         timings={"generate": t1 - t0, "attribute": time.perf_counter() - t1},
     )
+
+
+def _shared_options(method: str, options: dict[str, Any], model: nn.Module
+                    ) -> dict[str, Any] | None:
+    """The options of :func:`shared_ig` when it computes this call (IG with a fixed number of
+    steps, one baseline token id, on a model that takes ``inputs_embeds``), else None."""
+    if method != "integrated_gradients" or not takes_embeddings(model):
+        return None
+    if set(options) - {"n_steps", "rule", "baseline", "batch_size", "seed"}:
+        return None
+    n_steps = options.get("n_steps", 50)
+    baseline = options.get("baseline")
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        return None  # "auto" (and bad values, which the registry reports) go the general way
+    if not (baseline is None or baseline == "zeros"
+            or (isinstance(baseline, int) and not isinstance(baseline, bool))):
+        return None
+    return {"n_steps": n_steps, "rule": options.get("rule", "gausslegendre"),
+            "base_id": baseline if isinstance(baseline, int) else 0,
+            "batch_size": options.get("batch_size", "auto")}
 
 
 def _base_id(baseline: Any, sources: str) -> int | None:

@@ -14,7 +14,9 @@ GGUF through the ``gguf`` package and de-quantises the weights to float32 (``pip
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,14 +60,27 @@ def smollm2_path() -> Path:
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
     """Transformers' progress bars (weights, GGUF de-quantisation) off for the block, restored
-    after: a library prints nothing, and the CLI's output stays readable."""
+    after: a library prints nothing, and the CLI's output stays readable.
+
+    The GGUF reader calls ``tqdm`` directly rather than through transformers' switch, so its
+    module's ``tqdm`` is swapped for a disabled one during the block. Warnings and log records
+    are left alone."""
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
+    gguf: Any = sys.modules.get("transformers.modeling_gguf_pytorch_utils")
+    if gguf is None:
+        with contextlib.suppress(ImportError):
+            import transformers.modeling_gguf_pytorch_utils as gguf
+    saved = getattr(gguf, "tqdm", None)
+    if saved is not None:
+        gguf.tqdm = functools.partial(saved, disable=True)
     try:
         yield
     finally:
+        if saved is not None:
+            gguf.tqdm = saved
         if bar:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]  # untyped there
 
