@@ -166,7 +166,8 @@ def _with_enums(schema: dict[str, Any], models: list[str], methods: list[str]) -
     """The OpenAPI schema with the names the dashboard accepts listed (models, methods)."""
     schema = copy.deepcopy(schema)
     comps = schema.get("components", {}).get("schemas", {})
-    for comp in ("ExplainRequest", "SanityRequest", "DistillRequest", "AuditRequest", "WhatIfRequest"):
+    for comp in ("ExplainRequest", "SanityRequest", "DistillRequest", "AuditRequest", "WhatIfRequest",
+                 "GenerateRequest", "LensRequest", "PatchRequest", "HeadsRequest"):
         props = comps.get(comp, {}).get("properties", {})
         if "model" in props:
             props["model"]["enum"] = models
@@ -262,6 +263,7 @@ def create_app(
 
     from ..core.registry import list_methods
     from ._global import global_router
+    from ._language import language_router
     from ._routes import api_router, page_router
     from ._whatif import whatif_router
 
@@ -311,6 +313,7 @@ def create_app(
     app.include_router(api_router(store, work, max_pixels=max_pixels))
     app.include_router(global_router(store, work))
     app.include_router(whatif_router(store, work))
+    app.include_router(language_router(store, work))
     return app
 
 
