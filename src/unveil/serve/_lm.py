@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -113,10 +114,10 @@ class KeywordLM(nn.Module):
 
 
 def _hugging_face(model: nn.Module) -> bool:
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:
+    if "transformers" not in sys.modules:  # not imported: the model cannot be one of its classes
         return False
+    from transformers import PreTrainedModel
+
     return isinstance(model, PreTrainedModel)
 
 
