@@ -134,7 +134,7 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
             methods=list(GENERATION_METHODS), default_method=DEFAULT_METHOD,
             max_new_tokens=MAX_NEW_TOKENS if lm.context is None else min(MAX_NEW_TOKENS, lm.context - 1),
             max_prompt_tokens=MAX_PROMPT_TOKENS, max_inside_tokens=MAX_INSIDE_TOKENS,
-            examples=examples, patch_example=pair)
+            examples=examples, patch_example=pair, sites=lm.sites)
 
     @r.post("/generate", response_model=GenerateResponse, responses=_BUSY)
     async def generate(req: GenerateRequest) -> GenerateResponse:
@@ -149,12 +149,20 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
         if chat and not lm.chat:
             raise ApiError(422, f"the tokenizer of model {e.name!r} has no chat template; set chat to false "
                                 "to continue the prompt as plain text")
+        if chat:  # the template's tokens count too
+            n = lm.n_tokens(lm.tokenizer.apply_chat_template(
+                [{"role": "user", "content": req.prompt}], tokenize=False, add_generation_prompt=True),
+                special=False)
         if lm.context is not None and n + req.max_new_tokens > lm.context:
-            raise ApiError(422, f"the prompt has {n} tokens and {req.max_new_tokens} more would need "
-                                f"{n + req.max_new_tokens} positions, but the model takes at most "
-                                f"{lm.context}; ask for at most {max(lm.context - n, 0)} new tokens")
+            raise ApiError(422, f"the prompt has {n} tokens{' with the chat template' if chat else ''} and "
+                                f"{req.max_new_tokens} more would need {n + req.max_new_tokens} positions, but "
+                                f"the model takes at most {lm.context}; ask for at most "
+                                f"{max(lm.context - n, 0)} new tokens")
         declared = {o.name for o in get_method(req.method).options}
         options = {k: v for k, v in store.budget.items() if k in declared}
+        if "n_samples" in options and req.method in ("kernel_shap", "lime"):
+            # sampled coalitions: a few per source unit (a unit is at most a token)
+            options["n_samples"] = max(int(options["n_samples"]), 2 * (n + req.max_new_tokens) + 2)
         if req.n_steps is not None:
             if "n_steps" not in declared:
                 raise ApiError(422, f"{req.method} takes no n_steps (only path and noise methods do); "
@@ -185,14 +193,12 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
         e = store.entry(req.model)
         lm = lm_of(e)
         prompt_tokens(lm, req.prompt, MAX_INSIDE_TOKENS, "prompt")
-        tok = None if lm.ids_only else lm.tokenizer
-        prompt: Any = req.prompt if tok is not None else [lm.tokenizer.encode(req.prompt)]
         target: Any = req.target
         if target is not None and lm.ids_only:
             target = _one_id(lm, target, "target")
 
         def job() -> tuple[Any, str]:
-            res = logit_lens(lm.model, prompt, tokenizer=tok, target=target, top_k=req.top_k)
+            res = logit_lens(lm.model, req.prompt, tokenizer=lm.tokenizer, target=target, top_k=req.top_k)
             return res, page(_page(res, f"unveil · {e.name} · logit lens"))
 
         t0 = time.perf_counter()
@@ -201,7 +207,7 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
         distinct = sorted(set(res.target_ids))
         names = dict(zip(distinct, _labels(lm, distinct), strict=True))
         return LensResponse(
-            rows=list(res.rows), tokens=_labels(lm, _ids(lm, req.prompt)) if lm.ids_only else list(res.tokens),
+            rows=list(res.rows), tokens=list(res.tokens),
             target_ids=list(res.target_ids), target_tokens=[names[i] for i in res.target_ids],
             target_prob=np.asarray(res.target_prob, dtype=float).tolist(),
             top_tokens=[[list(cell[:k]) for cell in row] for row in res.top_tokens],
@@ -219,16 +225,14 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
         if a != b:
             raise ApiError(422, f"the clean prompt has {a} tokens and the corrupted one {b}: positions are "
                                 "patched one to one, so reword one of them to the same length")
-        tok = None if lm.ids_only else lm.tokenizer
-        clean: Any = req.clean if tok is not None else [lm.tokenizer.encode(req.clean)]
-        corrupted: Any = req.corrupted if tok is not None else [lm.tokenizer.encode(req.corrupted)]
         target: Any = _one_id(lm, req.target, "target") if lm.ids_only else req.target
         foil: Any = _one_id(lm, req.foil, "foil") if lm.ids_only else req.foil
-        sites = list(dict.fromkeys(req.sites))
+        sites: list[str] = list(dict.fromkeys(req.sites))
 
         def job() -> tuple[Any, str]:
             fn = attribution_patching if req.attribution else activation_patching
-            res = fn(lm.model, clean, corrupted, target=target, foil=foil, tokenizer=tok, sites=sites)
+            res = fn(lm.model, req.clean, req.corrupted, target=target, foil=foil, tokenizer=lm.tokenizer,
+                     sites=sites)
             return res, page(_page(res, f"unveil · {e.name} · {res.kind} patching"))
 
         t0 = time.perf_counter()
@@ -239,7 +243,7 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
             heads=None if res.heads is None else _finite(res.heads),
             mlp=None if res.mlp is None else _finite(res.mlp),
             clean_diff=float(res.clean_diff), corrupted_diff=float(res.corrupted_diff),
-            tokens=list(res.tokens) if not lm.ids_only else _labels(lm, _ids(lm, req.clean)),
+            tokens=list(res.tokens),
             corrupted_tokens=_labels(lm, _ids(lm, req.corrupted)),
             target=int(res.target), foil=int(res.foil), target_text=names[0], foil_text=names[1],
             n_forward=int(res.n_forward),
@@ -282,7 +286,8 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
 
 
 def _ids(lm: ServedLM, text: str) -> list[int]:
-    enc = lm.tokenizer(text)
+    """The ids of a patched prompt, as the patching functions encode it (no special tokens)."""
+    enc = lm.tokenizer(text, add_special_tokens=False)
     ids = enc["input_ids"] if hasattr(enc, "keys") else enc
     return [int(i) for i in ids]
 

@@ -162,10 +162,11 @@ class ServedLM:
     n_layers: int | None
     n_heads: int | None
     tokenizer_source: str
+    sites: list[str]
 
-    def n_tokens(self, text: str) -> int:
-        """Tokens of a prompt (without a chat template)."""
-        enc = self.tokenizer(text)
+    def n_tokens(self, text: str, *, special: bool = True) -> int:
+        """Tokens of a text (with the tokenizer's special tokens when ``special``)."""
+        enc = self.tokenizer(text, add_special_tokens=special)
         ids = enc["input_ids"] if hasattr(enc, "keys") else enc
         return len(ids)
 
@@ -187,12 +188,15 @@ def served_lm(model: nn.Module, tokenizer: Any) -> ServedLM:
     generator = model if _hugging_face(model) else KeywordLM(model, context)
     check_language_model(generator, tokenizer)  # a tokenizer that does not fit: one clear error now
     n_layers = n_heads = None
+    sites: list[str] = []
     try:
         from ..language import find_parts
 
         parts = find_parts(model)
         n_layers, n_heads = parts.n_layers, parts.n_heads or None
+        sites = ["resid"] + (["heads"] if parts.n_heads > 0 and all(o is not None for o in parts.o_proj) else []) \
+            + (["mlp"] if any(m is not None for m in parts.mlp) else [])
     except Exception:  # the inside views will say why when asked
         pass
     return ServedLM(model, generator, tokenizer, ids_only, context, vocab,
-                    bool(getattr(tokenizer, "chat_template", None)), n_layers, n_heads, source)
+                    bool(getattr(tokenizer, "chat_template", None)), n_layers, n_heads, source, sites)

@@ -108,6 +108,10 @@ class LensResponse(BaseModel):
     seconds: float
 
 
+def _resid() -> list[Site]:
+    return ["resid"]
+
+
 class PatchRequest(_Strict):
     """Activation (or attribution) patching from a clean prompt into a corrupted one."""
 
@@ -116,7 +120,7 @@ class PatchRequest(_Strict):
     corrupted: Prompt
     target: Token
     foil: Token
-    sites: Annotated[list[Site], Field(min_length=1, max_length=3)] = Field(default_factory=lambda: ["resid"])
+    sites: Annotated[list[Site], Field(min_length=1, max_length=3)] = Field(default_factory=_resid)
     attribution: StrictBool = False
 
 
@@ -200,3 +204,4 @@ class LanguageInfoOut(BaseModel):
     max_inside_tokens: int
     examples: list[str]
     patch_example: PatchExampleOut
+    sites: Annotated[list[str], Field(description="what patching can patch in this model (resid, heads, mlp)")]

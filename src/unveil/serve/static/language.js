@@ -128,6 +128,12 @@
     byId("lm-corrupted").value = p.corrupted;
     byId("lm-target").value = p.target;
     byId("lm-foil").value = p.foil;
+    for (const site of ["resid", "heads", "mlp"]) {  // what this model has to patch
+      const cb = byId(`lm-site-${site}`);
+      cb.disabled = !info.sites.includes(site);
+      cb.checked = site === "resid" && !cb.disabled;
+      cb.parentElement.title = cb.disabled ? "this model has none that unveil can find" : "";
+    }
     byId("lm-status").textContent = "Write a prompt, then press Generate and explain.";
   }
 
