@@ -9,12 +9,14 @@ the work runs on the pool's threads within the time budget.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
+import torch
 from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
@@ -58,6 +60,28 @@ _ADVICE = ("Ask for fewer new tokens, a shorter prompt or a cheaper method (inpu
 _IOI = PatchExampleOut(clean="When Mary and John went to the store, John gave a drink to",
                        corrupted="When Mary and John went to the store, Mary gave a drink to",
                        target=" Mary", foil=" John")
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS: list[int] = [0, 0]  # jobs inside one_thread(), the torch threads before the first
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one intra-op thread while any language job runs (small LMs run fastest so on a
+    shared CPU: see :mod:`unveil.language.generation`); the setting is restored when the last ends."""
+    with _THREADS_LOCK:
+        if _THREADS[0] == 0:
+            _THREADS[1] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _THREADS[0] += 1
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS[0] -= 1
+            if _THREADS[0] == 0:
+                torch.set_num_threads(_THREADS[1])
 
 
 def _ids_example(vocab: int) -> tuple[list[str], PatchExampleOut]:
@@ -110,12 +134,12 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
     def page(html: str) -> str:
         return store.add_page(html)
 
-    async def run(job: Callable[[], T], lm: ServedLM, name: str, what: str) -> T:
+    async def run(job: Callable[[], T], lm: ServedLM, name: str, what: str, advice: str = _ADVICE) -> T:
         def held() -> T:
-            with work.hold(name, lm.model):
+            with work.hold(name, lm.model), one_thread():
                 return job()
 
-        return await work.run(held, what=what, advice=_ADVICE)
+        return await work.run(held, what=what, advice=advice)
 
     @r.get("/models/{model}/language", response_model=LanguageInfoOut)
     def info(model: ModelName) -> LanguageInfoOut:
@@ -124,7 +148,8 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
         if lm.ids_only:
             examples, pair = _ids_example(lm.vocab_size)
         else:
-            examples = ["The capital of France is", _IOI.clean]
+            starts = ("What is the capital of France?",) if lm.chat else ()  # a question for a chat model
+            examples = [ex for ex in (*starts, "The capital of France is", _IOI.clean) if _known(lm, ex)]
             pair = _IOI
         if e.texts:
             examples = [*e.texts[:8], *examples][:10]
@@ -202,7 +227,7 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
             return res, page(_page(res, f"unveil · {e.name} · logit lens"))
 
         t0 = time.perf_counter()
-        res, pid = await run(job, lm, e.name, "the logit lens")
+        res, pid = await run(job, lm, e.name, "the logit lens", advice="Use a shorter prompt.")
         k = res.top_probs.shape[-1]
         distinct = sorted(set(res.target_ids))
         names = dict(zip(distinct, _labels(lm, distinct), strict=True))
@@ -236,7 +261,9 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
             return res, page(_page(res, f"unveil · {e.name} · {res.kind} patching"))
 
         t0 = time.perf_counter()
-        res, pid = await run(job, lm, e.name, f"{'attribution' if req.attribution else 'activation'} patching")
+        res, pid = await run(job, lm, e.name, f"{'attribution' if req.attribution else 'activation'} patching",
+                             advice="Patch the residual stream only, use shorter prompts, or tick first-order "
+                                    "(attribution patching: one backward pass).")
         names = _labels(lm, [res.target, res.foil])
         return PatchResponse(
             kind=res.kind, sites=sites, resid=None if res.resid is None else _finite(res.resid),
@@ -271,7 +298,7 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
             return res, page(_page(res, f"unveil · {e.name} · head scores"))
 
         t0 = time.perf_counter()
-        res, pid = await run(job, lm, e.name, "the head scores")
+        res, pid = await run(job, lm, e.name, "the head scores", advice="Use shorter or fewer sequences.")
         return HeadsResponse(previous_token=np.asarray(res.previous_token, dtype=float).tolist(),
                              duplicate_token=np.asarray(res.duplicate_token, dtype=float).tolist(),
                              induction=np.asarray(res.induction, dtype=float).tolist(), half=res.half,
@@ -290,6 +317,13 @@ def _ids(lm: ServedLM, text: str) -> list[int]:
     enc = lm.tokenizer(text, add_special_tokens=False)
     ids = enc["input_ids"] if hasattr(enc, "keys") else enc
     return [int(i) for i in ids]
+
+
+def _known(lm: ServedLM, text: str) -> bool:
+    """Whether the tokenizer spells ``text`` without its unknown-token id (a small word-level
+    vocabulary may lack the example's words)."""
+    unk = getattr(lm.tokenizer, "unk_token_id", None)
+    return unk is None or unk not in _ids(lm, text)
 
 
 def _labels(lm: ServedLM, ids: list[int]) -> list[str]:

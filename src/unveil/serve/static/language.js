@@ -105,6 +105,7 @@
       : `${info.n_layers ?? "?"} layers, ${info.n_heads ?? "?"} heads, ${info.vocab_size} tokens` +
         `${info.context ? `, ${info.context} positions` : ""}; tokenizer ${info.tokenizer}.`;
     byId("lm-prompt").value = info.examples[0] || "";
+    byId("lm-examples").hidden = !info.examples.length;
     byId("lm-examples").replaceChildren(...info.examples.slice(0, 4).map((ex) => {
       const b = make("button", { type: "button", class: "lm-example", title: ex, text: ex.length > 38 ? ex.slice(0, 37) + "…" : ex });
       b.addEventListener("click", () => { byId("lm-prompt").value = ex; });
@@ -233,7 +234,7 @@
     // the prompt (and the tokens generated before the chosen one) coloured by their attribution
     const g = L.step;
     const row = r.values[g];
-    const scale = Math.max(1e-12, ...row.filter((v) => v !== null).map(Math.abs));
+    const scale = Math.max(1e-12, ...visibleUnits(r).map((u) => row[u]).filter((v) => v !== null).map(Math.abs));
     const unitOf = new Array(r.tokens.length).fill(-1);
     r.units.forEach((u, i) => { for (let k = u[0]; k < u[1]; k++) unitOf[k] = i; });
     const text = make("div", { class: "lm-text", "data-testid": "lm-sources" });
@@ -269,7 +270,8 @@
   function heatmap(r) {
     const units = visibleUnits(r);
     const gen = r.tokens.slice(r.n_prompt);
-    const scales = r.values.map((row) => maxAbs([row]));  // each token's own scale: its objective is its own
+    // each token's own scale (its objective is its own), over the sources shown
+    const scales = r.values.map((row) => maxAbs([units.map((u) => row[u])]));
     const table = make("table", { class: "lm-grid lm-heat", "data-testid": "lm-heatmap" });
     const corner = make("th", { class: "corner", text: "source ↓ · generated →" });
     const headRow = make("tr", {}, corner, ...gen.map((t, g) => {
