@@ -243,3 +243,27 @@ def test_smollm2_answers_and_explains():
         assert r.status_code == 200, r.text
         res = r.json()["result"]
         assert res["tokens"][-1] == " Mary" and res["scores"]["prob_diff"][0] > 0
+
+
+def test_a_language_models_texts_are_its_example_prompts():
+    pytest.importorskip("transformers")
+    from tests.language._lm_models import tiny_llama, tiny_tokenizer
+    from unveil.serve import ServedModel
+
+    texts = ["A small model reads a short text", "The capital of Italy is"]
+    served = ServedModel(tiny_llama(), data=texts, tokenizer=tiny_tokenizer())
+    with TestClient(create_app(models={"tiny": served}, zoo=False)) as c:
+        assert c.get("/api/models").json()[0]["modality"] == "causal_lm"
+        info = c.get("/api/models/tiny/language").json()
+        assert info["examples"][:2] == texts
+        assert info["tokenizer"] == "given" and info["chat"]
+        # the chat template's tokens count against the context: 64 positions in all
+        tok = tiny_tokenizer()
+        text = tok.apply_chat_template([{"role": "user", "content": texts[0]}], tokenize=False,
+                                       add_generation_prompt=True)
+        n = len(tok(text, add_special_tokens=False)["input_ids"])
+        r = c.post("/api/generate", json={"model": "tiny", "prompt": texts[0], "max_new_tokens": 64 - n + 1})
+        assert r.status_code == 422 and "with the chat template" in r.json()["detail"]
+        r = c.post("/api/generate", json={"model": "tiny", "prompt": texts[0], "max_new_tokens": 64 - n,
+                                          "method": "saliency"})
+        assert r.status_code == 200, r.text
