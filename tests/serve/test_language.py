@@ -48,6 +48,8 @@ def test_a_causal_lm_is_its_own_kind_and_classifiers_keep_theirs(client):
     assert info["ids_only"] and not info["chat"]
     assert (info["n_layers"], info["n_heads"], info["vocab_size"], info["context"]) == (2, 4, 64, 64)
     assert info["max_new_tokens"] == 63
+    # its attention is its own module, whose weights the rollout methods cannot read
+    assert "attention_rollout" not in info["methods"] and "integrated_gradients" in info["methods"]
     r = client.get("/api/models/mlp/language")
     assert r.status_code == 422 and "not a causal language model" in r.json()["detail"]
     # the classifier's views still answer as before
@@ -233,6 +235,7 @@ def test_smollm2_answers_and_explains():
     with TestClient(app) as c:
         info = c.get("/api/models/smol/language").json()
         assert info["chat"] and info["n_layers"] == 30 and info["n_heads"] == 9
+        assert "attention_rollout" in info["methods"]
         r = c.post("/api/generate", json={"model": "smol", "prompt": "The capital of France is",
                                           "max_new_tokens": 2, "chat": False})
         assert r.status_code == 200, r.text

@@ -156,7 +156,8 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
         return LanguageInfoOut(
             name=e.name, ids_only=lm.ids_only, tokenizer=lm.tokenizer_source, chat=lm.chat,
             context=lm.context, vocab_size=lm.vocab_size, n_layers=lm.n_layers, n_heads=lm.n_heads,
-            methods=list(GENERATION_METHODS), default_method=DEFAULT_METHOD,
+            methods=[m for m in GENERATION_METHODS if lm.attention or "attention" not in m],
+            default_method=DEFAULT_METHOD,
             max_new_tokens=MAX_NEW_TOKENS if lm.context is None else min(MAX_NEW_TOKENS, lm.context - 1),
             max_prompt_tokens=MAX_PROMPT_TOKENS, max_inside_tokens=MAX_INSIDE_TOKENS,
             examples=examples, patch_example=pair, sites=lm.sites)

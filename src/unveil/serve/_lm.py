@@ -163,6 +163,7 @@ class ServedLM:
     n_heads: int | None
     tokenizer_source: str
     sites: list[str]
+    attention: bool = False
 
     def n_tokens(self, text: str, *, special: bool = True) -> int:
         """Tokens of a text (with the tokenizer's special tokens when ``special``)."""
@@ -199,4 +200,16 @@ def served_lm(model: nn.Module, tokenizer: Any) -> ServedLM:
     except Exception:  # the inside views will say why when asked
         pass
     return ServedLM(model, generator, tokenizer, ids_only, context, vocab,
-                    bool(getattr(tokenizer, "chat_template", None)), n_layers, n_heads, source, sites)
+                    bool(getattr(tokenizer, "chat_template", None)), n_layers, n_heads, source, sites,
+                    _reads_attention(model))
+
+
+def _reads_attention(model: nn.Module) -> bool:
+    """Whether unveil finds attention modules whose weights it can read (the rollout methods)."""
+    from ..attention import find_sites
+    from ..errors import ModelError
+
+    try:
+        return bool(find_sites(model))
+    except ModelError:
+        return False
