@@ -251,6 +251,7 @@ def test_smollm2_answers_and_explains():
 def test_a_language_models_texts_are_its_example_prompts():
     pytest.importorskip("transformers")
     from tests.language._lm_models import tiny_llama, tiny_tokenizer
+
     from unveil.serve import ServedModel
 
     texts = ["A small model reads a short text", "The capital of Italy is"]
