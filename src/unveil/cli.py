@@ -792,7 +792,8 @@ def generate_cmd(model_spec: str, prompt: str, max_new_tokens: int | None,
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--model", "-m", "model_specs", multiple=True, metavar="SPEC",
-              help="Extra model to offer besides the zoo (package.module:factory; repeatable).")
+              help="Extra model to offer besides the zoo (package.module:factory, or a language model: "
+                   "zoo:smollm2, zoo:induction_transformer; repeatable).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights for the one --model.")
 @click.option("--data", metavar="PATH",
               help="The (first) --model's data: a table (.csv with a header, text categories allowed; "
@@ -807,7 +808,8 @@ def generate_cmd(model_spec: str, prompt: str, max_new_tokens: int | None,
               help="A function of the table's rows (text columns coded 0, 1, … in the order of its "
                    ".categories, else sorted) returning the model's inputs, as distill and audit take.")
 @click.option("--tokenizer", metavar="package.module:object",
-              help="A tokenizer for a text model (an object, or a function or class making one).")
+              help="A tokenizer for a text model or a language model (an object, or a function or class "
+                   "making one).")
 @click.option("--no-zoo", is_flag=True, help="Do not offer the zoo models.")
 @click.option("--max-upload-kb", default=2048, show_default=True, type=click.IntRange(1, 65536))
 @click.option("--max-pixels", default=4096 * 4096, show_default=True, type=click.IntRange(1),

@@ -87,7 +87,9 @@ def _uploads(tables: bool = False) -> list[str]:
     return [k for k, up in list(STORE.uploads.items()) if not tables or up.x.shape[0] >= 20]
 
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+#: The language routes take a causal LM: the app with one (below) tests them.
+LANGUAGE_PATHS = r"^/api/(generate|lens|patch|heads|models/\{model\}/language)$"
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(path_regex=LANGUAGE_PATHS)
 
 
 def _pick(items: list[Any], key: Any) -> Any:
@@ -268,4 +270,77 @@ def map_image_case(context: Any, case: Any) -> Any:
 @seed(20240601)
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_image_whatif_never_errors(case) -> None:
+    case.call_and_validate()
+
+
+# -- the language routes on the induction transformer ------------------------------------------
+# Prompts are token ids (the model has no tokenizer), prompt and new tokens must fit its 64
+# positions, and patching needs a clean and a corrupted prompt of one length that the model tells
+# apart: facts the hook supplies for schema-valid requests.
+
+def _language_app() -> Any:
+    from unveil.frontends import load_model
+
+    return create_app(models={"ind": load_model("zoo:induction_transformer")}, zoo=False,
+                      budget={"n_steps": 4, "n_samples": 8, "seed": 0}, time_budget=600)
+
+
+LANGUAGE_APP = _language_app()
+with TestClient(LANGUAGE_APP) as _c:
+    LM_INFO = _c.get("/api/models/ind/language").json()
+#: Methods that apply to the induction transformer (its attention is not a Hugging Face module,
+#: so the attention-rollout methods do not), cheap ones.
+LM_METHODS = ["input_x_gradient", "saliency", "integrated_gradients", "occlusion", "feature_ablation",
+              "kernel_shap"]
+language_schema = schemathesis.openapi.from_asgi("/openapi.json", LANGUAGE_APP).include(path_regex=LANGUAGE_PATHS)
+
+
+def _ids_text(key: Any, most: int) -> str:
+    """1 to ``most`` token ids of the 64-token vocabulary, chosen by the generated value."""
+    digest = hashlib.sha256(repr(key).encode()).digest()
+    n = 1 + digest[0] % most
+    return " ".join(str(b % 64) for b in digest[1:1 + n])
+
+
+@language_schema.hook("map_case")
+def map_language_case(context: Any, case: Any) -> Any:
+    """Prompts of token ids that fit the model, methods that apply to it, a known patching pair."""
+    meta = getattr(case, "meta", None)
+    if meta is None or not meta.generation.mode.is_positive:
+        return case
+    body = case.body if isinstance(case.body, dict) else None
+    path = case.operation.path
+    if body is None:
+        return case
+    key = dict(body)
+    if path == "/api/generate":
+        body["prompt"] = _ids_text(key, 12)
+        body["max_new_tokens"] = 1 + int(body.get("max_new_tokens", 1)) % 3
+        body["method"] = _pick(LM_METHODS, body.get("method"))
+        body["chat"] = False if body.get("chat") is not None else None
+        if body["method"] not in ("integrated_gradients",):
+            body.pop("n_steps", None)
+        elif body.get("n_steps") is not None:
+            body["n_steps"] = 1 + int(body["n_steps"]) % 8
+        if body.get("contrast") is not None:
+            body["contrast"] = str(hashlib.sha256(repr(key).encode()).digest()[3] % 64)
+        if body["method"] == "occlusion":
+            body["units"] = "tokens"
+    elif path == "/api/lens":
+        body["prompt"] = _ids_text(key, 20)
+        if body.get("target") is not None:
+            body["target"] = str(hashlib.sha256(repr(key).encode()).digest()[3] % 64)
+    elif path == "/api/patch":
+        body.update({k: LM_INFO["patch_example"][k] for k in ("clean", "corrupted", "target", "foil")})
+        body["sites"] = [x for x in body.get("sites", ["resid"]) if x in LM_INFO["sites"]] or ["resid"]
+    elif path == "/api/heads":
+        body["half"] = 2 + int(body.get("half", 2)) % 10
+        body["n_sequences"] = 1 + int(body.get("n_sequences", 1)) % 4
+    return case
+
+
+@language_schema.parametrize()
+@seed(20240601)
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_language_routes_never_error(case) -> None:
     case.call_and_validate()

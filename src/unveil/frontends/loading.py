@@ -81,7 +81,13 @@ def _zoo_model(name: str) -> LoadedModel:
     from ..zoo import ZOO, load_dataset
 
     if name not in ZOO:
-        raise ModelError(f"no zoo model named {name!r}; the zoo has: {', '.join(sorted(ZOO))}")
+        from .lm import LANGUAGE_ZOO_NAMES, language_zoo_model
+
+        lm = language_zoo_model(name)  # a language model (loaded with its tokenizer)
+        if lm is not None:
+            return lm
+        raise ModelError(f"no zoo model named {name!r}; the zoo has: "
+                         f"{', '.join(sorted([*ZOO, *LANGUAGE_ZOO_NAMES]))}")
     entry = ZOO[name]
     data = load_dataset(name)
     return LoadedModel(entry.factory(), name=f"zoo:{name}", description=entry.description,

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import InputError, ModelError
 from ..frontends import LoadedModel
+from ..frontends.lm import CAUSAL_LM, is_causal_lm
 from ..frontends.tables import DataTable, encode_cells, read_data_file, split_names, take_labels
 from ..frontends.wording import PYTHON, Wording
 
@@ -79,7 +80,10 @@ def has_spatial_layers(model: Any) -> bool | None:
 def first_layer_modality(model: Any) -> tuple[str | None, tuple[int, ...] | None]:
     """The kind of input a torch model's first layer with weights takes, and its shape when
     known: a ``Linear`` takes table rows ``(in_features,)``, an ``Embedding`` token ids, a
-    ``Conv2d`` images, a ``Conv1d`` signals."""
+    ``Conv2d`` images, a ``Conv1d`` signals. A causal language model (a module with a
+    next-token head) is ``"causal_lm"``: the dashboard explains what it generates."""
+    if is_causal_lm(model):
+        return CAUSAL_LM, None
     for m in _modules(model):
         if isinstance(m, nn.Linear):
             return "tabular", (int(m.in_features),)
@@ -212,6 +216,11 @@ def prepare(name: str, s: ServedModel, wording: Wording = PYTHON) -> Prepared:
         texts = [ln.strip() for ln in Path(data).read_text(encoding="utf-8").splitlines() if ln.strip()]
     elif isinstance(data, (list, tuple)) and data and all(isinstance(t, str) for t in data):
         texts = list(data)
+    if texts is not None and modality == CAUSAL_LM:  # a language model's example prompts
+        if not texts:
+            raise InputError(f"{w.name('data')}: the text file has no lines")
+        p.texts = texts
+        return p
     if texts is not None:
         if tokenizer is None:
             raise InputError(f"texts need a tokenizer: give {w.give('tokenizer', 'package.module:tokenizer')} "

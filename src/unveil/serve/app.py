@@ -167,7 +167,8 @@ def _with_enums(schema: dict[str, Any], models: list[str], methods: list[str]) -
     schema = copy.deepcopy(schema)
     comps = schema.get("components", {}).get("schemas", {})
     for comp in ("ExplainRequest", "SanityRequest", "DistillRequest", "AuditRequest", "WhatIfRequest",
-                 "CounterfactualRequest", "AnchorRequest"):
+                 "CounterfactualRequest", "AnchorRequest",
+                 "GenerateRequest", "LensRequest", "PatchRequest", "HeadsRequest"):
         props = comps.get(comp, {}).get("properties", {})
         if "model" in props:
             props["model"]["enum"] = models
@@ -264,6 +265,7 @@ def create_app(
     from ..core.registry import list_methods
     from ._global import global_router
     from ._recourse import recourse_router
+    from ._language import language_router
     from ._routes import api_router, page_router
     from ._whatif import whatif_router
 
@@ -314,6 +316,7 @@ def create_app(
     app.include_router(global_router(store, work))
     app.include_router(whatif_router(store, work))
     app.include_router(recourse_router(store, work))
+    app.include_router(language_router(store, work))
     return app
 
 
