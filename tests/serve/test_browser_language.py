@@ -28,9 +28,8 @@ SHOT = Path("/tmp/lang-dash.png")
 @pytest.fixture
 def lm_server(tmp_path: Path) -> Iterator[str]:
     _require_browser()
-    from unveil.zoo.induction import induction_transformer
-
     import unveil as uv
+    from unveil.zoo.induction import induction_transformer
 
     induction_transformer()  # train and cache them now (under the zoo's lock), not inside a wait
     uv.zoo.digits_cnn()

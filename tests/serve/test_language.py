@@ -271,3 +271,16 @@ def test_a_language_models_texts_are_its_example_prompts():
         r = c.post("/api/generate", json={"model": "tiny", "prompt": texts[0], "max_new_tokens": 64 - n,
                                           "method": "saliency"})
         assert r.status_code == 200, r.text
+
+
+def test_a_tokenizer_that_does_not_fit_the_model_is_one_clear_error():
+    pytest.importorskip("transformers")
+    from tests.language._lm_models import tiny_llama, tiny_tokenizer
+
+    app = create_app(models={"mixed": LoadedModel(tiny_llama(vocab=50), name="mixed", tokenizer=tiny_tokenizer())},
+                     zoo=False)
+    with TestClient(app) as c:
+        r = c.get("/api/models/mixed/language")
+        assert r.status_code == 422 and "do not belong together" in r.json()["detail"]
+        r = c.post("/api/generate", json={"model": "mixed", "prompt": "The capital"})
+        assert r.status_code == 422 and "do not belong together" in r.json()["detail"]

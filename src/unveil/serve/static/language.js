@@ -148,7 +148,8 @@
     byId("lm-status").textContent = `${label}…`;
     try {
       await work();
-      byId("lm-status").textContent = `${label}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s.`;
+      const s = (performance.now() - t0) / 1000;
+      byId("lm-status").textContent = `${label}: done in ${s < 1 ? s.toFixed(2) : s.toFixed(1)} s.`;
     } catch (err) {
       byId("lm-status").textContent = `${label} failed.`;
       error(err);
