@@ -88,6 +88,9 @@ def test_why_this_response_in_chromium(lm_server: str, tmp_path: Path) -> None:
             ids = prompt.split()
             assert len(ids) > 6 and all(t.isdigit() for t in ids)  # an example of repeated ids
             page.get_by_test_id("lm-max").fill("3")
+            expect(page.get_by_test_id("lm-steps")).to_be_hidden()
+            page.select_option("[data-testid=lm-method]", "integrated_gradients")
+            page.get_by_test_id("lm-steps").fill("8")
             page.get_by_test_id("lm-generate").click()
             chips = page.locator("[data-testid=lm-generated] .lm-chip")
             expect(chips).to_have_count(3, timeout=120_000)
