@@ -195,7 +195,7 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
             options["n_samples"] = max(int(options["n_samples"]), 2 * (n + req.max_new_tokens) + 2)
         if req.n_steps is not None:
             if "n_steps" not in declared:
-                raise ApiError(422, f"{req.method} takes no n_steps (only path and noise methods do); "
+                raise ApiError(422, f"{req.method} takes no n_steps (integrated gradients does); "
                                     "leave it out")
             options["n_steps"] = req.n_steps
         contrast = req.contrast
