@@ -1,6 +1,7 @@
 """End to end in headless Chromium: ``unveil serve -m zoo:induction_transformer`` opens the
 "why this response" view; generate, click a generated token, see its sources and the heat map;
-then the logit lens, activation patching and head scores. A screenshot goes to
+then the logit lens, activation patching and head scores; a zoo classifier beside it keeps its
+own views. A screenshot goes to
 ``/tmp/lang-dash.png`` (and ``$UNVEIL_SHOTS`` when set).
 
 Chromium and Playwright as in ``test_browser.py`` (skipped without them, except under CI=true).
@@ -27,14 +28,16 @@ SHOT = Path("/tmp/lang-dash.png")
 @pytest.fixture
 def lm_server(tmp_path: Path) -> Iterator[str]:
     _require_browser()
+    import unveil as uv
     from unveil.zoo.induction import induction_transformer
 
-    induction_transformer()  # train and cache it now (under the zoo's lock), not inside a wait
+    induction_transformer()  # train and cache them now (under the zoo's lock), not inside a wait
+    uv.zoo.digits_cnn()
     port = _free_port()
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "unveil.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--no-zoo", "-m", "zoo:induction_transformer"],
+         "-m", "zoo:induction_transformer"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
     try:
@@ -85,6 +88,9 @@ def test_why_this_response_in_chromium(lm_server: str, tmp_path: Path) -> None:
             ids = prompt.split()
             assert len(ids) > 6 and all(t.isdigit() for t in ids)  # an example of repeated ids
             page.get_by_test_id("lm-max").fill("3")
+            expect(page.get_by_test_id("lm-steps")).to_be_hidden()
+            page.select_option("[data-testid=lm-method]", "integrated_gradients")
+            page.get_by_test_id("lm-steps").fill("8")
             page.get_by_test_id("lm-generate").click()
             chips = page.locator("[data-testid=lm-generated] .lm-chip")
             expect(chips).to_have_count(3, timeout=120_000)
@@ -121,6 +127,16 @@ def test_why_this_response_in_chromium(lm_server: str, tmp_path: Path) -> None:
                 shutil.copy(SHOT, Path(os.environ["UNVEIL_SHOTS"]) / "lang-dash.png")
                 shutil.copy(tmp_path / "inside.png", Path(os.environ["UNVEIL_SHOTS"]) / "lang-dash-inside.png")
             shutil.copy(tmp_path / "inside.png", SHOT.with_name("lang-dash-inside.png"))
+
+            # a classifier from the zoo gets the classifier's views back, and the LM its own again
+            page.select_option("[data-testid=model-select]", "digits_cnn")
+            expect(page.get_by_test_id("samples").locator("[data-testid=sample]").first).to_be_visible(timeout=60_000)
+            expect(page.get_by_test_id("explain")).to_be_visible()
+            expect(page.get_by_test_id("lm-controls")).to_be_hidden()
+            expect(page.get_by_test_id("lm-response")).to_be_hidden()
+            page.select_option("[data-testid=model-select]", "zoo:induction_transformer")
+            expect(page.get_by_test_id("lm-controls")).to_be_visible()
+            expect(page.get_by_test_id("explain")).to_be_hidden()
 
             # a bad prompt gets the server's one-line message
             page.get_by_test_id("lm-prompt").fill("not ids")

@@ -271,3 +271,30 @@ def test_a_language_models_texts_are_its_example_prompts():
         r = c.post("/api/generate", json={"model": "tiny", "prompt": texts[0], "max_new_tokens": 64 - n,
                                           "method": "saliency"})
         assert r.status_code == 200, r.text
+
+
+def test_a_tokenizer_that_does_not_fit_the_model_is_one_clear_error():
+    pytest.importorskip("transformers")
+    from tests.language._lm_models import tiny_llama, tiny_tokenizer
+
+    app = create_app(models={"mixed": LoadedModel(tiny_llama(vocab=50), name="mixed", tokenizer=tiny_tokenizer())},
+                     zoo=False)
+    with TestClient(app) as c:
+        r = c.get("/api/models/mixed/language")
+        assert r.status_code == 422 and "do not belong together" in r.json()["detail"]
+        r = c.post("/api/generate", json={"model": "mixed", "prompt": "The capital"})
+        assert r.status_code == 422 and "do not belong together" in r.json()["detail"]
+
+
+def test_a_factory_may_return_the_model_with_its_tokenizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("transformers")
+    (tmp_path / "pairlm.py").write_text(
+        "from tests.language._lm_models import tiny_llama, tiny_tokenizer\n\n"
+        "def factory():\n    return tiny_llama(), tiny_tokenizer()\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))  # the repository: tests.language
+    lm = load_model("pairlm:factory")
+    assert lm.tokenizer is not None and isinstance(lm.model, torch.nn.Module)
+    with TestClient(create_app(models={lm.name: lm}, zoo=False)) as c:
+        info = c.get(f"/api/models/{lm.name}/language").json()
+        assert info["tokenizer"] == "given" and not info["ids_only"]

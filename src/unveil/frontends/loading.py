@@ -212,9 +212,17 @@ def _model_from_spec(spec: str) -> Any:
         except (Exception, SystemExit) as exc:  # not KeyboardInterrupt
             raise ModelError(f"calling the factory {spec!r} without arguments failed: "
                              f"{_one_line(exc)}") from exc
+    if _with_tokenizer(model):  # (model, tokenizer), as language-model factories return them
+        return model
     if not _is_model(model):
         raise ModelError(f"the factory {spec!r} returned {_describe(model)}; expected {EXPECTED}")
     return model
+
+
+def _with_tokenizer(obj: Any) -> bool:
+    """A pair ``(torch module, tokenizer)``: a language model and the tokenizer it reads."""
+    return (isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], nn.Module)
+            and callable(obj[1]) and hasattr(obj[1], "decode"))
 
 
 def _load_pickled(path: Path, allow_pickle: bool, w: Wording) -> Any:
@@ -316,7 +324,8 @@ def load_model(spec: str, *, weights: str | None = None, allow_pickle: bool = Fa
     """Resolve ``zoo:NAME``, ``package.module:factory`` or a pickled file (with ``allow_pickle``).
 
     ``factory`` is a function or a model class, called without arguments, or a model object used
-    as it is (a module-level instance). A model is a ``torch.nn.Module``, a scikit-learn estimator
+    as it is (a module-level instance); a factory may return ``(model, tokenizer)``, as language
+    models come. A model is a ``torch.nn.Module``, a scikit-learn estimator
     (``predict_proba``, or ``predict`` and ``fit``) or a callable that is neither a class nor a
     built-in; built-ins (``builtins:exit``) are refused before being called, and what a factory
     raises (``SystemExit`` included) becomes a :class:`ModelError`. ``weights`` are safetensors,
@@ -342,7 +351,10 @@ def load_model(spec: str, *, weights: str | None = None, allow_pickle: bool = Fa
         loaded = LoadedModel(obj, name=path.name)
     else:
         obj = _model_from_spec(spec)
-        loaded = LoadedModel(obj, name=spec, tokenizer=getattr(obj, "tokenizer", None))
+        if _with_tokenizer(obj):
+            loaded = LoadedModel(obj[0], name=spec, tokenizer=obj[1])
+        else:
+            loaded = LoadedModel(obj, name=spec, tokenizer=getattr(obj, "tokenizer", None))
     if weights is not None:
         _load_weights(loaded.model, weights, allow_pickle, w)
     return loaded

@@ -203,6 +203,10 @@ def prepare(name: str, s: ServedModel, wording: Wording = PYTHON) -> Prepared:
     guess, width = first_layer_modality(lm.model)
     modality = lm.modality or guess
     p = Prepared(lm, modality, lm.sample_shape or width, names or lm.feature_names, class_names)
+    if modality == CAUSAL_LM and tokenizer is not None:  # a tokenizer that does not fit: now, not later
+        from ..language import check_language_model
+
+        check_language_model(lm.model, tokenizer)
     data = s.data
     if data is None:
         if s.preprocess is not None:

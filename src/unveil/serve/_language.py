@@ -20,6 +20,7 @@ import torch
 from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..errors import UnveilError
 from ..frontends.lm import CAUSAL_LM
@@ -162,6 +163,9 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
             max_prompt_tokens=MAX_PROMPT_TOKENS, max_inside_tokens=MAX_INSIDE_TOKENS,
             examples=examples, patch_example=pair, sites=lm.sites)
 
+    async def lm_async(e: Entry) -> ServedLM:
+        return await run_in_threadpool(lm_of, e)  # the first call loads the model: off the event loop
+
     @r.post("/generate", response_model=GenerateResponse, responses=_BUSY)
     async def generate(req: GenerateRequest) -> GenerateResponse:
         from ..core.registry import get_method
@@ -169,7 +173,7 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
         from ..report.generation import generation_page, generation_summary
 
         e = store.entry(req.model)
-        lm = lm_of(e)
+        lm = await lm_async(e)
         n = prompt_tokens(lm, req.prompt, MAX_PROMPT_TOKENS, "prompt")
         chat = lm.chat if req.chat is None else req.chat
         if chat and not lm.chat:
@@ -191,7 +195,7 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
             options["n_samples"] = max(int(options["n_samples"]), 2 * (n + req.max_new_tokens) + 2)
         if req.n_steps is not None:
             if "n_steps" not in declared:
-                raise ApiError(422, f"{req.method} takes no n_steps (only path and noise methods do); "
+                raise ApiError(422, f"{req.method} takes no n_steps (integrated gradients does); "
                                     "leave it out")
             options["n_steps"] = req.n_steps
         contrast = req.contrast
@@ -217,7 +221,7 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
         from ..language import logit_lens
 
         e = store.entry(req.model)
-        lm = lm_of(e)
+        lm = await lm_async(e)
         prompt_tokens(lm, req.prompt, MAX_INSIDE_TOKENS, "prompt")
         target: Any = req.target
         if target is not None and lm.ids_only:
@@ -245,7 +249,7 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
         from ..language import activation_patching, attribution_patching
 
         e = store.entry(req.model)
-        lm = lm_of(e)
+        lm = await lm_async(e)
         a = prompt_tokens(lm, req.clean, MAX_INSIDE_TOKENS, "clean prompt")
         b = prompt_tokens(lm, req.corrupted, MAX_INSIDE_TOKENS, "corrupted prompt")
         if a != b:
@@ -286,7 +290,7 @@ def language_router(store: Store, work: Work | None = None) -> APIRouter:
         from ..language import head_scores
 
         e = store.entry(req.model)
-        lm = lm_of(e)
+        lm = await lm_async(e)
         if lm.context is not None and 2 * req.half + 1 > lm.context:
             raise ApiError(422, f"half={req.half} makes sequences of {2 * req.half + 1} tokens; the model "
                                 f"takes at most {lm.context}")

@@ -121,6 +121,7 @@
     max.value = String(Math.min(8, info.max_new_tokens));
     byId("lm-method").replaceChildren(...info.methods.map((m) => make("option", { value: m, text: m.replace(/_/g, " ") })));
     byId("lm-method").value = info.default_method;
+    byId("lm-steps-label").hidden = info.default_method !== "integrated_gradients";
     byId("lm-contrast").placeholder = info.ids_only ? "a token id, e.g. 5" : "one token, e.g. ' John'";
     byId("lm-units").disabled = info.ids_only;
     if (info.ids_only) byId("lm-units").value = "tokens";
@@ -148,7 +149,8 @@
     byId("lm-status").textContent = `${label}…`;
     try {
       await work();
-      byId("lm-status").textContent = `${label}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s.`;
+      const s = (performance.now() - t0) / 1000;
+      byId("lm-status").textContent = `${label}: done in ${s < 1 ? s.toFixed(2) : s.toFixed(1)} s.`;
     } catch (err) {
       byId("lm-status").textContent = `${label} failed.`;
       error(err);
@@ -165,6 +167,8 @@
     if (!info) return;
     const body = { model: L.name, prompt: byId("lm-prompt").value, max_new_tokens: Number(byId("lm-max").value),
                    method: byId("lm-method").value, units: byId("lm-units").value, chat: byId("lm-chat").checked };
+    body.sources = byId("lm-sources-of").value;
+    if (body.method === "integrated_gradients") body.n_steps = Number(byId("lm-steps").value);
     const contrast = byId("lm-contrast").value;
     if (contrast.trim()) body.contrast = contrast;
     await busy(byId("lm-generate"), "Generating and explaining", async () => {
@@ -414,6 +418,9 @@
     byId("lm-lens-run").addEventListener("click", () => lens());
     byId("lm-patch-run").addEventListener("click", () => patch());
     byId("lm-heads-run").addEventListener("click", () => heads());
+    byId("lm-method").addEventListener("change", () => {
+      byId("lm-steps-label").hidden = byId("lm-method").value !== "integrated_gradients";
+    });
     byId("lm-prompt").addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) generate();
     });
