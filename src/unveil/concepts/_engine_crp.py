@@ -1,0 +1,182 @@
+"""The CRP pass: one LRP backward pass over the relevance-ready copy, masked at one layer.
+
+Relevance travels as the "gradient" of the prepared copy (:mod:`unveil.attribution.lrp`). A
+forward hook on the conditioning layer of the copy puts a tensor hook on its output; in the
+backward pass that hook records the relevance of every channel there and multiplies the
+relevance by each row's channel mask (Achtibat et al. 2023, eq. 5: conditioning on concept θ
+zeroes the relevance of every other channel of that layer), so the relevance that reaches the
+input is the part flowing through the chosen channels. Rows are replicated once per condition
+and the masks differ per row, so many conditions share one batched pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..attribution.lrp import Composite, Prepared, prepare, preset
+from ..core.batching import BatchSize, rows_located, run_chunked
+from ..core.hooks import forward_hooks, get_submodule
+from ..core.model import Model
+from ..core.prepared import by_identity, cached
+from ..errors import InputError, LayerNotFoundError, ModelError, OptionError
+
+__all__ = ["Pass", "Relevance", "channel_count", "masks_for", "relevance"]
+
+
+@dataclass
+class Pass:
+    """What one masked relevance pass returns, row by row."""
+
+    heat: torch.Tensor  # (B, *input) relevance at the input
+    layer_rel: torch.Tensor  # (B, C) relevance of each channel at the layer, before masking
+    layer_map: torch.Tensor | None  # (B, C, *positions) relevance at the layer (if kept)
+    act: torch.Tensor  # (B, C) activation of each channel (max over positions)
+    outputs: torch.Tensor  # (B, K) outputs of the model
+    scores: torch.Tensor  # (B,) the explained scores (the relevance put in at the output)
+
+
+class Relevance:
+    """A model prepared for CRP with one composite, conditioned at one layer."""
+
+    def __init__(self, model: Model, layer: str, composite: str | Composite, x: torch.Tensor) -> None:
+        module = model.module
+        if module is None:
+            raise ModelError(
+                f"concept relevance propagates LRP rules layer by layer, so it needs a "
+                f"torch.nn.Module; got {type(model.obj).__name__}"
+            )
+        if not x.is_floating_point():
+            raise InputError(
+                f"concept relevance propagates relevance to the inputs, which are integers "
+                f"({x.dtype}); explain a model that takes float inputs"
+            )
+        if not isinstance(layer, str):
+            raise LayerNotFoundError(f"layer must be a dotted layer name, got {type(layer).__name__}")
+        get_submodule(module, layer)  # raises with the closest names
+        if isinstance(composite, str):
+            comp = preset(composite)
+            ckey: Any = ("preset", composite)
+        elif isinstance(composite, Composite):
+            comp, ckey = composite, by_identity(composite)
+        else:
+            raise OptionError(
+                f"composite must be a preset name or an unveil.attribution.lrp.Composite, got "
+                f"{type(composite).__name__}"
+            )
+        key = ("crp", ckey, tuple(x.shape[1:]), x.dtype, x.device)
+        self.model, self.layer = model, layer
+        self.composite = composite if isinstance(composite, str) else comp.name
+        self.prep: Prepared = cached(module, key, lambda: prepare(module, x[:1], comp))
+        self.copy_layer = self.prep.module.get_submodule(layer)
+        output = "logits" if model.output == "probs" else model.output
+        self.dup = Model(self.prep.module, output=output)
+
+    def one(self, x: torch.Tensor, targets: torch.Tensor | None, masks: torch.Tensor | None,
+            *, keep_map: bool = False) -> Pass:
+        """One pass over rows ``x``: ``masks`` (B, C) of 0/1 per channel, or ``None``."""
+        seen: dict[str, torch.Tensor] = {}
+
+        def on_grad(g: torch.Tensor) -> torch.Tensor:
+            seen["rel"] = g.detach().clone()
+            if masks is None:
+                return g
+            return g * masks.to(g.dtype).view(*masks.shape, *([1] * (g.ndim - 2)))
+
+        def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+            if not isinstance(out, torch.Tensor):
+                raise ModelError(
+                    f"layer {self.layer!r} returns {type(out).__name__}, not a tensor; condition "
+                    "on a layer whose output is one tensor (a convolution, linear layer or activation)"
+                )
+            if out.ndim < 2:
+                raise ModelError(f"layer {self.layer!r} returns shape {tuple(out.shape)}: no channel axis")
+            seen["act"] = out.detach()
+            if out.requires_grad:
+                out.register_hook(on_grad)
+
+        prep = self.prep
+        xa = x.detach().contiguous(memory_format=prep.memory_format).requires_grad_(True)
+        with torch.enable_grad(), prep.relevance_mode(), forward_hooks([(self.copy_layer, hook)]):
+            out = self.dup.forward(xa)
+            if "act" not in seen:
+                raise ModelError(f"layer {self.layer!r} did not run in the model's forward pass")
+            if masks is not None and masks.shape[1] != seen["act"].shape[1]:
+                raise OptionError(f"masks have {masks.shape[1]} channels, layer has {seen['act'].shape[1]}")
+            s = self.dup.select(out, targets)
+            (rel,) = torch.autograd.grad(s, xa, grad_outputs=s.detach())
+        r = seen.get("rel")
+        a = seen["act"]
+        if r is None:  # nothing flowed through the layer
+            r = torch.zeros_like(a)
+        layer_rel = r.flatten(2).sum(2) if r.ndim > 2 else r
+        act = a.flatten(2).amax(2) if a.ndim > 2 else a
+        return Pass(heat=rel.detach().contiguous(), layer_rel=layer_rel, layer_map=r if keep_map else None,
+                    act=act, outputs=out.detach(), scores=s.detach())
+
+    def run(self, x: torch.Tensor, targets: torch.Tensor | None, masks: torch.Tensor | None,
+            *, batch_size: BatchSize, keep_map: bool = False) -> Pass:
+        """:meth:`one` over all rows in chunks."""
+        parts: list[Pass] = []
+
+        def run(a: int, b: int) -> Pass:
+            return self.one(x[a:b], None if targets is None else targets[a:b],
+                            None if masks is None else masks[a:b], keep_map=keep_map)
+
+        def consume(a: int, b: int, res: Pass) -> None:
+            parts.append(res)
+            self.model.n_evals += b - a
+
+        run_chunked(rows_located(run, x.shape[0]), x.shape[0], consume=consume, batch_size=batch_size,
+                    model=self.dup, grad=True, key=("crp", self.layer, tuple(x.shape[1:])))
+
+        def cat(get: Callable[[Pass], torch.Tensor | None]) -> torch.Tensor | None:
+            items = [get(p) for p in parts]
+            return None if items[0] is None else torch.cat([i for i in items if i is not None])
+
+        heat, lr, act, out, sc = (cat(lambda p, f=f: getattr(p, f)) for f in  # type: ignore[misc]
+                                  ("heat", "layer_rel", "act", "outputs", "scores"))
+        assert heat is not None and lr is not None and act is not None and out is not None and sc is not None
+        return Pass(heat, lr, cat(lambda p: p.layer_map), act, out, sc)
+
+
+def channel_count(rel: Relevance, x: torch.Tensor) -> int:
+    """How many channels the conditioning layer has, from a forward pass on one row."""
+    seen: list[int] = []
+
+    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor) and out.ndim >= 2:
+            seen.append(int(out.shape[1]))
+
+    with torch.no_grad(), forward_hooks([(rel.copy_layer, hook)]):
+        rel.dup.forward(x[:1])
+    if not seen:
+        raise ModelError(
+            f"layer {rel.layer!r} gave no tensor with a channel axis in the forward pass; "
+            "condition on a convolution, linear layer or activation"
+        )
+    return seen[0]
+
+
+def masks_for(conditions: list[list[int]], n_channels: int, dtype: torch.dtype,
+              device: torch.device) -> torch.Tensor:
+    """(m, C) 0/1 masks, one per condition (a list of channel ids)."""
+    m = torch.zeros(len(conditions), n_channels, dtype=dtype, device=device)
+    for i, chans in enumerate(conditions):
+        for c in chans:
+            if not 0 <= c < n_channels:
+                raise OptionError(
+                    f"channel {c} is out of range: the layer has {n_channels} channels, so "
+                    f"concepts must be in [0, {n_channels - 1}]"
+                )
+            m[i, c] = 1
+    return m
+
+
+def relevance(model: Model, layer: str, composite: str | Composite, x: torch.Tensor) -> Relevance:
+    """A :class:`Relevance` for ``model`` (the prepared copy is cached per model and options)."""
+    return Relevance(model, layer, composite, x)
