@@ -273,8 +273,8 @@ def _setup(model: Any, x: Any, layer: Any, composite: str | Composite,
     from ..core.hooks import layer_name
 
     name = layer_name(m.module, layer)
-    rel = Relevance(m, name, composite, xt)
     with m.guard():
+        rel = Relevance(m, name, composite, xt)  # prepares the copy: runs the model in eval mode
         with torch.no_grad():
             out = rel.dup.forward(xt)
         targets = m.resolve_targets(target, out)

@@ -23,6 +23,7 @@ from .inspection import (
     class_mean_activations,
     weight_stats,
 )
+from ._receptive import receptive_boxes
 from .inversion import Inversion, invert
 from .objectives import Objective
 from .visualize import Visualization, visualize
@@ -40,6 +41,7 @@ __all__ = [
     "dataset_examples",
     "invert",
     "objectives",
+    "receptive_boxes",
     "transforms",
     "visualize",
     "weight_stats",
