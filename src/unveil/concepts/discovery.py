@@ -93,6 +93,7 @@ class ConceptDiscovery:
     patches: list[list[np.ndarray]] | None = None
     names: dict[int, str] = field(default_factory=dict)
     class_names: list[str] | None = None
+    channel_axis: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     n_evals: int = 0
 
@@ -120,6 +121,21 @@ class ConceptDiscovery:
         """Concepts by importance, most important first: ``[(concept, importance)]``."""
         order = np.argsort(-self.importance, kind="stable")
         return [(int(j), float(self.importance[j])) for j in order]
+
+    def concept_scores(self, model: Any, x: Any, *, batch_size: BatchSize = "auto") -> np.ndarray:
+        """(n, r) how much of each concept new rows hold (largest code over positions), with this
+        bank: the concepts applied to inputs they were not found on (NMF results only)."""
+        if self.method != "nmf":
+            raise OptionError("concept_scores re-encodes with the NMF bank; for an SAE use its encode()")
+        m = as_model(model)
+        xt = m.prepare(x)
+        with m.guard():
+            acts = _activations(m, m.layer(self.layer), xt, batch_size)
+        axis = _layout(acts, self.channel_axis)
+        pos = _to_positions(acts, axis)
+        w = torch.as_tensor(self.components, dtype=pos.dtype, device=pos.device)
+        u = nnls_codes(pos.reshape(-1, pos.shape[-1]), w).reshape(pos.shape[0], pos.shape[1], -1)
+        return u.amax(1).double().cpu().numpy()
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as plain lists and numbers (JSON-ready)."""
@@ -150,7 +166,8 @@ class ConceptDiscovery:
         meta = {"layer": self.layer, "method": self.method, "importance_method": self.importance_method,
                 "target": self.target, "explained_variance": self.explained_variance, "fidelity": self.fidelity,
                 "names": {str(k): v for k, v in self.names.items()}, "class_names": self.class_names,
-                "timings": self.timings, "n_evals": self.n_evals, "patch_counts": counts}
+                "channel_axis": self.channel_axis, "timings": self.timings, "n_evals": self.n_evals,
+                "patch_counts": counts}
         return _store.write(path, "concept_discovery", meta, arrays)
 
     @classmethod
@@ -266,8 +283,8 @@ class _Factors:
     def decode(self, u: torch.Tensor) -> torch.Tensor:
         """Activations (..., C) of codes (..., r)."""
         if self.method == "sae":
-            assert self.sae is not None
-            return self.sae.decode(u.float()).to(u.dtype)
+            assert self.sae is not None  # the SAE's decoder with its weights held fixed
+            return (u.float() @ self.sae.W_dec.detach() + self.sae.b_dec.detach()).to(u.dtype)
         assert self.W is not None
         return u @ self.W.to(u.dtype)
 
@@ -472,7 +489,8 @@ def discover_concepts(
         components=fac.W.detach().double().cpu().numpy() if fac.W is not None else np.zeros((0, c)),
         importance=imp.mean(0).numpy(), row_importance=imp.numpy(),
         row_scores=u.amax(1).double().cpu().numpy(), explained_variance=ev, fidelity=same,
-        names=_names(names, u.shape[-1]), class_names=m.class_names, n_evals=m.n_evals, **res,
+        names=_names(names, u.shape[-1]), class_names=m.class_names, channel_axis=axis, n_evals=m.n_evals,
+        **res,
     )
     spatial = acts.movedim(axis, -1).shape[1:-1]
     if x.ndim >= 3 and len(spatial) == x.ndim - 2 and len(spatial) >= 1 and axis == 1:
