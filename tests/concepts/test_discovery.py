@@ -15,7 +15,13 @@ from unveil.concepts.discovery import _sobol_designs, _sobol_total, nmf, nnls_co
 from unveil.errors import InputError, LayerNotFoundError, OptionError
 from unveil.language.sae import train_sae
 from unveil.zoo import load_dataset
-from unveil.zoo.marked_digits import MARK_OFFSET, MARK_SIZE, MARKED_CLASS, marked_digits_cnn, marked_digits_data
+from unveil.zoo.marked_digits import (
+    MARK_OFFSET,
+    MARK_SIZE,
+    MARKED_CLASS,
+    marked_digits_cnn,
+    marked_digits_data,
+)
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,7 @@ class Relevance:
                 raise ModelError(f"layer {self.layer!r} returns shape {tuple(out.shape)}: no channel axis")
             seen["act"] = out.detach()
             if out.requires_grad:
-                out.register_hook(on_grad)
+                out.register_hook(on_grad)  # type: ignore[no-untyped-call]  # untyped in torch
 
         prep = self.prep
         xa = x.detach().contiguous(memory_format=prep.memory_format).requires_grad_(True)

@@ -176,7 +176,7 @@ class ConceptDiscovery:
         meta, a = _store.read(path, "concept_discovery")
         counts = meta.pop("patch_counts")
         patches = None if counts is None else [[a[f"patch{j}.{q}"] for q in range(n)] for j, n in enumerate(counts)]
-        kw = {k: a.get(k) for k in cls._ARRAYS}
+        kw: dict[str, Any] = {k: a.get(k) for k in cls._ARRAYS}
         meta["names"] = {int(k): v for k, v in meta["names"].items()}
         meta.pop("kind", None)
         return cls(**meta, **kw, patches=patches)
@@ -341,7 +341,7 @@ def _replaced(m: Model, layer_mod: nn.Module, x: torch.Tensor, new: torch.Tensor
 
 def _sobol_designs(r: int, n: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
     """Saltelli's designs: rows ``A`` (n), ``B`` (n), then ``A_B^i`` (n each), shape (n (r + 2), r)."""
-    eng = torch.quasirandom.SobolEngine(dimension=2 * r, scramble=True, seed=seed)
+    eng = torch.quasirandom.SobolEngine(dimension=2 * r, scramble=True, seed=seed)  # type: ignore[no-untyped-call]
     ab = eng.draw(n, dtype=torch.float64).to(dtype)
     a, b = ab[:, :r], ab[:, r:]
     mixes = []
@@ -517,7 +517,7 @@ def _names(names: dict[int, str] | Sequence[str] | None, r: int) -> dict[int, st
     return {i: str(v) for i, v in enumerate(names)}
 
 
-def _examples(u: torch.Tensor, x: torch.Tensor, k: int) -> dict[str, np.ndarray]:
+def _examples(u: torch.Tensor, x: torch.Tensor, k: int) -> dict[str, Any]:
     score = u.amax(1)  # (n, r)
     kk = min(k, u.shape[0])
     order = torch.sort(score, dim=0, descending=True, stable=True).indices[:kk].T  # (r, k)

@@ -14,6 +14,7 @@ afterwards, also when the model raises.
 from __future__ import annotations
 
 from . import objectives, transforms
+from ._receptive import receptive_boxes
 from .examples import DatasetExamples, dataset_examples
 from .inspection import (
     ActivationStats,
@@ -23,7 +24,6 @@ from .inspection import (
     class_mean_activations,
     weight_stats,
 )
-from ._receptive import receptive_boxes
 from .inversion import Inversion, invert
 from .objectives import Objective
 from .visualize import Visualization, visualize

@@ -101,9 +101,9 @@ def concept_relevance_html(res: ConceptRelevance, *, max_rows: int = 4) -> str:
         out.append(f"<p class='uv-muted'>{len(res) - n} more rows not shown.</p>")
     if refs:
         out.append("<h4>Concepts in the data</h4>")
-        for chans, r in refs.items():
-            out.append(f"<div class='uv-sample'><b>{escape(res.concept_name(list(chans)))}</b>"
-                       f"{_references_html(r)}</div>")
+        for key, ref in refs.items():
+            out.append(f"<div class='uv-sample'><b>{escape(res.concept_name(list(key)))}</b>"
+                       f"{_references_html(ref)}</div>")
     out.append("</div>")
     return "".join(out)
 
