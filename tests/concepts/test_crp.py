@@ -205,3 +205,65 @@ def test_save_load_dict_and_html(tmp_path) -> None:
     json.dumps(res.to_dict())
     page = res._repr_html_()
     assert "<img" in page and "3:" in page and "http" not in page.replace("http://www.w3.org", "")
+
+
+class Residual(nn.Module):
+    """stem conv-ReLU, a residual block (conv-ReLU-conv plus the identity), ReLU, pooling, dense."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.relu0 = nn.Conv2d(3, 6, 3, padding=1), nn.ReLU()
+        self.conv1, self.relu1, self.conv2 = nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1)
+        self.relu2, self.pool, self.fc = nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Linear(24, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.relu0(self.stem(x))
+        y = self.conv2(self.relu1(self.conv1(h)))
+        return self.fc(self.pool(self.relu2(y + h)).flatten(1))
+
+
+def residual_canonizer():
+    """For Zennit: the block's addition as a ``Sum`` module, whose Norm rule splits relevance in
+    proportion to the summands (what unveil does for additions in ``forward``)."""
+    from zennit.canonizers import AttributeCanonizer
+    from zennit.layer import Sum
+
+    def forward(self, x):
+        h = self.relu0(self.stem(x))
+        y = self.conv2(self.relu1(self.conv1(h)))
+        return self.fc(self.pool(self.relu2(self.canonizer_sum(torch.stack([y, h], dim=-1)))).flatten(1))
+
+    def attribute_map(name, module):
+        if isinstance(module, Residual):
+            return {"forward": forward.__get__(module), "canonizer_sum": Sum()}
+        return None
+
+    return AttributeCanonizer(attribute_map)
+
+
+@pytest.mark.usefixtures("torchvision_stub")
+@pytest.mark.parametrize("layer", ["conv1", "stem", "conv2"])
+def test_residual_model_agrees_with_zennit_crp(layer: str) -> None:
+    """Inside the block only the relevance that flows through the layer is a concept's (zennit-crp's
+    exclude_parallel, its default); before the block every path passes the layer."""
+    from crp.attribution import CondAttribution
+    from zennit.composites import EpsilonPlusFlat
+
+    model = Residual().double().eval()
+    x = rows(2, seed=4)
+    chans = [[0], [1, 2], [5]]
+    ours = conditional_relevance(model, x, layer=layer, concepts=chans)
+    att = CondAttribution(model, no_param_grad=False)
+    for i in range(2):
+        xr = x[i:i + 1].clone().requires_grad_(True)
+        conds = [{layer: c, "y": [int(ours.targets[i])]} for c in chans]
+        ref = att(xr, conds, EpsilonPlusFlat(canonizers=[residual_canonizer()])).heatmap.numpy()
+        assert np.abs(ref).max() > 1e-8
+        assert rel_err(ours.heatmaps[i].sum(axis=1), ref) <= 1e-5
+    full = conditional_relevance(model, x, layer=layer).heatmaps.sum(axis=1)
+    plain = uv.explain(model, x, method="lrp", composite="epsilon_plus_flat").values
+    if layer == "stem":  # every path passes the stem: its channels add up to plain LRP
+        assert np.abs(full - plain).max() <= 1e-10 * np.abs(plain).max()
+    else:  # the shortcut carries relevance past the block's layers
+        assert np.abs(full - plain).max() > 1e-3 * np.abs(plain).max()

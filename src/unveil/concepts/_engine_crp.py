@@ -1,12 +1,12 @@
-"""The CRP pass: one LRP backward pass over the relevance-ready copy, masked at one layer.
+"""The CRP pass: LRP over the relevance-ready copy, masked at one layer.
 
 Relevance travels as the "gradient" of the prepared copy (:mod:`unveil.attribution.lrp`). A
-forward hook on the conditioning layer of the copy puts a tensor hook on its output; in the
-backward pass that hook records the relevance of every channel there and multiplies the
-relevance by each row's channel mask (Achtibat et al. 2023, eq. 5: conditioning on concept θ
-zeroes the relevance of every other channel of that layer), so the relevance that reaches the
-input is the part flowing through the chosen channels. Rows are replicated once per condition
-and the masks differ per row, so many conditions share one batched pass.
+forward hook on the conditioning layer of the copy keeps its output; the relevance is carried
+back to that output, multiplied there by each row's channel mask (Achtibat et al. 2023, eq. 5:
+conditioning on concept θ zeroes the relevance of every other channel of that layer), and
+carried on to the input from the layer's output only, so the input relevance is the part that
+flows through the chosen channels. Rows are replicated once per condition and the masks differ
+per row, so many conditions share one batched pass.
 """
 
 from __future__ import annotations
@@ -78,14 +78,13 @@ class Relevance:
 
     def one(self, x: torch.Tensor, targets: torch.Tensor | None, masks: torch.Tensor | None,
             *, keep_map: bool = False) -> Pass:
-        """One pass over rows ``x``: ``masks`` (B, C) of 0/1 per channel, or ``None``."""
-        seen: dict[str, torch.Tensor] = {}
+        """One pass over rows ``x``: ``masks`` (B, C) of 0/1 per channel, or ``None``.
 
-        def on_grad(g: torch.Tensor) -> torch.Tensor:
-            seen["rel"] = g.detach().clone()
-            if masks is None:
-                return g
-            return g * masks.to(g.dtype).view(*masks.shape, *([1] * (g.ndim - 2)))
+        Two stages, as zennit-crp's ``exclude_parallel``: the relevance at the layer's output
+        first, then only that (masked) relevance is carried on to the input, so relevance that
+        bypasses the layer (a residual shortcut around it) is not part of a concept's map.
+        """
+        seen: dict[str, torch.Tensor] = {}
 
         def hook(_m: nn.Module, _i: Any, out: Any) -> None:
             if not isinstance(out, torch.Tensor):
@@ -95,27 +94,33 @@ class Relevance:
                 )
             if out.ndim < 2:
                 raise ModelError(f"layer {self.layer!r} returns shape {tuple(out.shape)}: no channel axis")
-            seen["act"] = out.detach()
-            if out.requires_grad:
-                out.register_hook(on_grad)  # type: ignore[no-untyped-call]  # untyped in torch
+            seen.setdefault("out", out)  # the first call, if the layer runs twice
 
         prep = self.prep
         xa = x.detach().contiguous(memory_format=prep.memory_format).requires_grad_(True)
         with torch.enable_grad(), prep.relevance_mode(), forward_hooks([(self.copy_layer, hook)]):
             out = self.dup.forward(xa)
-            if "act" not in seen:
+            if "out" not in seen:
                 raise ModelError(f"layer {self.layer!r} did not run in the model's forward pass")
-            if masks is not None and masks.shape[1] != seen["act"].shape[1]:
-                raise OptionError(f"masks have {masks.shape[1]} channels, layer has {seen['act'].shape[1]}")
+            lo = seen["out"]
+            if masks is not None and masks.shape[1] != lo.shape[1]:
+                raise OptionError(f"masks have {masks.shape[1]} channels, layer has {lo.shape[1]}")
             s = self.dup.select(out, targets)
-            (rel,) = torch.autograd.grad(s, xa, grad_outputs=s.detach())
-        r = seen.get("rel")
-        a = seen["act"]
-        if r is None:  # nothing flowed through the layer
-            r = torch.zeros_like(a)
+            r: torch.Tensor | None = None
+            if lo.requires_grad:
+                (r,) = torch.autograd.grad(s, lo, grad_outputs=s.detach(), retain_graph=True, allow_unused=True)
+            if r is None:  # nothing flowed through the layer
+                r = torch.zeros_like(lo)
+            g = r if masks is None else r * masks.to(r.dtype).view(*masks.shape, *([1] * (r.ndim - 2)))
+            rel: torch.Tensor | None = None
+            if lo.requires_grad:
+                (rel,) = torch.autograd.grad(lo, xa, grad_outputs=g, allow_unused=True)
+        r = r.detach()
+        a = lo.detach()
+        heat = torch.zeros_like(xa) if rel is None else rel.detach().contiguous()
         layer_rel = r.flatten(2).sum(2) if r.ndim > 2 else r
         act = a.flatten(2).amax(2) if a.ndim > 2 else a
-        return Pass(heat=rel.detach().contiguous(), layer_rel=layer_rel, layer_map=r if keep_map else None,
+        return Pass(heat=heat, layer_rel=layer_rel, layer_map=r if keep_map else None,
                     act=act, outputs=out.detach(), scores=s.detach())
 
     def run(self, x: torch.Tensor, targets: torch.Tensor | None, masks: torch.Tensor | None,
