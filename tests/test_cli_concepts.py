@@ -65,3 +65,13 @@ def test_user_errors_are_one_line(capsys, args: tuple[str, ...], fragment: str) 
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and lines[0].startswith("unveil: error: "), err
     assert fragment in lines[0]
+
+
+def test_parse_channels() -> None:
+    from unveil.errors import OptionError
+    from unveil.frontends.concepts import parse_channels
+
+    assert parse_channels("3,5+7") == [[3], [5, 7]]
+    assert parse_channels(None) is None and parse_channels(" ") is None
+    with pytest.raises(OptionError, match="e.g. 3,5\\+7"):
+        parse_channels("3,x")
