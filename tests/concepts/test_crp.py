@@ -267,3 +267,29 @@ def test_residual_model_agrees_with_zennit_crp(layer: str) -> None:
         assert np.abs(full - plain).max() <= 1e-10 * np.abs(plain).max()
     else:  # the shortcut carries relevance past the block's layers
         assert np.abs(full - plain).max() > 1e-3 * np.abs(plain).max()
+
+
+class Tokens(nn.Module):
+    """(N, T, 4) rows -> a (N, T, 6) layer of features per token -> mean over tokens -> 3 logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.act, self.head = nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.embed(x)).mean(1))
+
+
+def test_token_layers_take_the_last_axis_as_channels() -> None:
+    model = Tokens().double().eval()
+    x = torch.randn(2, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    res = conditional_relevance(model, x, layer="embed")
+    assert res.channel_relevance.shape == (2, 6) and res.heatmaps.shape == (2, 6, 5, 4)
+    plain = uv.explain(model, x, method="lrp", composite="epsilon_plus_flat").values
+    assert np.abs(res.heatmaps.sum(1) - plain).max() <= 1e-10 * np.abs(plain).max()
+    by_tokens = conditional_relevance(model, x, layer="embed", channel_axis=1)  # tokens as "channels"
+    assert by_tokens.channel_relevance.shape == (2, 5)
+    np.testing.assert_allclose(by_tokens.heatmaps.sum(1), plain, rtol=1e-9, atol=1e-14)
+    with pytest.raises(OptionError, match="channel_axis"):
+        conditional_relevance(model, x, layer="embed", channel_axis=3)

@@ -25,7 +25,20 @@ from ..core.model import Model
 from ..core.prepared import by_identity, cached
 from ..errors import InputError, LayerNotFoundError, ModelError, OptionError
 
-__all__ = ["Pass", "Relevance", "channel_count", "masks_for", "relevance"]
+__all__ = ["Pass", "Relevance", "channel_axis", "channel_count", "masks_for", "relevance"]
+
+
+def channel_axis(module: nn.Module, ndim: int, given: int | None = None) -> int:
+    """The channel axis of ``module``'s output of ``ndim`` axes: ``given``, else 1 for
+    convolutions and 2-D or 4-D+ outputs, the last for other 3-D outputs ``(N, T, D)`` (a
+    transformer's tokens by features)."""
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, int) or not -ndim < given < ndim or given % ndim == 0:
+            raise OptionError(f"channel_axis must be an axis of one row's activation (1..{ndim - 1}), got {given!r}")
+        return given % ndim
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) or ndim != 3:
+        return 1
+    return ndim - 1
 
 
 @dataclass
@@ -43,7 +56,8 @@ class Pass:
 class Relevance:
     """A model prepared for CRP with one composite, conditioned at one layer."""
 
-    def __init__(self, model: Model, layer: str, composite: str | Composite, x: torch.Tensor) -> None:
+    def __init__(self, model: Model, layer: str, composite: str | Composite, x: torch.Tensor,
+                 axis: int | None = None) -> None:
         module = model.module
         if module is None:
             raise ModelError(
@@ -73,6 +87,7 @@ class Relevance:
         self.composite = composite if isinstance(composite, str) else comp.name
         self.prep: Prepared = cached(module, key, lambda: prepare(module, x[:1], comp))
         self.copy_layer = self.prep.module.get_submodule(layer)
+        self.given_axis = axis
         output = "logits" if model.output == "probs" else model.output
         self.dup = Model(self.prep.module, output=output)
 
@@ -103,20 +118,26 @@ class Relevance:
             if "out" not in seen:
                 raise ModelError(f"layer {self.layer!r} did not run in the model's forward pass")
             lo = seen["out"]
-            if masks is not None and masks.shape[1] != lo.shape[1]:
-                raise OptionError(f"masks have {masks.shape[1]} channels, layer has {lo.shape[1]}")
+            ax = channel_axis(self.copy_layer, lo.ndim, self.given_axis)
+            if masks is not None and masks.shape[1] != lo.shape[ax]:
+                raise OptionError(f"masks have {masks.shape[1]} channels, layer has {lo.shape[ax]}")
             s = self.dup.select(out, targets)
             r: torch.Tensor | None = None
             if lo.requires_grad:
                 (r,) = torch.autograd.grad(s, lo, grad_outputs=s.detach(), retain_graph=True, allow_unused=True)
             if r is None:  # nothing flowed through the layer
                 r = torch.zeros_like(lo)
-            g = r if masks is None else r * masks.to(r.dtype).view(*masks.shape, *([1] * (r.ndim - 2)))
+            if masks is None:
+                g = r
+            else:
+                shape = [masks.shape[0]] + [1] * (r.ndim - 1)
+                shape[ax] = masks.shape[1]
+                g = r * masks.to(r.dtype).view(shape)
             rel: torch.Tensor | None = None
             if lo.requires_grad:
                 (rel,) = torch.autograd.grad(lo, xa, grad_outputs=g, allow_unused=True)
-        r = r.detach()
-        a = lo.detach()
+        r = r.detach().movedim(ax, 1)
+        a = lo.detach().movedim(ax, 1)
         heat = torch.zeros_like(xa) if rel is None else rel.detach().contiguous()
         layer_rel = r.flatten(2).sum(2) if r.ndim > 2 else r
         act = a.flatten(2).amax(2) if a.ndim > 2 else a
@@ -155,7 +176,7 @@ def channel_count(rel: Relevance, x: torch.Tensor) -> int:
 
     def hook(_m: nn.Module, _i: Any, out: Any) -> None:
         if isinstance(out, torch.Tensor) and out.ndim >= 2:
-            seen.append(int(out.shape[1]))
+            seen.append(int(out.shape[channel_axis(rel.copy_layer, out.ndim, rel.given_axis)]))
 
     with torch.no_grad(), forward_hooks([(rel.copy_layer, hook)]):
         rel.dup.forward(x[:1])
@@ -182,6 +203,7 @@ def masks_for(conditions: list[list[int]], n_channels: int, dtype: torch.dtype,
     return m
 
 
-def relevance(model: Model, layer: str, composite: str | Composite, x: torch.Tensor) -> Relevance:
+def relevance(model: Model, layer: str, composite: str | Composite, x: torch.Tensor,
+              axis: int | None = None) -> Relevance:
     """A :class:`Relevance` for ``model`` (the prepared copy is cached per model and options)."""
-    return Relevance(model, layer, composite, x)
+    return Relevance(model, layer, composite, x, axis)

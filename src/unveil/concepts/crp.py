@@ -128,6 +128,7 @@ class ConceptRelevance:
     names: dict[int, str] = field(default_factory=dict)
     class_names: list[str] | None = None
     references: list[ConceptReferences] = field(default_factory=list)
+    channel_axis: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     n_evals: int = 0
 
@@ -172,7 +173,7 @@ class ConceptRelevance:
                     seen.append(chans)
         self.references = concept_references(model, data, layer=self.layer, concepts=seen, k=k, mode=mode,
                                              composite=self.composite, batch_size=batch_size,
-                                             names=self.names)
+                                             names=self.names, channel_axis=self.channel_axis)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,7 +205,8 @@ class ConceptRelevance:
                          "n_patches": None if r.patches is None else len(r.patches)})
         meta = {"layer": self.layer, "composite": self.composite, "concepts": self.concepts,
                 "names": {str(k): v for k, v in self.names.items()}, "class_names": self.class_names,
-                "references": refs, "timings": self.timings, "n_evals": self.n_evals}
+                "references": refs, "timings": self.timings, "n_evals": self.n_evals,
+                "channel_axis": self.channel_axis}
         return _store.write(path, "concept_relevance", meta, arrays)
 
     @classmethod
@@ -222,7 +224,8 @@ class ConceptRelevance:
                    scores=a["scores"], concepts=meta["concepts"], heatmaps=a["heatmaps"],
                    channel_relevance=a["channel_relevance"], channel_activation=a["channel_activation"],
                    names={int(k): v for k, v in meta["names"].items()}, class_names=meta["class_names"],
-                   references=refs, timings=meta["timings"], n_evals=meta["n_evals"])
+                   references=refs, timings=meta["timings"], n_evals=meta["n_evals"],
+                   channel_axis=meta.get("channel_axis"))
 
     def to_html(self, *, full: bool = False, max_rows: int = 4) -> str:
         """Heat maps per concept with names (and references), self-contained HTML."""
@@ -266,15 +269,15 @@ def _conditions(concepts: Concepts, n_channels: int) -> list[list[int]]:
     return out
 
 
-def _setup(model: Any, x: Any, layer: Any, composite: str | Composite,
-           target: Any) -> tuple[Any, torch.Tensor, Relevance, torch.Tensor | None, int]:
+def _setup(model: Any, x: Any, layer: Any, composite: str | Composite, target: Any,
+           axis: int | None = None) -> tuple[Any, torch.Tensor, Relevance, torch.Tensor | None, int]:
     m = as_model(model)
     xt = m.prepare(x)
     from ..core.hooks import layer_name
 
     name = layer_name(m.module, layer)
     with m.guard():
-        rel = Relevance(m, name, composite, xt)  # prepares the copy: runs the model in eval mode
+        rel = Relevance(m, name, composite, xt, axis)  # prepares the copy: runs the model in eval mode
         with torch.no_grad():
             out = rel.dup.forward(xt)
         targets = m.resolve_targets(target, out)
@@ -322,7 +325,7 @@ def _result(m: Any, xt: torch.Tensor, rel: Relevance, plain: Pass, targets: torc
         targets=tnp, scores=plain.scores.detach().cpu().numpy(),
         concepts=per_row, heatmaps=maps, channel_relevance=plain.layer_rel.detach().cpu().numpy(),
         channel_activation=plain.act.detach().cpu().numpy(), names=names, class_names=m.class_names,
-        timings={"total": time.perf_counter() - t0}, n_evals=m.n_evals,
+        timings={"total": time.perf_counter() - t0}, n_evals=m.n_evals, channel_axis=rel.given_axis,
     )
 
 
@@ -342,6 +345,7 @@ def conditional_relevance(
     target: Any = "predicted",
     composite: str | Composite = "epsilon_plus_flat",
     names: Mapping[int, str] | Sequence[str] | None = None,
+    channel_axis: int | None = None,
     batch_size: BatchSize = "auto",
 ) -> ConceptRelevance:
     """Input relevance of each row conditioned on each concept at ``layer``.
@@ -364,6 +368,9 @@ def conditional_relevance(
         An LRP preset name or a :class:`~unveil.attribution.lrp.Composite`.
     names
         Names of channels, ``{channel: name}`` or one per channel, for display.
+    channel_axis
+        The axis of the layer's output that holds the channels (default: 1, or the last for a
+        3-D output ``(N, T, D)`` of a layer that is not a convolution, as in a transformer).
 
     Returns
     -------
@@ -372,7 +379,7 @@ def conditional_relevance(
         maps give plain LRP.
     """
     t0 = time.perf_counter()
-    m, xt, rel, targets, n_ch = _setup(model, x, layer, composite, target)
+    m, xt, rel, targets, n_ch = _setup(model, x, layer, composite, target, channel_axis)
     conds = _conditions(concepts, n_ch)
     plain = _plain(m, xt, rel, targets, batch_size)
     per_row = [conds for _ in range(xt.shape[0])]
@@ -390,6 +397,7 @@ def top_concepts(
     composite: str | Composite = "epsilon_plus_flat",
     by: Literal["relevance", "abs"] = "relevance",
     names: Mapping[int, str] | Sequence[str] | None = None,
+    channel_axis: int | None = None,
     batch_size: BatchSize = "auto",
 ) -> ConceptRelevance:
     """The ``k`` most relevant channels of ``layer`` for each row's prediction, with their
@@ -404,7 +412,7 @@ def top_concepts(
     if by not in ("relevance", "abs"):
         raise OptionError(f"by must be 'relevance' or 'abs', got {by!r}")
     t0 = time.perf_counter()
-    m, xt, rel, targets, n_ch = _setup(model, x, layer, composite, target)
+    m, xt, rel, targets, n_ch = _setup(model, x, layer, composite, target, channel_axis)
     plain = _plain(m, xt, rel, targets, batch_size)
     r = plain.layer_rel.detach()
     score = r.abs() if by == "abs" else r
@@ -438,6 +446,7 @@ def concept_references(
     target: Any = "predicted",
     composite: str | Composite = "epsilon_plus_flat",
     names: Mapping[int, str] | None = None,
+    channel_axis: int | None = None,
     batch_size: BatchSize = "auto",
 ) -> list[ConceptReferences]:
     """Reference rows of ``data`` for each concept at ``layer`` (Achtibat et al. 2023, §2.3).
@@ -454,7 +463,7 @@ def concept_references(
         raise OptionError(f"mode must be 'relevance' or 'activation', got {mode!r}")
     if not isinstance(data, (torch.Tensor, np.ndarray)):
         raise InputError(f"data must be a tensor or array (N, ...) of rows, got {type(data).__name__}")
-    m, xt, rel, targets, n_ch = _setup(model, data, layer, composite, target)
+    m, xt, rel, targets, n_ch = _setup(model, data, layer, composite, target, channel_axis)
     conds = _conditions(concepts, n_ch)
     label = dict(names or {})
     kk = min(int(k), xt.shape[0])
@@ -464,6 +473,8 @@ def concept_references(
 
     out: list[ConceptReferences] = []
     if mode == "activation":
+        if rel.given_axis not in (None, 1):
+            raise OptionError("activation maximisation reads channels on axis 1; use mode='relevance'")
         for ch in conds:
             if len(ch) > 1:
                 raise OptionError("activation maximisation ranks one channel at a time; give single channels")

@@ -41,6 +41,7 @@ from ..errors import InputError, ModelError, OptionError
 from ..featurevis import receptive_boxes
 from ..language.sae import SparseAutoencoder, train_sae
 from . import _store
+from ._engine_crp import channel_axis as channel_axis_of
 
 __all__ = ["ConceptDiscovery", "discover_concepts", "load_concept_discovery"]
 
@@ -131,7 +132,7 @@ class ConceptDiscovery:
         xt = m.prepare(x)
         with m.guard():
             acts = _activations(m, m.layer(self.layer), xt, batch_size)
-        axis = _layout(acts, self.channel_axis)
+        axis = channel_axis_of(m.layer(self.layer), acts.ndim, self.channel_axis)
         pos = _to_positions(acts, axis)
         w = torch.as_tensor(self.components, dtype=pos.dtype, device=pos.device)
         u = nnls_codes(pos.reshape(-1, pos.shape[-1]), w).reshape(pos.shape[0], pos.shape[1], -1)
@@ -290,14 +291,6 @@ class _Factors:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def _layout(a: torch.Tensor, channel_axis: int | None) -> int:
-    if channel_axis is not None:
-        if not -a.ndim + 1 <= channel_axis < a.ndim or channel_axis in (0, -a.ndim):
-            raise OptionError(f"channel_axis {channel_axis} is not an axis of one row's activation {tuple(a.shape[1:])}")
-        return channel_axis % a.ndim
-    return a.ndim - 1 if a.ndim == 3 else 1  # (N, T, D) sequences: last; images and dense: 1
-
 
 def _to_positions(a: torch.Tensor, axis: int) -> torch.Tensor:
     """(N, ..., C, ...) -> (N, S, C) with the positions flattened."""
@@ -464,7 +457,7 @@ def discover_concepts(
         acts = _activations(m, layer_mod, x, batch_size)
         if acts.ndim < 2:
             raise ModelError(f"layer {name!r} returns shape {tuple(acts.shape)}: no channel axis")
-        axis = _layout(acts, channel_axis)
+        axis = channel_axis_of(layer_mod, acts.ndim, channel_axis)
         pos = _to_positions(acts, axis)  # (n, S, C)
         n, s, c = pos.shape
         fac = _Factors(method, int(n_concepts), seed, sae, sae_steps)
