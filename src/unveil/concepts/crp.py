@@ -5,7 +5,10 @@ there. A channel of a layer is taken as a concept: conditioning on a set of chan
 relevance of those channels at that layer and zeroes the rest during the backward pass, so the
 heat map at the input shows where *that* concept was relevant for the prediction. Because LRP
 is linear in the relevance at a layer, the conditional heat maps over all channels of a layer
-sum to the plain LRP map (test: ``tests/concepts/test_crp.py``).
+sum to the plain LRP map when every path of the network passes that layer (test:
+``tests/concepts/test_crp.py``). Only the relevance that reaches the layer is carried on: in a
+residual block the part that takes the shortcut around the layer belongs to none of its concepts
+(zennit-crp's default, ``exclude_parallel=True``).
 
 - :func:`conditional_relevance` — heat maps conditioned on given channels (or sets of them),
   many conditions in one batched pass;
@@ -376,7 +379,7 @@ def conditional_relevance(
     -------
     ConceptRelevance
         ``heatmaps`` (n, len(concepts), ...); summed over all channels of the layer the heat
-        maps give plain LRP.
+        maps give plain LRP (if no shortcut bypasses the layer).
     """
     t0 = time.perf_counter()
     m, xt, rel, targets, n_ch = _setup(model, x, layer, composite, target, channel_axis)

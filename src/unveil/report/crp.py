@@ -80,7 +80,7 @@ def concept_relevance_html(res: ConceptRelevance, *, max_rows: int = 4) -> str:
            f"<h3>Concept relevance at layer {escape(res.layer)}</h3>",
            "<p class='uv-muted'>Each heat map is the input relevance that flows through one concept "
            "(channel set) of the layer (CRP, Achtibat et al. 2023); over all channels they sum to "
-           f"the LRP map. Composite: {escape(res.composite)}.</p>"]
+           f"the LRP map when every path of the network passes the layer. Composite: {escape(res.composite)}.</p>"]
     n = min(len(res), max_rows)
     for i in range(n):
         x = res.inputs[i]

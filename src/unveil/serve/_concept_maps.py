@@ -182,7 +182,8 @@ def _response(e: Entry, res: Any) -> ConceptMapsResponse:
         model=e.name, layer=res.layer, target=class_name(target, e.class_names), score=_finite(res.scores[0]),
         input_image=image_uri(x) if is_image else None, concepts=out,
         note=("Each map is the relevance that flows through one channel of the layer (CRP, "
-              f"{res.composite}); over all channels they add up to the LRP map. References: the rows "
+              f"{res.composite}); over all channels they add up to the LRP map (when no shortcut bypasses "
+              "the layer). References: the rows "
               "of the model's data where the channel is most relevant for their predicted class."))
 
 
