@@ -293,3 +293,21 @@ def test_token_layers_take_the_last_axis_as_channels() -> None:
     np.testing.assert_allclose(by_tokens.heatmaps.sum(1), plain, rtol=1e-9, atol=1e-14)
     with pytest.raises(OptionError, match="channel_axis"):
         conditional_relevance(model, x, layer="embed", channel_axis=3)
+
+
+@pytest.mark.usefixtures("torchvision_stub")
+def test_batch_norm_model_agrees_with_zennit_crp() -> None:
+    """Batch norm folded into its convolution on both sides (Zennit's SequentialMergeBatchNorm)."""
+    from crp.attribution import CondAttribution
+    from zennit.canonizers import SequentialMergeBatchNorm
+    from zennit.composites import EpsilonPlusFlat
+
+    model, x = cnn(bn=True), rows(2, seed=6)
+    chans = [[0], [3, 7]]
+    ours = conditional_relevance(model, x, layer="4", concepts=chans)
+    att = CondAttribution(model, no_param_grad=False)
+    for i in range(2):
+        xr = x[i:i + 1].clone().requires_grad_(True)
+        conds = [{"4": c, "y": [int(ours.targets[i])]} for c in chans]
+        ref = att(xr, conds, EpsilonPlusFlat(canonizers=[SequentialMergeBatchNorm()])).heatmap.numpy()
+        assert rel_err(ours.heatmaps[i].sum(axis=1), ref) <= 1e-5
