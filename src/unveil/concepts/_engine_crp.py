@@ -45,7 +45,7 @@ def channel_axis(module: nn.Module, ndim: int, given: int | None = None) -> int:
 class Pass:
     """What one masked relevance pass returns, row by row."""
 
-    heat: torch.Tensor  # (B, *input) relevance at the input
+    heat: torch.Tensor  # (B, *input) relevance at the input (zeros for a pass without masks)
     layer_rel: torch.Tensor  # (B, C) relevance of each channel at the layer, before masking
     layer_map: torch.Tensor | None  # (B, C, *positions) relevance at the layer (if kept)
     act: torch.Tensor  # (B, C) activation of each channel (max over positions)
@@ -124,7 +124,8 @@ class Relevance:
             s = self.dup.select(out, targets)
             r: torch.Tensor | None = None
             if lo.requires_grad:
-                (r,) = torch.autograd.grad(s, lo, grad_outputs=s.detach(), retain_graph=True, allow_unused=True)
+                (r,) = torch.autograd.grad(s, lo, grad_outputs=s.detach(), retain_graph=masks is not None,
+                                           allow_unused=True)
             if r is None:  # nothing flowed through the layer
                 r = torch.zeros_like(lo)
             if masks is None:
@@ -134,7 +135,7 @@ class Relevance:
                 shape[ax] = masks.shape[1]
                 g = r * masks.to(r.dtype).view(shape)
             rel: torch.Tensor | None = None
-            if lo.requires_grad:
+            if lo.requires_grad and masks is not None:  # without masks only the layer's relevance is wanted
                 (rel,) = torch.autograd.grad(lo, xa, grad_outputs=g, allow_unused=True)
         r = r.detach().movedim(ax, 1)
         a = lo.detach().movedim(ax, 1)
