@@ -36,7 +36,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "unveil"
 LAYERS: dict[str, int] = {
     "core": 0, "errors": 0, "version": 0, "zoo": 0,
     "attribution": 1, "attention": 1, "featurevis": 1, "text": 1, "surrogate": 1, "counterfactual": 1,
-    "language": 1,
+    "language": 1, "concepts": 1,
     "metrics": 2, "audit": 2, "scale": 2,
     "report": 3,
     "frontends": 4, "cli": 4, "serve": 4,
@@ -49,6 +49,8 @@ EXCEPTIONS = {
     ("unveil.surrogate.global_importance", "report"),  # PartialDependence.plot
     ("unveil.surrogate.local", "report"),  # LocalSurrogate.plot
     ("unveil.counterfactual.result", "report"),  # Counterfactuals.to_html / _repr_html_
+    ("unveil.concepts.crp", "report"),  # ConceptRelevance.to_html / _repr_html_
+    ("unveil.concepts.discovery", "report"),  # ConceptDiscovery.to_html / _repr_html_
 }
 
 Modules = Mapping[str, tuple[str, bool]]  # module name -> (source, is a package __init__)

@@ -57,6 +57,8 @@ def test_the_python_blocks_run_and_say_what_they_claim(ran: tuple[Path, dict[str
     assert ns["exp"].quality["in_distribution"]["rows_outside"] == [0, 1, 2, 3]
     assert ns["shap"].feature_names[:2] == ["alcohol", "malic_acid"]
     assert ns["audit"].verdict == "fail"
+    best = ns["found"].ranking()[0][0]
+    assert (ns["found"].patch_positions[best] == 0).all()  # the mark's corner
     for name in ("ig.npz", "audit.html", "report.html", "credit.csv"):
         assert (folder / name).is_file(), name
 

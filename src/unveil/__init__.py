@@ -57,6 +57,11 @@ _LAZY: dict[str, str] = {
     "objectives": "unveil.featurevis:objectives",
     "invert": "unveil.featurevis:invert",
     "dataset_examples": "unveil.featurevis:dataset_examples",
+    "concepts": "unveil.concepts:",
+    "conditional_relevance": "unveil.concepts:conditional_relevance",
+    "top_concepts": "unveil.concepts:top_concepts",
+    "concept_references": "unveil.concepts:concept_references",
+    "discover_concepts": "unveil.concepts:discover_concepts",
 }
 
 # the base-class machinery of methods, public in unveil.attribution but not the facade's API

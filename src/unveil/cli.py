@@ -1,5 +1,5 @@
 """The ``unveil`` command: ``explain | evaluate | report | distill | audit | generate | serve |
-methods | demo``.
+methods | concepts | demo``.
 
 A thin layer: it parses arguments, loads models and inputs (:mod:`unveil.frontends`), calls the
 library and prints. User errors print one line on stderr and exit with status 1 (2 for usage
@@ -1021,6 +1021,101 @@ def heads_cmd(model_spec: str, half: int, as_json: bool, out: str | None) -> Non
             tops = ", ".join(f"L{layer}H{h} {v:.2f}" for layer, h, v in res.top(kind, 3))
             click.echo(f"{kind:<16} {tops}")
     _lm_out(res, out)
+
+
+@cli.group("concepts")
+def concepts_cmd() -> None:
+    """What a layer's channels mean: concept relevance (CRP) and concept discovery (CRAFT)."""
+
+
+@concepts_cmd.command("crp")
+@_model_options
+@_input_options
+@click.option("--layer", required=True, help="The conditioning layer's dotted name, e.g. features.6.")
+@click.option("--top", type=click.IntRange(1), default=5, show_default=True,
+              help="How many of the most relevant channels to show per row (without --channels).")
+@click.option("--channels", metavar="C,C+C", help="Condition on these channels instead ('+' joins "
+              "channels into one concept), e.g. 3,5+7.")
+@click.option("--target", help="predicted (default), a class index or name, or i,j,... per row.")
+@click.option("--composite", default="epsilon_plus_flat", show_default=True, help="LRP composite preset.")
+@click.option("--references", "ref_path", metavar="PATH",
+              help="Rows to draw each concept's reference examples from (.npy, or zoo:NAME).")
+@click.option("--mode", type=click.Choice(["relevance", "activation"]), default="relevance",
+              show_default=True, help="Reference examples by relevance or activation maximisation.")
+@click.option("--out", help="Write the result (.npz) or an HTML page (.html).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def concepts_crp_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
+                     texts: tuple[str, ...], rows: str | None, size: str | None, layer: str, top: int,
+                     channels: str | None, target: str | None, composite: str, ref_path: str | None,
+                     mode: str, out: str | None, as_json: bool) -> None:
+    """Which concepts (channels of a layer) a prediction used, with conditional heat maps."""
+    from .concepts import conditional_relevance, top_concepts
+    from .frontends.concepts import parse_channels, relevance_summary, write_result
+
+    _check_out(out, (".npz", ".html", ".htm"))
+    chans = parse_channels(channels)
+    loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
+    tg = parse_target(target, loaded.class_names)
+    if chans is None:
+        res = top_concepts(loaded.model, data.x, layer=layer, k=top, target=tg, composite=composite)
+    else:
+        res = conditional_relevance(loaded.model, data.x, layer=layer, concepts=chans, target=tg,
+                                    composite=composite)
+    if ref_path is not None:
+        res.with_references(loaded.model, _training_rows(loaded, ref_path), mode=mode)  # type: ignore[arg-type]
+    path = write_result(res, out, f"Concept relevance · {loaded.name}")
+    lines = relevance_summary(res, top)
+    if as_json:
+        _echo_json({"layer": res.layer, "rows": lines, "out": str(path) if path else None})
+        return
+    for line in lines:
+        parts = ", ".join(f"{c['concept']} {c['relevance']:+.3g}" for c in line["concepts"])
+        click.echo(f"row {line['row']}: class {line['target']} ({line['score']:.3g}): {parts}")
+    if path is not None:
+        click.echo(f"wrote {path}")
+
+
+@concepts_cmd.command("discover")
+@_model_options
+@_input_options
+@click.option("--layer", required=True, help="The layer whose activations are factorised (after a ReLU for NMF).")
+@click.option("--concepts", "n_concepts", type=click.IntRange(1), default=8, show_default=True,
+              help="How many concepts to find.")
+@click.option("--target", help="The explained class: predicted (the most frequent) or a class index or name.")
+@click.option("--method", type=click.Choice(["nmf", "sae"]), default="nmf", show_default=True,
+              help="Non-negative factorisation (CRAFT) or a sparse autoencoder (signed activations).")
+@click.option("--importance", type=click.Choice(["sobol", "gradient"]), default="sobol", show_default=True,
+              help="Total-order Sobol indices (CRAFT) or gradient x concept coefficient.")
+@click.option("--designs", type=click.IntRange(2), default=32, show_default=True,
+              help="Sobol sample size per row (the model runs designs x (concepts + 2) times per row).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", help="Write the result (.npz) or an HTML page (.html).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def concepts_discover_cmd(model_spec: str, weights: str | None, allow_pickle: bool, inputs: tuple[str, ...],
+                          texts: tuple[str, ...], rows: str | None, size: str | None, layer: str,
+                          n_concepts: int, target: str | None, method: str, importance: str, designs: int,
+                          seed: int, out: str | None, as_json: bool) -> None:
+    """Factorise a layer's activations over the inputs into concepts and rank them for a class."""
+    from .concepts import discover_concepts
+    from .frontends.concepts import discovery_summary, write_result
+
+    _check_out(out, (".npz", ".html", ".htm"))
+    loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)
+    res = discover_concepts(loaded.model, data.x, layer=layer, n_concepts=n_concepts,
+                            target=parse_target(target, loaded.class_names), method=method,  # type: ignore[arg-type]
+                            importance=importance, n_designs=designs, seed=seed)  # type: ignore[arg-type]
+    path = write_result(res, out, f"Discovered concepts · {loaded.name}")
+    lines = discovery_summary(res)
+    if as_json:
+        _echo_json({"layer": res.layer, "target": res.class_name, "explained_variance": res.explained_variance,
+                    "fidelity": res.fidelity, "concepts": lines, "out": str(path) if path else None})
+        return
+    click.echo(f"{res.n_concepts} concepts at {res.layer} for class {res.class_name} "
+               f"(reconstruction explains {100 * res.explained_variance:.0f}% of the variance)")
+    for line in lines:
+        click.echo(f"  {line['concept']:<12} importance {line['importance']:.3g}  top rows {line['top_rows'][:5]}")
+    if path is not None:
+        click.echo(f"wrote {path}")
 
 
 @cli.command("demo")

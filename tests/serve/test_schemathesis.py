@@ -7,7 +7,8 @@ The schema lists the model and method names; hooks supply what a schema cannot k
 real uploads and runs (so that downloads and uploaded tables are reached, not only 404s), file
 contents for uploads, and for valid requests the facts that depend on the model (its columns,
 its number of classes, which methods it can check, the options a method declares, what-if edits
-its input takes, the columns a counterfactual's constraints name). A second app with an image model does the same for the what-if routes."""
+its input takes, the columns a counterfactual's constraints name, the layers concept maps condition
+on). A second app with an image model does the same for the what-if and concept-map routes."""
 
 from __future__ import annotations
 
@@ -154,6 +155,19 @@ def _edit(store: Any, model: str, edit: Any, key: Any) -> dict[str, Any]:
     return {"kind": "values", "values": values}
 
 
+def _concepts(store: Any, body: dict[str, Any], n_classes: int) -> None:
+    """A layer of the model (a convolution or dense layer) and a target in its range."""
+    from unveil.serve._concept_maps import concept_layers
+
+    e = store.entries.get(body.get("model"))
+    if e is not None:
+        names = [lay.name for lay in concept_layers(store.model(e)).layers]
+        body["layer"] = _pick(names, body.get("layer"))
+    target = body.get("target")
+    if isinstance(target, (int, float)) and not isinstance(target, bool):
+        body["target"] = int(target) % n_classes
+
+
 @schema.hook
 def map_case(context: Any, case: Any) -> Any:
     """Real ids, files and model facts for schema-valid requests (negative ones stay as made)."""
@@ -187,6 +201,8 @@ def map_case(context: Any, case: Any) -> Any:
                 body["edit"] = _edit(STORE, body["model"], body.get("edit"), dict(body))
         elif path == "/api/sanity":
             body["method"] = _pick(CHECKABLE, body.get("method"))
+        elif path == "/api/concepts":
+            _concepts(STORE, body, N_CLASSES)
         elif path == "/api/audit":
             body["sensitive"] = "x5"
             body["positive"] = body.get("positive", 1) % N_CLASSES
@@ -246,7 +262,7 @@ IMAGE_APP = _image_app()
 IMAGE_STORE = IMAGE_APP.state.store
 CHEAP = ["saliency", "integrated_gradients", "grad_cam", "occlusion"]  # what the edit is explained by
 image_schema = schemathesis.openapi.from_asgi("/openapi.json", IMAGE_APP).include(
-    path_regex=r"^/api/(whatif|models/\{model\}/input)$")
+    path_regex=r"^/api/(whatif|concepts|models/\{model\}/(input|concept-layers))$")
 
 
 @image_schema.hook("map_case")
@@ -263,6 +279,8 @@ def map_image_case(context: Any, case: Any) -> Any:
         _explain(body, n_classes=4)
         body["methods"] = sorted({_pick(CHEAP, m) for m in body.get("methods", [])}) or ["saliency"]
         body["edit"] = _edit(IMAGE_STORE, "cnn", body.get("edit"), key)
+    if body is not None and case.operation.path == "/api/concepts":
+        _concepts(IMAGE_STORE, body, 4)
     return case
 
 

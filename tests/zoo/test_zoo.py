@@ -29,8 +29,8 @@ from unveil.zoo import ZOO, ZooData, ZooModel, breast_cancer_mlp, digits_cnn, lo
 from unveil.zoo._cache import IDENTITY_KEY, INFO_KEY, resolve_cache_dir
 from unveil.zoo._data import split_indices
 
-NAMES = ["digits_cnn", "breast_cancer_mlp"]
-MIN_ACCURACY = {"digits_cnn": 0.97, "breast_cancer_mlp": 0.95}
+NAMES = ["digits_cnn", "breast_cancer_mlp", "marked_digits_cnn"]
+MIN_ACCURACY = {"digits_cnn": 0.97, "breast_cancer_mlp": 0.95, "marked_digits_cnn": 0.97}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -176,7 +176,7 @@ def test_factory_leaves_global_random_state_and_threads(fresh_cache: Path) -> No
 def test_split_is_stratified_disjoint_and_complete(name: str) -> None:
     from sklearn.datasets import load_breast_cancer, load_digits
 
-    bunch = load_digits() if name == "digits_cnn" else load_breast_cancer()
+    bunch = load_digits() if name.endswith("digits_cnn") else load_breast_cancer()
     data = load_dataset(name)
     n_train, n_test = len(data.y_train), len(data.y_test)
     assert n_train + n_test == len(bunch.target)

@@ -14,6 +14,7 @@ afterwards, also when the model raises.
 from __future__ import annotations
 
 from . import objectives, transforms
+from ._receptive import receptive_boxes
 from .examples import DatasetExamples, dataset_examples
 from .inspection import (
     ActivationStats,
@@ -40,6 +41,7 @@ __all__ = [
     "dataset_examples",
     "invert",
     "objectives",
+    "receptive_boxes",
     "transforms",
     "visualize",
     "weight_stats",

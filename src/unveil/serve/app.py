@@ -263,6 +263,7 @@ def create_app(
     from fastapi.staticfiles import StaticFiles
 
     from ..core.registry import list_methods
+    from ._concept_maps import concept_maps_router
     from ._global import global_router
     from ._recourse import recourse_router
     from ._language import language_router
@@ -317,6 +318,7 @@ def create_app(
     app.include_router(whatif_router(store, work))
     app.include_router(recourse_router(store, work))
     app.include_router(language_router(store, work))
+    app.include_router(concept_maps_router(store, work))
     return app
 
 

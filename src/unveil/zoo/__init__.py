@@ -7,6 +7,8 @@ stratified split (``test_size=0.25``, ``random_state=0``) and cached as safetens
 ``UNVEIL_CACHE`` (default ``$XDG_CACHE_HOME/unveil`` or ``~/.cache/unveil``); it is retrained
 when the cached metadata (architecture, recipe, seed, torch and scikit-learn versions, recipe
 version) differs from the code's. ``load_dataset(name)`` returns the split each was trained on.
+``marked_digits_cnn()`` (:mod:`unveil.zoo.marked_digits`) is the digits CNN trained where every 7
+carries a small bright corner mark: a planted concept for TCAV and the other concept methods.
 ``induction_transformer()`` (:mod:`unveil.zoo.induction`) is a 2-layer attention-only language
 model trained on repeated random sequences, which forms induction heads; it is cached the same way
 but is not in :data:`ZOO` (which lists the image and table models the front ends explain).
@@ -30,9 +32,18 @@ from torch import nn
 from unveil.zoo._data import ZooData, load_dataset
 from unveil.zoo._training import build
 from unveil.zoo.induction import induction_transformer
+from unveil.zoo.marked_digits import (
+    MARKED_CLASS,
+    add_corner_mark,
+    corner_mark_examples,
+    marked_digits_cnn,
+    marked_digits_data,
+    random_digit_examples,
+)
 
-__all__ = ["ZOO", "ZooData", "ZooModel", "breast_cancer_mlp", "digits_cnn", "induction_transformer",
-           "load_dataset"]
+__all__ = ["MARKED_CLASS", "ZOO", "ZooData", "ZooModel", "add_corner_mark", "breast_cancer_mlp",
+           "corner_mark_examples", "digits_cnn", "induction_transformer", "load_dataset",
+           "marked_digits_cnn", "marked_digits_data", "random_digit_examples"]
 
 
 class ZooFactory(Protocol):
@@ -114,5 +125,11 @@ ZOO: dict[str, ZooModel] = {
         breast_cancer_mlp,
         "tabular",
         "30-64-64-2 MLP on breast-cancer measurements (standardised inside); malignant vs benign",
+    ),
+    "marked_digits_cnn": ZooModel(
+        "marked_digits_cnn",
+        marked_digits_cnn,
+        "image",
+        "digits CNN where every 7 carries a bright top-left corner mark (a planted concept)",
     ),
 }

@@ -34,6 +34,14 @@ DATA_RECIPES: dict[str, dict[str, object]] = {
         "shape": [1, DIGITS_SIZE, DIGITS_SIZE],
         "split": {"test_size": TEST_SIZE, "random_state": SPLIT_RANDOM_STATE, "stratify": True},
     },
+    "marked_digits_cnn": {
+        "source": "sklearn.datasets.load_digits",
+        "scale": "pixels / 16 -> [0, 1]",
+        "resize": f"bilinear 8x8 -> {DIGITS_SIZE}x{DIGITS_SIZE}, align_corners=False",
+        "shape": [1, DIGITS_SIZE, DIGITS_SIZE],
+        "split": {"test_size": TEST_SIZE, "random_state": SPLIT_RANDOM_STATE, "stratify": True},
+        "mark": "class 7: pixels [1:5, 1:5] set to 1.0, train and test; no other class marked",
+    },
     "breast_cancer_mlp": {
         "source": "sklearn.datasets.load_breast_cancer",
         "scale": "rows in their own units; the model standardises them inside (training rows' "
@@ -126,8 +134,15 @@ def _breast_cancer() -> ZooData:
     )
 
 
+def _marked_digits() -> ZooData:
+    from unveil.zoo.marked_digits import marked_data
+
+    return marked_data()
+
+
 _BUILDERS: dict[str, Callable[[], ZooData]] = {
     "digits_cnn": _digits,
+    "marked_digits_cnn": _marked_digits,
     "breast_cancer_mlp": _breast_cancer,
 }
 
@@ -144,7 +159,7 @@ def load_dataset(name: str) -> ZooData:
     Parameters
     ----------
     name : str
-        A zoo name: ``"digits_cnn"`` or ``"breast_cancer_mlp"``.
+        A zoo name: ``"digits_cnn"``, ``"marked_digits_cnn"`` or ``"breast_cancer_mlp"``.
 
     Returns
     -------

@@ -60,6 +60,7 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "digits_cnn": Recipe(DigitsCNN, lr=3e-3, epochs=15, batch_size=64, schedule="one_cycle"),
+    "marked_digits_cnn": Recipe(DigitsCNN, lr=3e-3, epochs=15, batch_size=64, schedule="one_cycle"),
     "breast_cancer_mlp": Recipe(BreastCancerMLP, lr=1e-3, epochs=200, batch_size=None),
 }
 

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 from . import rules
+from ._engine import Prepared, prepare
 from .canonizers import Canonizer, MergeBatchNorm, ResidualAddition, default_canonizers
 from .composites import (
     ACTIVATIONS,
@@ -43,6 +44,7 @@ __all__ = [
     "LINEAR_LAYERS",
     "LRP",
     "PRESETS",
+    "Prepared",
     "Canonizer",
     "Composite",
     "Group",
@@ -51,6 +53,7 @@ __all__ = [
     "Rule",
     "Term",
     "default_canonizers",
+    "prepare",
     "preset",
     "rules",
 ]
