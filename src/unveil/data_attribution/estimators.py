@@ -149,6 +149,11 @@ def training_influence(
             f"data attribution needs a torch.nn.Module (gradients with respect to its parameters), "
             f"got {type(model).__name__}"
         )
+    if next(iter(model.parameters()), None) is None:
+        raise NotDifferentiableError(
+            f"the model ({type(model).__name__}) has no parameters, so no training example can have "
+            "influenced it through gradients; data attribution needs a trained torch model"
+        )
     x_tr_raw, y_tr_raw = split_train(train)
     x_tr, y_tr = check_rows(x_tr_raw, y_tr_raw, what="training rows")
     x_te, y_te = check_rows(inputs, targets, what="inputs")

@@ -122,7 +122,7 @@ class Retrainer:
         for _ in range(30):
             chol, info = torch.linalg.cholesky_ex(h + shift * torch.eye(p, dtype=h.dtype))
             if int(info) == 0:
-                return chol
+                return torch.as_tensor(chol)
             shift = max(2 * shift, 1e-10 * float(h.diagonal().abs().max()) + 1e-12)
         raise OptionError("the training objective's Hessian is not positive definite; add an l2 penalty")
 
