@@ -32,7 +32,7 @@ from ..core.hooks import model_guard
 from ..errors import InputError, OptionError
 from ..zoo.fitting import one_thread
 from ._inputs import check_rows, check_targets, split_train
-from .estimators import Problem, training_influence
+from .estimators import Problem, threads_for, training_influence
 from .per_example import LossFn, TrainingObjective
 from .result import TrainingAttribution
 
@@ -379,7 +379,8 @@ def self_influence(model: nn.Module, train: Any, *, method: str = "influence",
             theta = obj.theta0()
             dt = theta.dtype
             prob = Problem(obj, theta, x.to(dt) if x.is_floating_point() else x, y, x[:1], y[:1])
-            return self_influence_scores(prob, **options).double().cpu().numpy()
+            with threads_for(prob):
+                return self_influence_scores(prob, **options).double().cpu().numpy()
     out = []
     for a in range(0, int(x.shape[0]), chunk):
         b = min(a + chunk, int(x.shape[0]))
