@@ -36,7 +36,8 @@ from .estimators import Problem, threads_for, training_influence
 from .per_example import LossFn, TrainingObjective
 from .result import TrainingAttribution
 
-__all__ = ["RetrainFn", "Retrainer", "auc", "lds", "loo_correlation", "mislabel_auc", "spearman"]
+__all__ = ["RetrainFn", "Retrainer", "auc", "evaluate_attribution", "lds", "loo_correlation", "mislabel_auc",
+           "self_influence", "spearman"]
 
 RetrainFn = Callable[[np.ndarray], np.ndarray]
 
