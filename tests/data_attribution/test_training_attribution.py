@@ -163,3 +163,19 @@ def test_model_left_unchanged_even_on_error(fitted) -> None:
     assert_unchanged(model, before)
     model.bias.requires_grad_(True)
     model.eval()
+
+
+def test_small_memory_budget_chunks_without_changing_the_scores(fitted) -> None:
+    """A budget that fits a few rows' gradients: training and explained rows go in many
+    chunks and blocks, and the scores are the same."""
+    from unveil.core.batching import get_memory_budget, set_memory_budget
+
+    model, (x, y, xt, yt) = fitted
+    whole = training_influence(model, (x, y), xt, yt, l2=0.05, damping=0.0)
+    saved = get_memory_budget()
+    try:
+        set_memory_budget(12 * 8 * 4 * 4 * 3)  # about 3 rows of 12 parameters per chunk
+        parts = training_influence(model, (x, y), xt, yt, l2=0.05, damping=0.0, solver="cg")
+    finally:
+        set_memory_budget(saved)
+    torch.testing.assert_close(parts.scores, whole.scores, rtol=1e-7, atol=1e-10)
