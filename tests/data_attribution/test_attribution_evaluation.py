@@ -9,6 +9,7 @@ import torch
 from _da_problems import digits, logistic_problem
 from torch import nn
 
+from _util import assert_unchanged, snapshot
 from unveil.data_attribution import training_influence
 from unveil.data_attribution.evaluation import (
     Retrainer,
@@ -107,11 +108,33 @@ def test_training_influence_measures_itself_when_asked() -> None:
     """evaluate=[...] fills result.evaluation with the figures and says them in the HTML."""
     model, x, y, xt, yt = logistic_problem(n=50, d=4, classes=3, seed=2, n_test=3)
     fitted = Retrainer(model, (x, y), xt, yt, params="all", l2=0.05).fitted_model()
+    before = snapshot(fitted)
     res = training_influence(fitted, (x, y), xt, yt, l2=0.05, params="all", evaluate=["loo", "lds", "mislabel"],
                              loo_rows=10, lds_subsets=8)
+    assert_unchanged(fitted, before)  # retraining works on copies of the parameters
     ev = res.evaluation
     assert ev["base_gradient_norm"] < 1e-8 and ev["loo_rows"] == 10
     assert ev["loo_correlation"] > 0.9 and ev["lds"] > 0.3 and 0 <= ev["mislabel_auc"] <= 1
     assert "Linear datamodeling score" in res._repr_html_()
     with pytest.raises(OptionError, match="evaluate must be"):
         training_influence(fitted, (x, y), xt, yt, evaluate=["lso"])
+
+
+def test_regression_with_mse_and_a_user_loss() -> None:
+    """Float targets mean MSE; a ridge-like linear model's influence predicts leave-one-out
+    retraining, and a user loss_fn equal to the built-in one gives the same scores."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(45, 3, generator=g, dtype=torch.float64)
+    y = x @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.3 * torch.randn(45, generator=g, dtype=torch.float64)
+    model = nn.Linear(3, 1).double().eval()
+    r = Retrainer(model, (x[:40], y[:40]), x[40:], y[40:], params="all", l2=0.01)
+    fitted = r.fitted_model()
+    res = training_influence(fitted, (x[:40], y[:40]), x[40:], y[40:], l2=0.01, damping=0.0)
+    assert res.params["loss"] == "mse"
+    assert loo_correlation(res, r, rows=15)["loo_correlation"] > 0.95
+
+    def squared(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return ((out.reshape(-1) - t) ** 2)
+
+    mine = training_influence(fitted, (x[:40], y[:40]), x[40:], y[40:], l2=0.01, damping=0.0, loss=squared)
+    torch.testing.assert_close(mine.scores, res.scores)
