@@ -300,7 +300,8 @@ def influence_scores(prob: Problem, **options: Any) -> tuple[torch.Tensor, dict[
     n_test = int(prob.x_test.shape[0])
     block = prob.objective.chunk_rows(n_test)
     seconds = {"seconds_test_gradients": 0.0, "seconds_solve": 0.0, "seconds_train_gradients": 0.0}
-    parts, info = [], {}
+    parts: list[torch.Tensor] = []
+    info: dict[str, Any] = {}
     for a in range(0, n_test, block):
         sub = Problem(prob.objective, prob.theta, prob.x_train, prob.y_train, prob.x_test[a:a + block],
                       prob.y_test[a:a + block], prob.extras)
