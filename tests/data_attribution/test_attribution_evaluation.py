@@ -138,3 +138,16 @@ def test_regression_with_mse_and_a_user_loss() -> None:
 
     mine = training_influence(fitted, (x[:40], y[:40]), x[40:], y[40:], l2=0.01, damping=0.0, loss=squared)
     torch.testing.assert_close(mine.scores, res.scores)
+
+
+def test_self_influence_is_the_diagonal_of_the_scores() -> None:
+    """The direct self-influence (influence) and the chunked diagonal (other methods) equal the
+    diagonal of the full train x train score matrix."""
+    from unveil.data_attribution import self_influence
+
+    model, x, y, _, _ = logistic_problem(n=30)
+    fitted = Retrainer(model, (x, y), x[:1], y[:1], params="all", l2=0.05).fitted_model()
+    for method, opts in (("influence", {"damping": 0.0}), ("representer", {})):
+        full = training_influence(fitted, (x, y), x, y, method=method, l2=0.05, **opts).scores.diagonal().numpy()
+        direct = self_influence(fitted, (x, y), method=method, l2=0.05, chunk=7, **opts)
+        np.testing.assert_allclose(direct, full, rtol=1e-8, atol=1e-12)
