@@ -3,6 +3,8 @@ mislabel detection by self-influence, and the LDS ordering of good and random sc
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -147,7 +149,8 @@ def test_self_influence_is_the_diagonal_of_the_scores() -> None:
 
     model, x, y, _, _ = logistic_problem(n=30)
     fitted = Retrainer(model, (x, y), x[:1], y[:1], params="all", l2=0.05).fitted_model()
-    for method, opts in (("influence", {"damping": 0.0}), ("representer", {})):
+    cases: list[tuple[str, dict[str, Any]]] = [("influence", {"damping": 0.0}), ("representer", {})]
+    for method, opts in cases:
         full = training_influence(fitted, (x, y), x, y, method=method, l2=0.05, **opts).scores.diagonal().numpy()
         direct = self_influence(fitted, (x, y), method=method, l2=0.05, chunk=7, **opts)
         np.testing.assert_allclose(direct, full, rtol=1e-8, atol=1e-12)
