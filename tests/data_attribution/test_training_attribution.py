@@ -98,7 +98,7 @@ def test_html_shows_rows_thumbnails_and_the_figures_in_words(fitted) -> None:
     res = training_influence(model, (x, y), xt, yt, l2=0.05, feature_names=["age", "bmi", "dose"])
     res.evaluation.update({"loo_correlation": 0.91, "loo_rows": 100.0, "mislabel_auc": 0.95})
     html = res._repr_html_()
-    assert "age=" in html and "Leave-one-out check: 100 training rows" in html and "ROC AUC 0.95" in html
+    assert "age=" in html and "Leave-one-out check: 100 training rows" in html and "ROC AUC 0.950" in html
     assert "http" not in html and "<script" not in html
     imgs = TrainingAttribution(scores=torch.randn(1, 3), test_targets=np.array([0]), train_indices=np.arange(3),
                                train_labels=np.array([0, 1, 0]), method="influence",

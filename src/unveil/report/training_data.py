@@ -96,20 +96,25 @@ def _cards(res: TrainingAttribution, items: list[dict[str, Any]], kind: str, tar
     return f'<div class="uv-td">{"".join(out)}</div>'
 
 
+def _corr(v: float) -> str:
+    """A correlation or AUC to 3 decimals (0.999 must not read as 1)."""
+    return f"{v:.3f}" if np.isfinite(v) else "–"
+
+
 def evaluation_sentences(res: TrainingAttribution) -> list[str]:
     """The measured figures of ``res.evaluation`` in words, one sentence each."""
     ev, out = res.evaluation, []
     if "loo_correlation" in ev:
         out.append(f"Leave-one-out check: {int(ev.get('loo_rows', 0)) or 'several'} training rows were removed one at "
                    f"a time and the model retrained; the predicted and actual changes of the test losses correlate at "
-                   f"{fmt(ev['loo_correlation'])} (Pearson; 1 is perfect, 0 is no relation).")
+                   f"{_corr(ev['loo_correlation'])} (Pearson; 1 is perfect, 0 is no relation).")
     if "lds" in ev:
-        out.append(f"Linear datamodeling score {fmt(ev['lds'])}: over models retrained on random halves of the "
+        out.append(f"Linear datamodeling score {_corr(ev['lds'])}: over models retrained on random halves of the "
                    "training set, how well the scores rank the test outcomes (Spearman; 1 is perfect, 0 is chance).")
     if "mislabel_auc" in ev:
         share = ev.get("mislabel_share", 0.05)
         out.append(f"Mislabel detection: with {100 * share:.0f}% of the labels flipped, ranking rows by their "
-                   f"self-influence finds the flipped ones with ROC AUC {fmt(ev['mislabel_auc'])} (0.5 is chance, "
+                   f"self-influence finds the flipped ones with ROC AUC {_corr(ev['mislabel_auc'])} (0.5 is chance, "
                    "1 finds all of them first).")
     known = {"loo_correlation", "loo_rows", "loo_spearman", "loo_correlation_per_test", "lds", "lds_subsets",
              "mislabel_auc", "mislabel_share"}
@@ -134,8 +139,9 @@ def training_data_section(res: TrainingAttribution, *, k: int = 5, max_tests: in
              f'<p class="uv-muted">{res.n_train} training rows scored for {res.n_test} explained '
              f"row{'s' if res.n_test != 1 else ''} by {escape(what)}"
              f"{f' (solver {escape(str(solver))})' if solver else ''}. A <b class=\"uv-pro\">proponent</b> "
-             "(positive score) is a training row that made the model's answer more likely, an "
-             "<b class=\"uv-opp\">opponent</b> (negative) one that made it less likely.</p>",
+             "(positive score) is a training row that made the target more likely (giving it more weight in "
+             "training lowers the explained row's loss), an <b class=\"uv-opp\">opponent</b> (negative) one "
+             "that made it less likely.</p>",
              '<ul data-testid="td-evaluation">' + "".join(f"<li>{s}</li>" for s in evaluation_sentences(res))
              + "</ul>"]
     for t in pick:
