@@ -49,17 +49,17 @@ class Retrainer:
     parameters (``params="last"`` by default: the last layer on fixed features; for a model
     that is one linear layer, that is logistic regression), warm-started from the base optimum
     (``start`` or the model's parameters refit with all weights 1), to a gradient norm below
-    ``tol``. The Hessian at the start (for a few re-weighted rows, the base Hessian corrected by
+    ``tol`` (default 1e-8 for float64 parameters, 1e-5 for lower precision). The Hessian at the start (for a few re-weighted rows, the base Hessian corrected by
     theirs) is factored once per fit and kept while the steps converge fast; otherwise it is
     recomputed. ``model`` is never modified.
     """
 
     def __init__(self, model: nn.Module, train: Any, inputs: Any, targets: Any, *,
                  params: str | Sequence[str] = "last", loss: str | LossFn = "auto", l2: float = 0.0,
-                 tol: float = 1e-8, max_iter: int = 100, max_params: int = 6000) -> None:
+                 tol: float | None = None, max_iter: int = 100, max_params: int = 6000) -> None:
         x_tr, y_tr = check_rows(*split_train(train), what="training rows")
         x_te, y_te = check_rows(inputs, targets, what="inputs")
-        if not (isinstance(tol, float) and tol > 0):
+        if tol is not None and not (isinstance(tol, float) and tol > 0):
             raise OptionError(f"tol must be a float > 0, got {tol!r}")
         self.model = model
         with model_guard(model):
@@ -76,7 +76,9 @@ class Retrainer:
         self.x_train = x_tr.to(dt) if x_tr.is_floating_point() else x_tr
         self.y_train, self.y_test = y_tr, y_te
         self.x_test = x_te.to(dt) if x_te.is_floating_point() else x_te
-        self.tol, self.max_iter = float(tol), int(max_iter)
+        # 1e-8 in float64; float32 cannot resolve gradients that small, 1e-5 is its floor
+        self.tol = float(tol) if tol is not None else (1e-8 if theta.dtype == torch.float64 else 1e-5)
+        self.max_iter = int(max_iter)
         self.n = int(x_tr.shape[0])
         self.fits = 0
         self.iterations = 0
@@ -330,7 +332,7 @@ def _flip(y: torch.Tensor, n_classes: int, share: float, rng: np.random.Generato
 
 def mislabel_auc(model: nn.Module, train: Any, *, share: float = 0.05, method: str = "influence",
                  params: str | Sequence[str] = "last", l2: float = 0.0, loss: str | LossFn = "auto",
-                 seed: int = 0, retrain: bool = True, tol: float = 1e-8, **options: Any) -> dict[str, Any]:
+                 seed: int = 0, retrain: bool = True, tol: float | None = None, **options: Any) -> dict[str, Any]:
     """Flip the labels of a share of the training rows (to another class, at random), retrain
     the chosen parameters on the corrupted labels (built-in :class:`Retrainer`; ``retrain=False``
     keeps the model as it is), score each row's self-influence with ``method`` and return the
