@@ -120,14 +120,21 @@ class Retrainer:
         return 0.5 * (h + h.T)
 
     def _factorise(self, h: torch.Tensor) -> torch.Tensor:
+        """Cholesky factor of ``h``, shifted up when it is not positive definite (a damped Newton
+        step, as Levenberg-Marquardt; the line search keeps the objective falling)."""
         p = h.shape[0]
-        shift = 0.0
-        for _ in range(30):
-            chol, info = torch.linalg.cholesky_ex(h + shift * torch.eye(p, dtype=h.dtype))
+        eye = torch.eye(p, dtype=h.dtype)
+        chol, info = torch.linalg.cholesky_ex(h)
+        if int(info) == 0:
+            return torch.as_tensor(chol)
+        eig = torch.linalg.eigvalsh(h)
+        shift = max(0.0, -float(eig[0])) + 1e-3 * float(eig.abs().max()) + 1e-12
+        for _ in range(20):
+            chol, info = torch.linalg.cholesky_ex(h + shift * eye)
             if int(info) == 0:
                 return torch.as_tensor(chol)
-            shift = max(2 * shift, 1e-10 * float(h.diagonal().abs().max()) + 1e-12)
-        raise OptionError("the training objective's Hessian is not positive definite; add an l2 penalty")
+            shift *= 2
+        raise OptionError("the training objective's Hessian could not be made positive definite; add an l2 penalty")
 
     # -- fitting ------------------------------------------------------------------------------
     def _start_hessian(self, theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
