@@ -179,3 +179,12 @@ def test_small_memory_budget_chunks_without_changing_the_scores(fitted) -> None:
     finally:
         set_memory_budget(saved)
     torch.testing.assert_close(parts.scores, whole.scores, rtol=1e-7, atol=1e-10)
+
+
+def test_numpy_float64_rows_for_a_float32_network() -> None:
+    """Arrays as scikit-learn gives them (float64) work with a float32 model."""
+    model, x, y, xt, yt = logistic_problem()
+    net = nn.Linear(3, 3).eval()  # float32
+    res = training_influence(net, (x.numpy(), y.numpy()), xt.numpy(), yt.numpy(), damping=0.01)
+    assert res.scores.dtype == torch.float32 and res.scores.shape == (4, 40)
+    assert per_example_gradients(net, x.numpy(), y.numpy()).dtype == torch.float32

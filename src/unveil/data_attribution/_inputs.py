@@ -26,8 +26,10 @@ def split_train(train: Any) -> tuple[Any, Any]:
     )
 
 
-def check_rows(inputs: Any, targets: Any, *, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``inputs`` and ``targets`` as tensors with one target per row and finite values."""
+def check_rows(inputs: Any, targets: Any, *, what: str, model: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``inputs`` and ``targets`` as tensors with one target per row and finite values; float
+    inputs in the dtype of ``model``'s parameters when a model is given (a float64 array for a
+    float32 network, say)."""
     x = to_tensor(inputs, name=what)
     if targets is None:
         raise TargetError(f"{what} need their targets (the class or value each row's loss is measured against)")
@@ -47,6 +49,11 @@ def check_rows(inputs: Any, targets: Any, *, what: str) -> tuple[torch.Tensor, t
         raise TargetError(f"the targets of {what} contain NaN or infinite values")
     if y.dtype == torch.bool:
         y = y.long()
+    params = getattr(model, "parameters", None)
+    if x.is_floating_point() and callable(params):
+        first = next((p for p in params() if p.is_floating_point()), None)
+        if first is not None and first.dtype != x.dtype:
+            x = x.to(first.dtype)
     return x, y
 
 

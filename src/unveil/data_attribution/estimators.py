@@ -184,8 +184,8 @@ def training_influence(
             "influenced it through gradients; data attribution needs a trained torch model"
         )
     x_tr_raw, y_tr_raw = split_train(train)
-    x_tr, y_tr = check_rows(x_tr_raw, y_tr_raw, what="training rows")
-    x_te, y_te = check_rows(inputs, targets, what="inputs")
+    x_tr, y_tr = check_rows(x_tr_raw, y_tr_raw, what="training rows", model=model)
+    x_te, y_te = check_rows(inputs, targets, what="inputs", model=model)
     if x_te.shape[1:] != x_tr.shape[1:]:
         from ..errors import InputError
 

@@ -57,8 +57,8 @@ class Retrainer:
     def __init__(self, model: nn.Module, train: Any, inputs: Any, targets: Any, *,
                  params: str | Sequence[str] = "last", loss: str | LossFn = "auto", l2: float = 0.0,
                  tol: float | None = None, max_iter: int = 100, max_params: int = 6000) -> None:
-        x_tr, y_tr = check_rows(*split_train(train), what="training rows")
-        x_te, y_te = check_rows(inputs, targets, what="inputs")
+        x_tr, y_tr = check_rows(*split_train(train), what="training rows", model=model)
+        x_te, y_te = check_rows(inputs, targets, what="inputs", model=model)
         if tol is not None and not (isinstance(tol, float) and tol > 0):
             raise OptionError(f"tol must be a float > 0, got {tol!r}")
         self.model = model
@@ -347,7 +347,7 @@ def mislabel_auc(model: nn.Module, train: Any, *, share: float = 0.05, method: s
     ``share`` and in the top ``2 * share`` of the ranking, and the flipped positions."""
     if not (isinstance(share, float) and 0 < share < 0.5):
         raise OptionError(f"share must be a float between 0 and 0.5, got {share!r}")
-    x, y = check_rows(*split_train(train), what="training rows")
+    x, y = check_rows(*split_train(train), what="training rows", model=model)
     if y.is_floating_point():
         raise InputError("mislabel detection needs class labels (integer targets)")
     with torch.no_grad(), model_guard(model):
@@ -377,7 +377,7 @@ def self_influence(model: nn.Module, train: Any, *, method: str = "influence",
     """Each training row's score for itself (``[n_train]``): for ``"influence"``
     ``g_i^T (H + damping I)^-1 g_i`` directly; for other methods the diagonal of the scores
     with the training rows explained, ``chunk`` rows at a time."""
-    x, y = check_rows(*split_train(train), what="training rows")
+    x, y = check_rows(*split_train(train), what="training rows", model=model)
     if method == "influence":
         from .influence import _OPTIONS, self_influence_scores
 

@@ -256,7 +256,7 @@ def per_example_gradients(model: nn.Module, inputs: Any, targets: Any, *,
     """
     from ._inputs import check_rows  # local: _inputs imports this module
 
-    x, y = check_rows(inputs, targets, what="inputs")
+    x, y = check_rows(inputs, targets, what="inputs", model=model)
     if not isinstance(model, nn.Module):
         raise NotDifferentiableError(f"per-example gradients need a torch.nn.Module, got {type(model).__name__}")
     from ..core.hooks import model_guard
