@@ -99,7 +99,7 @@ def test_features_computed_once_give_the_same_scores() -> None:
              for s, ck in enumerate(__import__("unveil.data_attribution.projection", fromlist=["x"])
                                     .load_checkpoints(models[0], models))]
     feats = TrakFeatures(torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]),
-                         {"proj_dim": 64, "projection": "rademacher", "seed": 0, "params": "all", "n_models": 3})
+                         {"proj_dim": 64, "projection": "rademacher", "seed": 0, "params": ["0.weight", "0.bias", "2.weight", "2.bias"], "n_models": 3})
     again, _, _ = trak(models[0], x, y, xt[:5], yt[:5], checkpoints=models, proj_dim=64, train_features=feats)
     torch.testing.assert_close(direct, again)
     with pytest.raises(InputError, match="computed with"):

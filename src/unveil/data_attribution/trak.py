@@ -34,6 +34,7 @@ from torch import nn
 
 from ..errors import InputError, OptionError
 from .estimators import Problem, register_estimator
+from .per_example import choose_parameters
 from .projection import (
     Checkpoint,
     Projector,
@@ -116,6 +117,7 @@ def trak(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_test:
     """
     _check(proj_dim, damping, projection)
     ckpts = load_checkpoints(model, checkpoints)
+    params = choose_parameters(model, params)
     config = {"proj_dim": proj_dim, "projection": projection, "seed": int(seed), "params": params,
               "n_models": len(ckpts)}
     timings: dict[str, float] = {}
