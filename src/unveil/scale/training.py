@@ -29,7 +29,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data_attribution import choose_parameters
-from ..data_attribution.projection import Checkpoint, Projector, load_checkpoints, projected_gradients
+from ..data_attribution.projection import (
+    Checkpoint,
+    Projector,
+    load_checkpoints,
+    projected_gradients,
+)
 from ..data_attribution.trak import TrakFeatures, trak_features
 from ..errors import InputError, OptionError, require
 from ._run import InputCheck, Writer, data_digest, open_run
