@@ -40,6 +40,25 @@ __all__ = [
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+_FORWARD_AD_READY = False
+
+
+def _load_forward_ad() -> None:
+    """Load torch's forward-mode decompositions once, hiding the DeprecationWarning that torch
+    itself raises then (``torch.jit.script``), which a warnings-as-errors setup would turn
+    into a failure of the first Hessian-vector product."""
+    global _FORWARD_AD_READY
+    if _FORWARD_AD_READY:
+        return
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+        one = torch.ones(1)
+        jvp(torch.sin, (one,), (one,))
+    _FORWARD_AD_READY = True
+
+
 def choose_parameters(module: nn.Module, params: str | Sequence[str]) -> list[str]:
     """Names of the parameters to attribute through: ``"all"``, ``"last"`` (the parameters of
     the last submodule that has any, in registration order) or an explicit list of names."""
@@ -127,6 +146,7 @@ class TrainingObjective:
         if not (isinstance(l2, (int, float)) and math.isfinite(l2) and l2 >= 0):
             raise OptionError(f"l2 must be a finite number >= 0 (the training's L2 penalty), got {l2!r}")
         resolve_batch_size(batch_size)
+        _load_forward_ad()
         names = choose_parameters(module, params)
         state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
         fixed = {k: v.detach() for k, v in state.items() if k not in names}
