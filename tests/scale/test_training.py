@@ -4,6 +4,7 @@ features of one run, and the estimators take them in place of computing their ow
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ def _setup() -> tuple[nn.Module, list[nn.Module], torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(70, 5, generator=g)
     y = (x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 1).long()
-    models = []
+    models: list[nn.Module] = []
     for s in range(3):
         torch.manual_seed(s)
         models.append(nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).eval())
@@ -29,27 +30,27 @@ def _setup() -> tuple[nn.Module, list[nn.Module], torch.Tensor, torch.Tensor]:
 
 def test_killed_run_resumes_to_the_features_of_one_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, models, x, y = _setup()
-    opts = dict(method="trak", checkpoints=models, proj_dim=16, shard_size=20, progress=False)
+    opts: dict[str, Any] = dict(method="trak", checkpoints=models, proj_dim=16, shard_size=20, progress=False)
     real = training_mod.feature_shard
     calls: list[int] = []
 
-    def crashing(*args: object, **kw: object) -> dict[str, np.ndarray]:
+    def crashing(*args: Any, **kw: Any) -> dict[str, np.ndarray]:
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt  # killed while computing the third shard
-        return real(*args, **kw)  # type: ignore[arg-type]
+        return real(*args, **kw)
 
     monkeypatch.setattr(training_mod, "feature_shard", crashing)
     with pytest.raises(KeyboardInterrupt):
-        training_features(model, (x, y), out=tmp_path / "run", **opts)  # type: ignore[arg-type]
+        training_features(model, (x, y), out=tmp_path / "run", **opts)
     monkeypatch.setattr(training_mod, "feature_shard", real)
     n_files = sorted(p.name for p in (tmp_path / "run").glob("shard-*.npz"))
     assert n_files == ["shard-00000.npz", "shard-00001.npz"]
     mtimes = {p: (tmp_path / "run" / p).stat().st_mtime_ns for p in n_files}
-    resumed = training_features(model, (x, y), out=tmp_path / "run", **opts)  # type: ignore[arg-type]
+    resumed = training_features(model, (x, y), out=tmp_path / "run", **opts)
     for p, t in mtimes.items():  # finished shards were not recomputed
         assert (tmp_path / "run" / p).stat().st_mtime_ns == t
-    clean = training_features(model, (x, y), out=tmp_path / "clean", **opts)  # type: ignore[arg-type]
+    clean = training_features(model, (x, y), out=tmp_path / "clean", **opts)
     a, b = resumed.arrays(), clean.arrays()
     assert a["phi"].shape == (3, 70, 16) and a["q"].shape == (3, 70)
     for k in ("phi", "q", "labels"):
@@ -82,10 +83,10 @@ def test_tracin_features_and_refusals(tmp_path: Path) -> None:
 def test_dask_engine_gives_the_local_features(tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed")
     model, models, x, y = _setup()
-    opts = dict(method="trak", checkpoints=models, proj_dim=16, shard_size=25, progress=False)
-    local = training_features(model, (x, y), out=tmp_path / "local", **opts).arrays()  # type: ignore[arg-type]
+    opts: dict[str, Any] = dict(method="trak", checkpoints=models, proj_dim=16, shard_size=25, progress=False)
+    local = training_features(model, (x, y), out=tmp_path / "local", **opts).arrays()
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
-        remote = training_features(model, (x, y), out=tmp_path / "dask", engine="dask",  # type: ignore[arg-type]
+        remote = training_features(model, (x, y), out=tmp_path / "dask", engine="dask",
                                    scheduler=c.scheduler_address, **opts).arrays()
     for k in ("phi", "q", "labels"):
         np.testing.assert_allclose(remote[k], local[k], rtol=1e-6, atol=1e-7)

@@ -78,7 +78,8 @@ def _solve(phi: torch.Tensor, damping: float) -> torch.Tensor:
     k = phi.double().T @ phi.double()
     lam = damping * float(torch.diagonal(k).mean()) if damping > 0 else 0.0
     k = k + lam * torch.eye(k.shape[0], dtype=k.dtype)
-    return torch.linalg.pinv(k, hermitian=True)
+    inv: torch.Tensor = torch.linalg.pinv(k, hermitian=True)
+    return inv
 
 
 def trak_scores(test_phi: Sequence[torch.Tensor], train_phi: Sequence[torch.Tensor], train_q: Sequence[torch.Tensor],

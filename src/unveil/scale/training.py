@@ -105,7 +105,7 @@ def feature_shard(model: nn.Module, ckpts: list[Checkpoint], method: str, x: tor
 
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub takes allow_pickle first
     return buf.getvalue()
 
 
