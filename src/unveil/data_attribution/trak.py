@@ -12,7 +12,8 @@ For each model ``s`` of an ensemble (independently trained models, or checkpoint
 
 and the scores are ``tau(z) = mean_s(Q_s) * mean_s(phi_s(z)^T (Phi_s^T Phi_s + lambda I)^{-1} Phi_s^T)``
 (the paper's Algorithm 1; the two averages are taken separately as there). ``lambda`` is
-``damping`` times the mean diagonal of ``Phi_s^T Phi_s``. A positive score means adding the
+``damping`` times the mean diagonal of ``Phi_s^T Phi_s`` (default 0.1: on a digits MLP it gave
+a higher LDS than 0.01 or 1.0 for both one model and ten). A positive score means adding the
 training row raises the test row's margin, i.e. lowers its loss: a proponent, the sign convention of
 :class:`~unveil.data_attribution.TrainingAttribution`.
 
@@ -105,7 +106,7 @@ def _check(proj_dim: Any, damping: Any, projection: Any) -> None:
 
 def trak(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
          y_test: torch.Tensor, *, checkpoints: Any = None, proj_dim: int | None = 512,
-         projection: Literal["rademacher", "gaussian"] = "rademacher", damping: float = 1e-2, seed: int = 0,
+         projection: Literal["rademacher", "gaussian"] = "rademacher", damping: float = 0.1, seed: int = 0,
          params: Any = "all", batch_size: Any = "auto", train_features: TrakFeatures | None = None,
          ) -> tuple[torch.Tensor, dict[str, Any], dict[str, float]]:
     """TRAK scores ``[n_test, n_train]`` of an ensemble, with the parameters used and timings.
@@ -154,7 +155,7 @@ def trak(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_test:
 
 
 def _estimator(prob: Problem, *, checkpoints: Any = None, proj_dim: int | None = 512,
-               projection: Literal["rademacher", "gaussian"] = "rademacher", damping: float = 1e-2, seed: int = 0,
+               projection: Literal["rademacher", "gaussian"] = "rademacher", damping: float = 0.1, seed: int = 0,
                train_features: TrakFeatures | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     obj = prob.objective
     scores, used, timings = trak(obj.module, prob.x_train, prob.y_train, prob.x_test, prob.y_test,
@@ -165,6 +166,6 @@ def _estimator(prob: Problem, *, checkpoints: Any = None, proj_dim: int | None =
 
 
 register_estimator("trak", _estimator, options={"checkpoints": None, "proj_dim": 512, "projection": "rademacher",
-                                                "damping": 1e-2, "seed": 0, "train_features": None},
+                                                "damping": 0.1, "seed": 0, "train_features": None},
                    default_params="all",
                    description="TRAK: projected gradients of an ensemble of models (Park et al. 2023)")
