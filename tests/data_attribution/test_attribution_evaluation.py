@@ -19,6 +19,7 @@ from unveil.data_attribution.evaluation import (
     mislabel_auc,
     spearman,
 )
+from unveil.errors import OptionError
 
 L2 = 1e-2
 
@@ -100,3 +101,17 @@ def test_loo_with_a_user_retrain_function() -> None:
     res = training_influence(r.fitted_model(), (x, y), xt, yt, l2=0.05, damping=0.0)
     out = loo_correlation(res, retrain, rows=[0, 1, 2, 3, 4])
     assert len(calls) == 6 and out["loo_correlation"] > 0.9  # the base plus five rows
+
+
+def test_training_influence_measures_itself_when_asked() -> None:
+    """evaluate=[...] fills result.evaluation with the figures and says them in the HTML."""
+    model, x, y, xt, yt = logistic_problem(n=50, d=4, classes=3, seed=2, n_test=3)
+    fitted = Retrainer(model, (x, y), xt, yt, params="all", l2=0.05).fitted_model()
+    res = training_influence(fitted, (x, y), xt, yt, l2=0.05, params="all", evaluate=["loo", "lds", "mislabel"],
+                             loo_rows=10, lds_subsets=8)
+    ev = res.evaluation
+    assert ev["base_gradient_norm"] < 1e-8 and ev["loo_rows"] == 10
+    assert ev["loo_correlation"] > 0.9 and ev["lds"] > 0.3 and 0 <= ev["mislabel_auc"] <= 1
+    assert "Linear datamodeling score" in res._repr_html_()
+    with pytest.raises(OptionError, match="evaluate must be"):
+        training_influence(fitted, (x, y), xt, yt, evaluate=["lso"])

@@ -3,6 +3,8 @@ against the exact Hessian."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -52,7 +54,8 @@ def test_exact_influence_is_the_derivative_of_the_test_loss_in_a_rows_weight(fit
     ("lissa", {"depth": 400, "lissa_batch": None}, 1e-6),
     ("arnoldi", {"n_iter": 12, "top_k": 12}, 1e-8),
 ])
-def test_iterative_solvers_match_the_exact_hessian(fitted, solver: str, options: dict, rtol: float) -> None:
+def test_iterative_solvers_match_the_exact_hessian(fitted, solver: str, options: dict[str, Any],
+                                                  rtol: float) -> None:
     """CG to a residual of 1e-12, full-batch LiSSA of depth 400 and Arnoldi spanning all 12
     parameters agree with the exact solve within ``rtol`` of the largest score."""
     _, model, (x, y, xt, yt) = fitted
@@ -67,8 +70,9 @@ def test_stochastic_lissa_and_truncated_arnoldi_keep_the_ranking(fitted) -> None
     eigenvalues are approximations: their scores still correlate >= 0.9 with the exact ones."""
     _, model, (x, y, xt, yt) = fitted
     exact = training_influence(model, (x, y), xt, yt, l2=L2, damping=0.0).scores.reshape(-1).numpy()
-    for opts in ({"solver": "lissa", "depth": 200, "lissa_batch": 10, "repeats": 4},
-                 {"solver": "arnoldi", "n_iter": 12, "top_k": 6}):
+    settings: list[dict[str, Any]] = [{"solver": "lissa", "depth": 200, "lissa_batch": 10, "repeats": 4},
+                                      {"solver": "arnoldi", "n_iter": 12, "top_k": 6}]
+    for opts in settings:
         got = training_influence(model, (x, y), xt, yt, l2=L2, damping=0.0, **opts).scores.reshape(-1).numpy()
         assert np.corrcoef(exact, got)[0, 1] > 0.9, opts
 

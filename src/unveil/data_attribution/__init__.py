@@ -13,8 +13,17 @@
 from __future__ import annotations
 
 from .estimators import ESTIMATORS, Estimator, Problem, register_estimator, training_influence
+from .evaluation import (
+    Retrainer,
+    evaluate_attribution,
+    lds,
+    loo_correlation,
+    mislabel_auc,
+    self_influence,
+)
 from .per_example import TrainingObjective, choose_parameters, per_example_gradients
 from .result import TrainingAttribution
 
-__all__ = ["ESTIMATORS", "Estimator", "Problem", "TrainingAttribution", "TrainingObjective", "choose_parameters",
-           "per_example_gradients", "register_estimator", "training_influence"]
+__all__ = ["ESTIMATORS", "Estimator", "Problem", "Retrainer", "TrainingAttribution", "TrainingObjective",
+           "choose_parameters", "evaluate_attribution", "lds", "loo_correlation", "mislabel_auc",
+           "per_example_gradients", "register_estimator", "self_influence", "training_influence"]

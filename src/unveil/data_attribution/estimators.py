@@ -11,9 +11,10 @@ the inputs, looks the method up, runs it with the model guarded (eval mode, para
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +25,12 @@ from torch import nn
 from ..core.batching import BatchSize
 from ..core.hooks import model_guard
 from ..errors import NotDifferentiableError, OptionError, UnknownMethodError
+from ..zoo.fitting import one_thread
 from ._inputs import check_rows, check_targets, split_train
 from .per_example import LossFn, TrainingObjective
 from .result import TrainingAttribution
 
-__all__ = ["ESTIMATORS", "Estimator", "Problem", "register_estimator", "training_influence"]
+__all__ = ["ESTIMATORS", "Estimator", "Problem", "register_estimator", "threads_for", "training_influence"]
 
 
 @dataclass
@@ -61,6 +63,17 @@ class Problem:
         out = self.objective.map_gradients(self.theta, self.x_test, self.y_test, lambda a, b, g: g)
         assert out is not None
         return out
+
+
+@contextlib.contextmanager
+def threads_for(prob: Problem) -> Iterator[None]:
+    """One intra-op thread for small problems (training rows x parameters up to 5e7), whose
+    many tiny steps run several times faster so on a busy machine; the torch default else."""
+    if prob.n_train * prob.objective.size <= 50_000_000:
+        with one_thread():
+            yield
+    else:
+        yield
 
 
 EstimatorFn = Callable[..., tuple[torch.Tensor, dict[str, Any]]]
@@ -122,6 +135,11 @@ def training_influence(
     feature_names: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
     test_indices: Any = None,
+    evaluate: Sequence[str] = (),
+    retrain: Callable[[np.ndarray], np.ndarray] | None = None,
+    loo_rows: int = 100,
+    lds_subsets: int = 20,
+    mislabel_share: float = 0.05,
     **options: Any,
 ) -> TrainingAttribution:
     """Which training rows drove the model's loss on each of ``inputs``.
@@ -135,8 +153,19 @@ def training_influence(
     training objective ``mean loss + l2/2 ||theta||^2``, ``loss`` the per-row loss (see
     :mod:`~unveil.data_attribution.per_example`). ``train_rows`` (default: ``X`` when it has at
     most 20,000 rows) is kept for display. The model is left unchanged.
+
+    ``evaluate`` measures the scores and records the figures in ``result.evaluation``:
+    ``"loo"`` (leave-one-out correlation over ``loo_rows`` rows), ``"lds"`` (``lds_subsets``
+    random halves) and ``"mislabel"`` (self-influence AUC with ``mislabel_share`` of the labels
+    flipped). Retraining goes through ``retrain`` (training-row weights -> losses of ``inputs``)
+    or, by default, the built-in :class:`~unveil.data_attribution.evaluation.Retrainer` on the
+    chosen parameters; ``base_gradient_norm`` then says how far the model was from the optimum
+    the retraining starts from (the estimators assume a trained model).
     """
     est = _lookup(method)
+    bad = sorted(set(evaluate) - {"loo", "lds", "mislabel"}) if not isinstance(evaluate, str) else [evaluate]
+    if bad:
+        raise OptionError(f"evaluate must be a list of 'loo', 'lds' and 'mislabel', got {evaluate!r}")
     unknown = sorted(set(options) - set(est.options))
     if unknown:
         near = difflib.get_close_matches(unknown[0], list(est.options), n=1)
@@ -148,6 +177,11 @@ def training_influence(
         raise NotDifferentiableError(
             f"data attribution needs a torch.nn.Module (gradients with respect to its parameters), "
             f"got {type(model).__name__}"
+        )
+    if next(iter(model.parameters()), None) is None:
+        raise NotDifferentiableError(
+            f"the model ({type(model).__name__}) has no parameters, so no training example can have "
+            "influenced it through gradients; data attribution needs a trained torch model"
         )
     x_tr_raw, y_tr_raw = split_train(train)
     x_tr, y_tr = check_rows(x_tr_raw, y_tr_raw, what="training rows")
@@ -178,22 +212,54 @@ def training_influence(
         prob = Problem(obj, theta, x_tr.to(dtype) if x_tr.is_floating_point() else x_tr, y_tr,
                        x_te.to(dtype) if x_te.is_floating_point() else x_te, y_te)
         _check_differentiable(prob)
-        scores, used = est.fn(prob, **opts)
+        with threads_for(prob):
+            scores, used = est.fn(prob, **opts)
     timings["total"] = time.perf_counter() - t0
     timings.update({k[len("seconds_"):]: float(v) for k, v in used.items() if k.startswith("seconds_")})
     used = {k: v for k, v in used.items() if not k.startswith("seconds_")}
     rows = train_rows if train_rows is not None else (x_tr if n_train <= 20_000 else None)
+    class_names = [str(c) for c in class_names] if class_names is not None else None
+    feature_names = [str(c) for c in feature_names] if feature_names is not None else None
     all_params: dict[str, Any] = {"params": params or est.default_params, "parameters": obj.names,
                                   "n_parameters": obj.size, "loss": obj.loss_name, "l2": obj.l2, **used}
     if test_indices is not None:
         all_params["test_indices"] = [int(t) for t in np.asarray(test_indices).reshape(-1)]
-    return TrainingAttribution(
+    result = TrainingAttribution(
         scores=scores.detach(), test_targets=_as_numpy(y_te), train_indices=idx,  # type: ignore[arg-type]
         train_labels=_as_numpy(y_tr), method=method, params=all_params,  # type: ignore[arg-type]
         train_rows=_as_numpy(rows), test_rows=_as_numpy(x_te),
         feature_names=list(feature_names) if feature_names is not None else None,
         class_names=list(class_names) if class_names is not None else None, timings=timings,
     )
+    if evaluate:
+        _evaluate(result, model, (x_tr, y_tr), x_te, y_te, list(evaluate), retrain,
+                  params=params or est.default_params, loss=loss, l2=l2, loo_rows=loo_rows,
+                  lds_subsets=lds_subsets, mislabel_share=mislabel_share, options=options)
+    return result
+
+
+def _evaluate(result: TrainingAttribution, model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+              x_te: torch.Tensor, y_te: torch.Tensor, checks: list[str], retrain: Any, *,
+              params: str | Sequence[str], loss: str | LossFn, l2: float, loo_rows: int, lds_subsets: int,
+              mislabel_share: float, options: dict[str, Any]) -> None:
+    from . import evaluation  # local: evaluation imports this module
+
+    if ("loo" in checks or "lds" in checks) and retrain is None:
+        built = evaluation.Retrainer(model, train, x_te, y_te, params=params, loss=loss, l2=l2)
+        result.evaluation["base_gradient_norm"] = float(built.gradient(
+            built.objective.theta0(), torch.ones(built.n, dtype=built.base.dtype)).norm())
+        retrain = built
+    if "loo" in checks:
+        evaluation.evaluate_attribution(result, retrain, loo_rows=loo_rows)
+    if "lds" in checks:
+        evaluation.evaluate_attribution(result, retrain, loo_rows=0, lds_subsets=lds_subsets)
+    if "mislabel" in checks:
+        t0 = time.perf_counter()
+        out = evaluation.mislabel_auc(model, train, share=mislabel_share, method=result.method, params=params,
+                                      loss=loss, l2=l2, **options)
+        result.evaluation["mislabel_auc"] = float(out["mislabel_auc"])
+        result.evaluation["mislabel_share"] = float(mislabel_share)
+        result.timings["mislabel"] = time.perf_counter() - t0
 
 
 def _check_differentiable(prob: Problem) -> None:

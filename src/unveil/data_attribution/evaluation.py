@@ -32,11 +32,12 @@ from ..core.hooks import model_guard
 from ..errors import InputError, OptionError
 from ..zoo.fitting import one_thread
 from ._inputs import check_rows, check_targets, split_train
-from .estimators import Problem, training_influence
+from .estimators import Problem, threads_for, training_influence
 from .per_example import LossFn, TrainingObjective
 from .result import TrainingAttribution
 
-__all__ = ["RetrainFn", "Retrainer", "auc", "lds", "loo_correlation", "mislabel_auc", "spearman"]
+__all__ = ["RetrainFn", "Retrainer", "auc", "evaluate_attribution", "lds", "loo_correlation", "mislabel_auc",
+           "self_influence", "spearman"]
 
 RetrainFn = Callable[[np.ndarray], np.ndarray]
 
@@ -122,7 +123,7 @@ class Retrainer:
         for _ in range(30):
             chol, info = torch.linalg.cholesky_ex(h + shift * torch.eye(p, dtype=h.dtype))
             if int(info) == 0:
-                return chol
+                return torch.as_tensor(chol)
             shift = max(2 * shift, 1e-10 * float(h.diagonal().abs().max()) + 1e-12)
         raise OptionError("the training objective's Hessian is not positive definite; add an l2 penalty")
 
@@ -379,7 +380,8 @@ def self_influence(model: nn.Module, train: Any, *, method: str = "influence",
             theta = obj.theta0()
             dt = theta.dtype
             prob = Problem(obj, theta, x.to(dt) if x.is_floating_point() else x, y, x[:1], y[:1])
-            return self_influence_scores(prob, **options).double().cpu().numpy()
+            with threads_for(prob):
+                return self_influence_scores(prob, **options).double().cpu().numpy()
     out = []
     for a in range(0, int(x.shape[0]), chunk):
         b = min(a + chunk, int(x.shape[0]))

@@ -115,7 +115,8 @@ def _cg(prob: Problem, rhs: torch.Tensor, damping: float, tol: float, max_iter: 
         if bool((dhd <= 0).any()):
             raise OptionError(
                 "conjugate gradient met a direction of non-positive curvature: the Hessian is not "
-                "positive definite (a non-convex model); add damping (e.g. damping=0.01) or use "
+                f"positive definite (a non-convex model) with damping={damping:.3g}; add more damping "
+                "(e.g. damping=0.01) or use "
                 "solver='exact' or 'arnoldi'"
             )
         alpha = rr / dhd
@@ -130,19 +131,51 @@ def _cg(prob: Problem, rhs: torch.Tensor, damping: float, tol: float, max_iter: 
     return x, {"iterations": it, "relative_residual": float((rr.sqrt() / norm_b).max())}
 
 
-def _top_eigenvalue(prob: Problem, damping: float, steps: int = 30, seed: int = 0) -> float:
+def _power(prob: Problem, shift: float, steps: int, seed: int) -> float:
+    """The Rayleigh quotient of ``shift I - H`` (``H`` when ``shift`` is 0, sign folded) after
+    ``steps`` power iterations: the extreme eigenvalue, slightly under-estimated."""
     gen = torch.Generator().manual_seed(seed)
     v = torch.randn(prob.objective.size, 1, generator=gen, dtype=prob.theta.dtype)
     v /= v.norm()
     lam = 0.0
     for _ in range(steps):
-        w = hessian_matmul(prob, v) + damping * v
+        w = hessian_matmul(prob, v)
+        if shift:
+            w = shift * v - w
         lam = float((v * w).sum())
         nw = w.norm()
         if float(nw) == 0.0:
             break
         v = w / nw
-    return abs(lam)
+    return lam
+
+
+def _top_eigenvalue(prob: Problem, damping: float, steps: int = 30, seed: int = 0) -> float:
+    if "max_eigenvalue" not in prob.extras:
+        prob.extras["max_eigenvalue"] = abs(_power(prob, 0.0, steps, seed))
+    return float(prob.extras["max_eigenvalue"]) + damping
+
+
+def auto_damping(prob: Problem, solver: str, *, seed: int = 0, max_exact: int = 6000) -> float:
+    """``damping="auto"``: none when the Hessian is clearly positive definite (smallest
+    eigenvalue above 1e-4 of the largest), else enough to lift the smallest eigenvalue to 1e-3
+    of the largest (Koh & Liang damp non-convex models the same way). The eigenvalues are exact
+    for ``solver="exact"`` and Ritz values of 40 Arnoldi steps otherwise (the smallest less a
+    margin of 1% of the largest, as Ritz values lie inside the spectrum)."""
+    if solver == "exact" and prob.objective.size <= max_exact:
+        if "hessian" not in prob.extras:
+            prob.extras["hessian"] = hessian(prob)
+        eig = torch.linalg.eigvalsh(prob.extras["hessian"])
+        lo, hi = float(eig[0]), float(eig[-1].abs())
+    else:
+        _, small, _ = _krylov(prob, 0.0, 40, seed)  # Ritz values bracket the spectrum from inside
+        ritz = torch.linalg.eigvalsh(small)
+        hi = float(ritz.abs().max())
+        prob.extras.setdefault("max_eigenvalue", hi)
+        lo = float(ritz[0]) - 0.01 * hi  # the smallest Ritz value lies above the smallest eigenvalue
+    if lo > 1e-4 * hi:
+        return 0.0
+    return max(0.0, -lo) + 1e-3 * hi
 
 
 def _lissa(prob: Problem, rhs: torch.Tensor, damping: float, depth: int, repeats: int, batch: int | None,
@@ -170,6 +203,18 @@ def _arnoldi(prob: Problem, rhs: torch.Tensor, damping: float, n_iter: int, top_
              seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """Arnoldi iteration (full re-orthogonalisation) on ``H + damping I``; the ``top_k``
     eigenpairs of largest magnitude of the projected matrix invert it on their span."""
+    q, small, m = _krylov(prob, damping, n_iter, seed)
+    lam, vec = torch.linalg.eigh(small)
+    order = torch.argsort(lam.abs(), descending=True)[:min(top_k, m)]
+    lam, u = lam[order], q[:, :m] @ vec[:, order]
+    sol = u @ ((u.T @ rhs) / lam[:, None])
+    return sol, {"krylov_dimension": m, "eigenvalues_kept": int(lam.numel()),
+                 "smallest_kept_eigenvalue": float(lam.abs().min())}
+
+
+def _krylov(prob: Problem, damping: float, n_iter: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """An orthonormal Krylov basis ``q`` of ``H + damping I`` (``n_iter`` Arnoldi steps with full
+    re-orthogonalisation, fewer if the space closes) and the projected symmetric matrix."""
     p = prob.objective.size
     n_iter = min(n_iter, p)
     dtype = prob.theta.dtype
@@ -191,22 +236,35 @@ def _arnoldi(prob: Problem, rhs: torch.Tensor, damping: float, n_iter: int, top_
             break
         q[:, j + 1] = w / hm[j + 1, j]
     small = hm[:m, :m]
-    lam, vec = torch.linalg.eigh(0.5 * (small + small.T))
-    order = torch.argsort(lam.abs(), descending=True)[:min(top_k, m)]
-    lam, u = lam[order], q[:, :m] @ vec[:, order]
-    sol = u @ ((u.T @ rhs) / lam[:, None])
-    return sol, {"krylov_dimension": m, "eigenvalues_kept": int(lam.numel()),
-                 "smallest_kept_eigenvalue": float(lam.abs().min())}
+    return q, 0.5 * (small + small.T), m
 
 
-def inverse_hvp(prob: Problem, rhs: torch.Tensor, *, solver: str = "exact", damping: float = 0.0,
+def inverse_hvp(prob: Problem, rhs: torch.Tensor, *, solver: str = "exact", damping: float | str = 0.0,
                 max_exact: int = 6000, tol: float = 1e-10, max_iter: int = 1000, depth: int = 1000,
                 repeats: int = 1, lissa_batch: int | None = None, scale: float | None = None,
                 n_iter: int = 200, top_k: int = 100, seed: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
-    """``(H + damping I)^-1 rhs`` for ``rhs`` of shape ``[P, k]`` with the chosen solver."""
+    """``(H + damping I)^-1 rhs`` for ``rhs`` of shape ``[P, k]`` with the chosen solver;
+    the info dict holds the damping used."""
     if solver not in _SOLVERS:
         raise OptionError(f"solver must be one of {list(_SOLVERS)}, got {solver!r}")
+    if solver == "exact":
+        _positive("max_exact", max_exact, integer=True)
+        if prob.objective.size > max_exact:
+            return _exact(prob, rhs, 0.0, int(max_exact))  # raises, naming the other choices
+    if damping == "auto":
+        if "auto_damping" not in prob.extras:
+            prob.extras["auto_damping"] = auto_damping(prob, solver, seed=seed if isinstance(seed, int) else 0,
+                                                       max_exact=int(max_exact))
+        damping = prob.extras["auto_damping"]
     _positive("damping", damping, zero=True)
+    sol, info = _solve(prob, rhs, solver, float(damping), max_exact, tol, max_iter, depth, repeats, lissa_batch,
+                       scale, n_iter, top_k, seed)
+    return sol, {"damping_used": float(damping), **info}
+
+
+def _solve(prob: Problem, rhs: torch.Tensor, solver: str, damping: float, max_exact: int, tol: float,
+           max_iter: int, depth: int, repeats: int, lissa_batch: int | None, scale: float | None, n_iter: int,
+           top_k: int, seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     if solver == "exact":
         _positive("max_exact", max_exact, integer=True)
         return _exact(prob, rhs, float(damping), int(max_exact))
@@ -228,7 +286,7 @@ def inverse_hvp(prob: Problem, rhs: torch.Tensor, *, solver: str = "exact", damp
     return _arnoldi(prob, rhs, float(damping), int(n_iter), int(top_k), int(seed))
 
 
-_OPTIONS: dict[str, Any] = {"solver": "exact", "damping": 0.001, "max_exact": 6000, "tol": 1e-10,
+_OPTIONS: dict[str, Any] = {"solver": "exact", "damping": "auto", "max_exact": 6000, "tol": 1e-10,
                             "max_iter": 1000, "depth": 1000, "repeats": 1, "lissa_batch": None, "scale": None,
                             "n_iter": 200, "top_k": 100, "seed": 0}
 

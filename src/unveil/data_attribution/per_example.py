@@ -203,7 +203,8 @@ class TrainingObjective:
         the model cannot be vmapped, e.g. data-dependent control flow)."""
         g = grad(self._one_loss)
         try:
-            return vmap(g, in_dims=(None, 0, 0))(theta, x, y)
+            out: torch.Tensor = vmap(g, in_dims=(None, 0, 0))(theta, x, y)
+            return out
         except (RuntimeError, NotImplementedError, ValueError):
             return torch.stack([g(theta, x[i], y[i]) for i in range(x.shape[0])])
 
@@ -215,7 +216,8 @@ class TrainingObjective:
 
     def hvp(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``(sum_i d^2 loss_i / d theta^2) v`` over the batch (forward-over-reverse)."""
-        return jvp(lambda t: grad(self.weighted_loss)(t, x, y), (theta,), (v,))[1]
+        out: torch.Tensor = jvp(lambda t: grad(self.weighted_loss)(t, x, y), (theta,), (v,))[1]
+        return out
 
     def chunk_rows(self, total: int, extra_per_row: int = 0) -> int:
         """Rows per chunk so that the chunk's ``[rows, P]`` gradients (plus ``extra_per_row``

@@ -77,7 +77,8 @@ def representer_scores(prob: Problem) -> tuple[torch.Tensor, dict[str, Any]]:
     loss = prob.objective.loss
 
     def row_grad(o: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return grad(lambda oo: loss(oo.unsqueeze(0), y.unsqueeze(0)).sum())(o)
+        out: torch.Tensor = grad(lambda oo: loss(oo.unsqueeze(0), y.unsqueeze(0)).sum())(o)
+        return out
 
     d_tr = vmap(row_grad)(out_tr, prob.y_train)  # [n, C]
     alpha = -d_tr / (lam * prob.n_train)

@@ -106,7 +106,8 @@ class TrainingAttribution:
     def n_train(self) -> int:
         return int(self.scores.shape[1])
 
-    def _class(self, v: Any) -> str:
+    def class_of(self, v: Any) -> str:
+        """A label as its class name when the class names are known, else as text."""
         lab = _label(v)
         if isinstance(lab, int) and self.class_names and 0 <= lab < len(self.class_names):
             return self.class_names[lab]
@@ -127,7 +128,7 @@ class TrainingAttribution:
 
         def entry(p: int) -> dict[str, Any]:
             return {"position": int(p), "index": int(self.train_indices[p]), "label": _label(self.train_labels[p]),
-                    "class": self._class(self.train_labels[p]), "score": float(s[p])}
+                    "class": self.class_of(self.train_labels[p]), "score": float(s[p])}
 
         pro = [entry(int(p)) for p in order[:k] if s[p] > 0]
         opp = [entry(int(p)) for p in order[::-1][:k] if s[p] < 0]
@@ -156,7 +157,7 @@ class TrainingAttribution:
             "timings": {key: _num(v) for key, v in self.timings.items()},
             "class_names": self.class_names, "feature_names": self.feature_names,
             "rows": [{"test_index": t, "target": _label(self.test_targets[t]),
-                      "class": self._class(self.test_targets[t]), **self.top(t, k)} for t in range(self.n_test)],
+                      "class": self.class_of(self.test_targets[t]), **self.top(t, k)} for t in range(self.n_test)],
         }
 
     def __repr__(self) -> str:
