@@ -140,5 +140,6 @@ def test_trak50_has_a_higher_lds_than_trak1_on_a_small_mlp() -> None:
                                checkpoints=models)
     lds1 = lds(one, retrain, subsets=30, seed=1)["lds"]
     lds50 = lds(fifty, retrain, subsets=30, seed=1)["lds"]
+    print(f"LDS TRAK-1 {lds1:.3f}, TRAK-50 {lds50:.3f}")
     assert lds50 - lds1 >= 0.1, (lds1, lds50)
     assert lds50 > 0.3
