@@ -126,3 +126,21 @@ def test_bad_checkpoints_are_refused_clearly(tmp_path: Path) -> None:
         tracin(model, x, y, xt, yt, proj_dim=0)
     with pytest.raises(OptionError, match="no option"):
         training_influence(model, train=(x, y), inputs=xt, targets=yt, method="tracin", checkpoint=[])
+
+
+def test_saved_learning_rates_and_folders_are_read(tmp_path: Path) -> None:
+    """Without lrs=, each checkpoint's saved learning rate counts (the recorder's, or Captum's
+    "learning_rate" key); a folder means its checkpoint files in name order."""
+    x, y, xt, yt = _digits(80, 3)
+    model, rec = _train_with_checkpoints(x, y, tmp_path / "ckpts")
+    given = tracin(model, x, y, xt, yt, checkpoints=rec.checkpoints, lrs=rec.lrs)[0]
+    saved = tracin(model, x, y, xt, yt, checkpoints=tmp_path / "ckpts")[0]
+    torch.testing.assert_close(saved, given)
+    from safetensors.torch import load_file
+
+    captum_style = [{"model_state_dict": load_file(str(p)), "learning_rate": lr}
+                    for p, lr in zip(rec.checkpoints, rec.lrs, strict=True)]
+    torch.testing.assert_close(tracin(model, x, y, xt, yt, checkpoints=captum_style)[0], given)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no checkpoint files"):
+        tracin(model, x, y, xt, yt, checkpoints=tmp_path / "empty")

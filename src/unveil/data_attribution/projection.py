@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,55 +52,100 @@ class Checkpoint:
     name: str = ""
 
 
-def _state_of(item: Any, model: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
+_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+def _recorded_lr(meta: Any) -> float | None:
+    for key in ("lr", "learning_rate"):
+        v = meta.get(key) if isinstance(meta, dict) else None
+        if v is not None:
+            try:
+                return float(v.item() if isinstance(v, torch.Tensor) else v)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _state_of(item: Any) -> tuple[dict[str, torch.Tensor], str, float | None]:
+    """A checkpoint's tensors, its name, and the learning rate saved with it (if any)."""
     if isinstance(item, nn.Module):
-        return {k: v.detach() for k, v in item.state_dict().items()}, type(item).__name__
+        return {k: v.detach() for k, v in item.state_dict().items()}, type(item).__name__, None
     if isinstance(item, dict):
-        state = item.get("model_state_dict", item)
-        return {k: torch.as_tensor(v).detach() for k, v in state.items()}, "state dict"
+        state = item.get("model_state_dict", item.get("state", item))
+        tensors = {k: torch.as_tensor(v).detach() for k, v in state.items() if isinstance(v, (torch.Tensor, np.ndarray))}
+        return tensors, "state dict", _recorded_lr(item)
     if isinstance(item, (str, Path)):
         path = Path(item)
         if not path.is_file():
             raise InputError(f"checkpoint {path} does not exist; pass saved state dicts, .safetensors or .pt files")
         if path.suffix == ".safetensors":
+            from safetensors import safe_open
             from safetensors.torch import load_file
 
-            return dict(load_file(str(path))), path.name
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            return dict(load_file(str(path))), path.name, _recorded_lr(meta)
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001  # a pickle of objects, or not a torch file at all
+            raise InputError(f"{path} cannot be read as a state dict without unpickling objects ({exc}); save "
+                             "model.state_dict() with torch.save or safetensors") from None
         if not isinstance(loaded, dict):
             raise InputError(f"{path} does not hold a state dict (found {type(loaded).__name__})")
-        state = loaded.get("model_state_dict", loaded)
-        return {k: torch.as_tensor(v) for k, v in state.items() if isinstance(v, torch.Tensor)}, path.name
+        state, name, lr = _state_of(loaded)
+        return state, path.name, lr
     raise InputError(f"a checkpoint must be a state dict, a .safetensors/.pt path or a model, got {type(item).__name__}")
+
+
+def _items(checkpoints: Any, model: nn.Module) -> list[Any]:
+    if checkpoints is None:
+        return [model]
+    if isinstance(checkpoints, (str, Path)) and Path(checkpoints).is_dir():
+        files = sorted(p for p in Path(checkpoints).iterdir() if p.suffix in _SUFFIXES)
+        if not files:
+            raise InputError(f"the folder {checkpoints} holds no checkpoint files ({', '.join(_SUFFIXES)})")
+        return files
+    if isinstance(checkpoints, (list, tuple)):
+        return list(checkpoints)
+    return [checkpoints]
 
 
 def load_checkpoints(model: nn.Module, checkpoints: Any = None, lrs: Any = None) -> list[Checkpoint]:
     """The checkpoints as :class:`Checkpoint` objects (``None``: the model as it is now).
 
-    ``lrs`` is one learning rate for all, or one per checkpoint (default 1.0). Every
-    checkpoint must hold the model's parameter names with the same shapes.
+    ``checkpoints``: models, state dicts (also Captum's ``{"model_state_dict"|"state": ...,
+    "learning_rate"|"lr": ...}`` form), ``.safetensors``/``.pt`` files, or a folder of them (in
+    name order). ``lrs`` is one learning rate for all, or one per checkpoint; without it each
+    checkpoint's saved learning rate is used (as :class:`~unveil.data_attribution.tracin.
+    CheckpointRecorder` saves it), else 1. Every checkpoint must hold the model's parameter
+    names with the same shapes.
     """
-    items = [model] if checkpoints is None else list(checkpoints) if isinstance(checkpoints, (list, tuple)) else [checkpoints]
+    items = _items(checkpoints, model)
     if not items:
         raise InputError("checkpoints is empty; pass at least one saved state of the model")
+    rates: list[float | None]
     if lrs is None:
-        rates = [1.0] * len(items)
-    elif isinstance(lrs, (int, float)):
+        rates = [None] * len(items)
+    elif isinstance(lrs, (int, float)) and not isinstance(lrs, bool):
         rates = [float(lrs)] * len(items)
     else:
-        rates = [float(r) for r in lrs]
+        try:
+            rates = [float(r) for r in lrs]
+        except (TypeError, ValueError):
+            raise InputError(f"lrs must be a number or one number per checkpoint, got {lrs!r}") from None
         if len(rates) != len(items):
             raise InputError(f"got {len(rates)} learning rates for {len(items)} checkpoints; pass one per checkpoint")
     own = dict(model.named_parameters())
     out = []
-    for i, (item, lr) in enumerate(zip(items, rates, strict=True)):
-        state, name = _state_of(item, model)
+    for i, (item, given) in enumerate(zip(items, rates, strict=True)):
+        state, name, saved = _state_of(item)
         for k, p in own.items():
             if k not in state:
                 raise InputError(f"checkpoint {i} ({name}) has no parameter {k!r}; it must be a state of this model")
             if tuple(state[k].shape) != tuple(p.shape):
                 raise InputError(f"checkpoint {i} ({name}): {k!r} has shape {tuple(state[k].shape)}, the model's "
                                  f"is {tuple(p.shape)}")
+        lr = given if given is not None else saved if saved is not None else 1.0
         if not math.isfinite(lr):
             raise InputError(f"learning rate {lr} of checkpoint {i} is not finite")
         out.append(Checkpoint(state, lr, name))
