@@ -71,7 +71,11 @@ def _state_of(item: Any) -> tuple[dict[str, torch.Tensor], str, float | None]:
     if isinstance(item, nn.Module):
         return {k: v.detach() for k, v in item.state_dict().items()}, type(item).__name__, None
     if isinstance(item, dict):
-        state = item.get("model_state_dict", item.get("state", item))
+        state: dict[str, Any] = item
+        for key in ("model_state_dict", "state"):
+            if isinstance(item.get(key), dict):
+                state = item[key]
+                break
         tensors = {k: torch.as_tensor(v).detach() for k, v in state.items() if isinstance(v, (torch.Tensor, np.ndarray))}
         return tensors, "state dict", _recorded_lr(item)
     if isinstance(item, (str, Path)):
