@@ -52,10 +52,11 @@ class CheckpointRecorder:
 
     def save(self, model: nn.Module, lr: float) -> Any:
         """Record the model's current state with learning rate ``lr``; returns what was stored
-        (a state dict, or the file's path)."""
+        (``{"model_state_dict": ..., "learning_rate": lr}``, or the file's path, with ``lr`` in
+        its metadata): TracIn reads the rate back when ``lrs=`` is not given."""
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if self.folder is None:
-            item: Any = state
+            item: Any = {"model_state_dict": state, "learning_rate": float(lr)}
         else:
             from safetensors.torch import save_file
 
