@@ -1,5 +1,5 @@
-"""The ``unveil`` command: ``explain | evaluate | report | distill | audit | generate | serve |
-methods | demo``.
+"""The ``unveil`` command: ``explain | evaluate | report | distill | audit | influence | generate |
+serve | methods | demo``.
 
 A thin layer: it parses arguments, loads models and inputs (:mod:`unveil.frontends`), calls the
 library and prints. User errors print one line on stderr and exit with status 1 (2 for usage
