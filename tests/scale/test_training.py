@@ -60,6 +60,9 @@ def test_killed_run_resumes_to_the_features_of_one_run(tmp_path: Path, monkeypat
     fed = training_influence(model, (x, y), x[:4], y[:4], method="trak", checkpoints=models, proj_dim=16,
                              train_features=resumed.trak_features())
     torch.testing.assert_close(fed.scores, direct.scores, rtol=1e-4, atol=1e-6)
+    with pytest.raises(InputError, match="computed with"):  # features of other model states are refused
+        training_influence(model, (x, y), x[:4], y[:4], method="trak", checkpoints=models[::-1], proj_dim=16,
+                           train_features=resumed.trak_features())
 
 
 def test_tracin_features_and_refusals(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from .per_example import TrainingObjective
 __all__ = [
     "Checkpoint",
     "Projector",
+    "checkpoint_digest",
     "load_checkpoints",
     "margins",
     "neg_margins",
@@ -154,6 +155,17 @@ def load_checkpoints(model: nn.Module, checkpoints: Any = None, lrs: Any = None)
             raise InputError(f"learning rate {lr} of checkpoint {i} is not finite")
         out.append(Checkpoint(state, lr, name))
     return out
+
+
+def checkpoint_digest(ck: Checkpoint) -> str:
+    """A BLAKE2b digest of a checkpoint's tensors and learning rate (to tell states apart)."""
+    h = hashlib.blake2b(digest_size=16)
+    for k in sorted(ck.state):
+        v = ck.state[k].detach().cpu().contiguous()
+        h.update(f"{k}{v.dtype}{tuple(v.shape)}".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(repr(float(ck.lr)).encode())
+    return h.hexdigest()
 
 
 def objective_at(model: nn.Module, ckpt: Checkpoint, x_probe: torch.Tensor, y_probe: torch.Tensor, *,

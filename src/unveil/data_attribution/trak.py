@@ -39,6 +39,7 @@ from .per_example import choose_parameters
 from .projection import (
     Checkpoint,
     Projector,
+    checkpoint_digest,
     load_checkpoints,
     neg_margins,
     out_to_loss,
@@ -125,6 +126,8 @@ def trak(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_test:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if train_features is not None:
+        if "checkpoints" in train_features.config:  # the models' states too, when the features name them
+            config["checkpoints"] = [checkpoint_digest(c) for c in ckpts]
         theirs = {k: train_features.config.get(k) for k in config}
         if theirs != config:
             raise InputError(f"train_features were computed with {theirs}, this call asks for {config}; "
@@ -148,7 +151,7 @@ def trak(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_test:
     assert total is not None
     scores = (total / len(ckpts)) * torch.stack(qs).mean(dim=0).unsqueeze(0)
     timings["trak"] = time.perf_counter() - t0
-    params_out = {**config, "damping": float(damping)}
+    params_out = {**{k: v for k, v in config.items() if k != "checkpoints"}, "damping": float(damping)}
     if not bool(torch.isfinite(scores).all()):
         raise InputError("TRAK produced non-finite scores (gradients overflowed); check the model's outputs")
     return scores.to(torch.float32 if x_train.dtype != torch.float64 else torch.float64), params_out, timings

@@ -32,13 +32,14 @@ from ..data_attribution import choose_parameters
 from ..data_attribution.projection import (
     Checkpoint,
     Projector,
+    checkpoint_digest,
     load_checkpoints,
     projected_gradients,
 )
 from ..data_attribution.trak import TrakFeatures, trak_features
 from ..errors import InputError, OptionError, require
 from ._run import InputCheck, Writer, data_digest, open_run
-from ._store import commit, new_hash, update_array
+from ._store import commit
 from .sources import Shard, _from_indexable, describe_source, iter_shards
 
 __all__ = ["FeatureRun", "feature_shard", "training_features"]
@@ -71,7 +72,7 @@ class FeatureRun:
         if cfg["method"] != "trak":
             raise InputError(f"this run holds {cfg['method']} features, not TRAK's")
         a = self.arrays()
-        keys = ("proj_dim", "projection", "seed", "params", "n_models")
+        keys = ("proj_dim", "projection", "seed", "params", "n_models", "checkpoints")
         return TrakFeatures(torch.from_numpy(a["phi"]), torch.from_numpy(a["q"]), {k: cfg[k] for k in keys})
 
     def tracin_features(self) -> torch.Tensor:
@@ -121,15 +122,6 @@ class _FeatureWriter(Writer):
         entry = {"file": file, "rows": [shard.start, shard.stop], "input": shard.digest, "files": files}
         self._append({"shard": key, "run_id": self.manifest["run_id"], **entry})
         self.manifest["shards"][key] = entry
-
-
-def _checkpoint_digest(ck: Checkpoint) -> str:
-    h = new_hash()
-    for k in sorted(ck.state):
-        h.update(k.encode())
-        update_array(h, ck.state[k])
-    h.update(repr(float(ck.lr)).encode())
-    return str(h.hexdigest())
 
 
 def _shards(train: Any, size: int, skip: set[int], check: InputCheck,
@@ -190,7 +182,7 @@ def training_features(
     out = Path(out)
     config = {"kind": "training_features", "method": method, "proj_dim": proj_dim, "projection": projection,
               "seed": int(seed), "params": names, "loss": loss, "n_models": len(ckpts),
-              "checkpoints": [_checkpoint_digest(c) for c in ckpts], "shard_size": shard_size,
+              "checkpoints": [checkpoint_digest(c) for c in ckpts], "shard_size": shard_size,
               "data": describe_source(train[0] if isinstance(train, (tuple, list)) else train),
               "label_column": label_column}
     manifest = open_run(out, config, overwrite)
