@@ -265,8 +265,8 @@ def create_app(
     from ..core.registry import list_methods
     from ._concept_maps import concept_maps_router
     from ._global import global_router
-    from ._recourse import recourse_router
     from ._language import language_router
+    from ._recourse import recourse_router
     from ._routes import api_router, page_router
     from ._training_data import training_data_router
     from ._whatif import whatif_router
