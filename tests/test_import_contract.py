@@ -5,7 +5,8 @@ Layers, lowest first (also in ARCHITECTURE.md at the repository root):
 ====  ===========================  ==========================================================
   0   core                         ``core``, ``errors``, ``version``, ``zoo``
   1   methods                      ``attribution``, ``attention``, ``featurevis``, ``text``,
-                                   ``surrogate``, ``counterfactual``, ``language``
+                                   ``surrogate``, ``counterfactual``, ``language``,
+                                   ``concepts``
   2   evaluation and runners       ``metrics``, ``audit``, ``scale``
   3   presentation                 ``report`` (including the audit page, ``report.audit_page``)
   4   front ends                   ``frontends``, ``cli``, ``serve``
@@ -36,7 +37,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "unveil"
 LAYERS: dict[str, int] = {
     "core": 0, "errors": 0, "version": 0, "zoo": 0,
     "attribution": 1, "attention": 1, "featurevis": 1, "text": 1, "surrogate": 1, "counterfactual": 1,
-    "language": 1,
+    "language": 1, "concepts": 1,
     "metrics": 2, "audit": 2, "scale": 2,
     "report": 3,
     "frontends": 4, "cli": 4, "serve": 4,

@@ -57,6 +57,9 @@ _LAZY: dict[str, str] = {
     "objectives": "unveil.featurevis:objectives",
     "invert": "unveil.featurevis:invert",
     "dataset_examples": "unveil.featurevis:dataset_examples",
+    "concepts": "unveil.concepts:",
+    "tcav": "unveil.concepts:tcav",
+    "TCAVResult": "unveil.concepts:TCAVResult",
 }
 
 # the base-class machinery of methods, public in unveil.attribution but not the facade's API
