@@ -21,7 +21,7 @@ def tcav_svg(d: dict[str, Any]) -> str:
     def y(v: float) -> float:
         return _TOP + (1.0 - v) * _H
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{_TOP + _H + 46}" '
+    parts = [f'<svg width="{width}" height="{_TOP + _H + 46}" '
              'role="img" aria-label="TCAV scores" style="font:11px sans-serif">']
     for v in (0.0, 0.25, 0.5, 0.75, 1.0):
         parts.append(f'<line x1="{_LEFT}" x2="{width - 4}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
