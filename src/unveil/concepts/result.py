@@ -210,5 +210,11 @@ class TCAVResult:
 
         return tcav_html(self.to_dict())
 
+    def to_svg(self) -> str:
+        """The bar chart alone: inline SVG (mean score ± sd per concept, the random band)."""
+        from ._html import tcav_svg
+
+        return tcav_svg(self.to_dict())
+
     def _repr_html_(self) -> str:
         return self.to_html()

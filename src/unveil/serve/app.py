@@ -263,6 +263,7 @@ def create_app(
     from ..core.registry import list_methods
     from ._global import global_router
     from ._routes import api_router, page_router
+    from ._concepts import concepts_router
     from ._whatif import whatif_router
 
     _check_names(models)
@@ -311,6 +312,7 @@ def create_app(
     app.include_router(api_router(store, work, max_pixels=max_pixels))
     app.include_router(global_router(store, work))
     app.include_router(whatif_router(store, work))
+    app.include_router(concepts_router(store, work))
     return app
 
 
