@@ -261,9 +261,9 @@ def create_app(
     from fastapi.staticfiles import StaticFiles
 
     from ..core.registry import list_methods
+    from ._concepts import concepts_router
     from ._global import global_router
     from ._routes import api_router, page_router
-    from ._concepts import concepts_router
     from ._whatif import whatif_router
 
     _check_names(models)
