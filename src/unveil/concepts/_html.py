@@ -9,7 +9,7 @@ from typing import Any
 
 __all__ = ["tcav_html", "tcav_svg"]
 
-_W, _BAR, _GAP, _LEFT, _TOP, _H = 460, 36, 22, 44, 16, 180
+_W, _BAR, _GAP, _LEFT, _TOP, _H = 520, 40, 52, 44, 16, 180
 
 
 def tcav_svg(d: dict[str, Any]) -> str:
@@ -21,7 +21,7 @@ def tcav_svg(d: dict[str, Any]) -> str:
     def y(v: float) -> float:
         return _TOP + (1.0 - v) * _H
 
-    parts = [f'<svg width="{width}" height="{_TOP + _H + 46}" '
+    parts = [f'<svg width="{width}" height="{_TOP + _H + 62}" '
              'role="img" aria-label="TCAV scores" style="font:11px sans-serif">']
     for v in (0.0, 0.25, 0.5, 0.75, 1.0):
         parts.append(f'<line x1="{_LEFT}" x2="{width - 4}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
@@ -54,10 +54,12 @@ def tcav_svg(d: dict[str, Any]) -> str:
                      f'<line x1="{cx - 6}" x2="{cx + 6}" y1="{b:.1f}" y2="{b:.1f}" stroke="#111"/>')
         if sig:
             parts.append(f'<text x="{cx}" y="{a - 4:.1f}" text-anchor="middle">*</text>')
-        label = escape(name if len(name) <= 14 else name[:13] + "…")
+        label = escape(name if len(name) <= 16 else name[:15] + "…")
         parts.append(f'<text x="{cx}" y="{_TOP + _H + 16}" text-anchor="middle">{label}</text>')
     parts.append(f'<text x="{_LEFT}" y="{_TOP + _H + 36}">bars: mean ± sd over {d["n_random"]} '
-                 'random runs; filled and * = significant; grey band: random concepts</text>')
+                 'random runs; filled and * = significant</text>')
+    parts.append(f'<text x="{_LEFT}" y="{_TOP + _H + 52}">grey band and dashed line: random '
+                 'concepts (mean ± sd)</text>')
     parts.append("</svg>")
     return "".join(parts)
 

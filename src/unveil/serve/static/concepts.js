@@ -44,7 +44,8 @@ async function conceptsInit() {
        el("input", { id: "tcav-name", "data-testid": "tcav-name", type: "text", value: "my concept", maxlength: "60" })),
     el("p", { class: "muted", text: "Click samples to pick them as examples (at least 10), or upload a file " +
       "holding a batch of examples (.npy)." }),
-    el("div", { id: "tcav-samples", class: "samples", "data-testid": "tcav-samples" }),
+    el("div", { id: "tcav-samples", "data-testid": "tcav-samples",
+                style: "display:grid;grid-template-columns:repeat(auto-fill,minmax(64px,1fr));gap:4px" }),
     el("div", { class: "pager" },
        el("button", { type: "button", id: "tcav-prev", "aria-label": "previous samples", text: "‹" }),
        el("span", { id: "tcav-page", class: "muted" }),
@@ -79,13 +80,16 @@ async function conceptSamples() {
     const b = el("button", { type: "button", "data-testid": "tcav-sample", "data-index": String(s.index),
                              "aria-pressed": String(cstate.picked.has(s.index)),
                              title: s.label ? `label: ${s.label}` : `sample ${s.index}` });
-    if (s.thumbnail) b.append(el("img", { src: s.thumbnail, alt: `sample ${s.index}` }));
+    b.style.cssText = "padding:2px;font-size:11px";
+    if (s.thumbnail) b.append(el("img", { src: s.thumbnail, alt: `sample ${s.index}`, width: "48", height: "48", style: "display:block;margin:auto" }));
     b.append(el("span", { text: `#${s.index}${s.label ? " · " + s.label : ""}` }));
     if (s.preview) b.append(el("div", { class: "muted", text: s.preview }));
     if (cstate.picked.has(s.index)) b.classList.add("chosen");
+    b.style.outline = cstate.picked.has(s.index) ? "3px solid #2b6cb0" : "";
     b.addEventListener("click", () => {
       if (cstate.picked.has(s.index)) cstate.picked.delete(s.index); else cstate.picked.add(s.index);
       b.classList.toggle("chosen", cstate.picked.has(s.index));
+      b.style.outline = cstate.picked.has(s.index) ? "3px solid #2b6cb0" : "";
       b.setAttribute("aria-pressed", String(cstate.picked.has(s.index)));
       cstate.upload = null;
       showPicked();
@@ -130,7 +134,8 @@ function addConcept() {
   cstate.upload = null;
   $("tcav-name").value = `concept ${cstate.concepts.length + 1}`;
   $("tcav-status").textContent = "";
-  document.querySelectorAll("#tcav-samples .chosen").forEach((b) => { b.classList.remove("chosen"); b.setAttribute("aria-pressed", "false"); });
+  document.querySelectorAll("#tcav-samples .chosen").forEach((b) => {
+    b.classList.remove("chosen"); b.setAttribute("aria-pressed", "false"); b.style.outline = ""; });
   showPicked();
   showConcepts();
 }
@@ -169,7 +174,8 @@ function showTcav(res) {
   const verdicts = el("ul", { class: "tcav-verdicts" }, ...res.concepts.map((c) => el("li", { "data-testid": "tcav-verdict" },
     el("strong", { text: `${c.name}: ${c.significant ? "significant" : "not distinguishable from random"}` }),
     ` — TCAV score ${c.score.toFixed(2)} ± ${c.score_std.toFixed(2)} (random concepts ${res.random_mean.toFixed(2)}), ` +
-    `corrected p = ${Number(c.p_corrected).toPrecision(2)}. ${c.verdict.startsWith("significant") ? c.verdict.replace(/^significant: /, "") : ""}`)));
+    `corrected p = ${Number(c.p_corrected).toPrecision(2)}.` +
+    (c.significant ? ` Moving toward the concept ${c.score > res.random_mean ? "raises" : "lowers"} the class's score.` : ""))));
   const chart = el("div", { class: "tcav-chart", "data-testid": "tcav-chart" });
   chart.innerHTML = res.chart;  // SVG made by the server from escaped text
   const setup = el("p", { class: "muted", text:
