@@ -100,6 +100,18 @@ def test_shuffling_example_sets_and_concepts_changes_nothing(setup: dict[str, An
     assert not np.array_equal(a.random_scores, d.random_scores)
 
 
+def test_fixed_random_sets_are_rarely_called_concepts(setup: dict[str, Any]) -> None:
+    """Sets of random digits given as concepts: their TCAV scores alone often differ from the
+    random concepts' (a fixed set's composition sways the class consistently), but the
+    separation test keeps them from being significant at the nominal rate."""
+    concepts = {f"random {i}": random_digit_examples(40, seed=100 + i) for i in range(8)}
+    r = tcav(setup["model"], concepts, setup["inputs"], MARKED_CLASS, LAYER, setup["pool"],
+             n_random=20)
+    assert (r.p_values < 0.05).sum() <= 2, r.p_values
+    assert not r.significant.any()
+    assert np.all(r.p_values == np.maximum(r.p_scores, r.p_separation))
+
+
 def test_several_concepts_are_bonferroni_corrected(setup: dict[str, Any]) -> None:
     r = tcav(setup["model"], {"corner mark": setup["mark"], "random": setup["random"],
                               "noise mark": corner_mark_examples(30, background="noise")},

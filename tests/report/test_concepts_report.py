@@ -14,6 +14,8 @@ def _result() -> TCAVResult:
         run_scores=np.array([[0.9, 1.0, 0.95], [0.4, 0.6, 0.5]]),
         random_scores=np.array([0.5, 0.4, 0.6]), control_scores=np.array([0.45, 0.55, 0.5]),
         control_p=0.9, p_values=np.array([0.001, 0.99]), p_corrected=np.array([0.002, 1.0]),
+        p_scores=np.array([0.001, 0.99]), p_separation=np.array([1e-9, 0.5]),
+        separation=np.array([0.3, 0.65]), random_separation=0.65,
         magnitudes=np.array([0.9, 0.5]), cav_accuracy=np.array([0.99, 0.6]), random_accuracy=0.6,
         layer="features.6", target=3, target_name="zebra", n_random=3, n_random_mode="given",
         power=0.5, min_effect=0.2, alpha=0.05, n_inputs=10, n_examples={"stripes": 20,

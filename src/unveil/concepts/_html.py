@@ -70,11 +70,12 @@ def tcav_html(d: dict[str, Any]) -> str:
     for i, name in enumerate(d["concepts"]):
         rows.append(
             f"<tr><td>{escape(name)}</td><td>{d['scores'][i]:.3f} ± {d['score_std'][i]:.3f}</td>"
-            f"<td>{d['p_values'][i]:.3g}</td><td>{d['p_corrected'][i]:.3g}</td>"
+            f"<td>{d['p_scores'][i]:.3g}</td><td>{d['p_separation'][i]:.3g}</td>"
+            f"<td>{d['p_corrected'][i]:.3g}</td>"
             f"<td>{d['cav_accuracy'][i]:.2f}</td><td>{escape(d['verdicts'][i])}</td></tr>")
     rows.append(
         f"<tr style=\"color:#555\"><td>random (control)</td><td>{d['control_mean']:.3f} ± "
-        f"{d['control_std']:.3f}</td><td>{d['control_p']:.3g}</td><td>—</td><td>"
+        f"{d['control_std']:.3f}</td><td colspan=\"2\">{d['control_p']:.3g}</td><td>—</td><td>"
         f"{d['random_accuracy']:.2f}</td><td>a fresh random concept per run: should not be "
         "significant</td></tr>")
     mode = ("chosen for power" if d["n_random_mode"] == "auto" else "given")
@@ -82,7 +83,9 @@ def tcav_html(d: dict[str, Any]) -> str:
              f"{d['n_inputs']} class inputs; {d['n_random']} random runs ({mode}; power "
              f"{d['power']:.2f} to detect a difference of {d['min_effect']:g} at the corrected "
              f"level); random concepts score {d['random_mean']:.2f} ± {d['random_std']:.2f}. "
-             f"p-values: two-sided t-test against the random concepts, Bonferroni over "
+             "A concept is significant when both its scores differ from the random concepts' "
+             "(two-sided t-test) and its examples separate from random ones better than random "
+             "concepts' do (one-sided prediction test), after Bonferroni over "
              f"{len(d['concepts'])} concept(s), α = {d['alpha']:g}.")
     return (
         '<div class="unveil-tcav" style="font-family:sans-serif">'
@@ -90,7 +93,8 @@ def tcav_html(d: dict[str, Any]) -> str:
         f"{escape(str(d['target_name']))} use?</h4>"
         f"{tcav_svg(d)}"
         '<table style="border-collapse:collapse;font-size:12px" border="1" cellpadding="3">'
-        "<tr><th>concept</th><th>TCAV score</th><th>p</th><th>corrected p</th>"
+        "<tr><th>concept</th><th>TCAV score</th><th>p (scores)</th><th>p (separation)</th>"
+        "<th>corrected p</th>"
         "<th>CAV accuracy</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
         f'<p style="font-size:12px;max-width:640px">{setup}</p></div>'
     )

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-__all__ = ["bonferroni", "power", "runs_for_power", "two_sided_p"]
+__all__ = ["bonferroni", "outlier_p", "power", "runs_for_power", "two_sided_p"]
 
 
 def two_sided_p(a: np.ndarray, b: np.ndarray) -> float:
@@ -26,6 +26,22 @@ def two_sided_p(a: np.ndarray, b: np.ndarray) -> float:
     df = na + nb - 2
     se = math.sqrt(ss / df * (1.0 / na + 1.0 / nb))
     return float(min(1.0, 2.0 * stats.t.sf(abs(diff) / se, df)))
+
+
+def outlier_p(value: float, null: np.ndarray) -> float:
+    """One-sided p-value that ``value`` is below what the ``null`` values give: a t prediction
+    interval, ``t = (mean(null) - value) / (sd(null) sqrt(1 + 1/n))`` with ``n - 1`` degrees of
+    freedom. ``value`` is one new draw compared with the null's spread (not with the precision
+    of its mean), so a fixed set that is unusual only by chance is not called an outlier."""
+    from scipy import stats
+
+    null = np.asarray(null, dtype=np.float64)
+    n = null.size
+    sd = float(null.std(ddof=1)) if n > 1 else 0.0
+    gap = float(null.mean()) - float(value)
+    if sd <= 1e-12 * max(1.0, abs(float(null.mean()))):
+        return 0.0 if gap > 1e-12 else 1.0
+    return float(stats.t.sf(gap / (sd * math.sqrt(1.0 + 1.0 / n)), n - 1))
 
 
 def bonferroni(p: np.ndarray) -> np.ndarray:

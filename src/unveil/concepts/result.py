@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 __all__ = ["FORMAT", "TCAVResult"]
 
 FORMAT = "unveil.tcav/1"
-_ARRAYS = ("scores", "run_scores", "random_scores", "control_scores", "p_values", "p_corrected", "magnitudes",
+_ARRAYS = ("scores", "run_scores", "random_scores", "control_scores", "p_values", "p_corrected",
+           "p_scores", "p_separation", "separation", "magnitudes",
            "cav_accuracy")
 
 
@@ -43,8 +44,14 @@ class TCAVResult:
         p-value should not be small (if it is, the random runs are too few or the pool too
         small).
     p_values, p_corrected : ndarray
-        ``(m,)`` two-sided t-test of ``run_scores[c]`` against ``random_scores``; Bonferroni-
-        corrected over the ``m`` concepts.
+        ``(m,)`` the concept's p-value, and Bonferroni-corrected over the ``m`` concepts. A
+        concept must pass two tests (an intersection-union test: ``p = max`` of the two, a valid
+        level): ``p_scores``, a two-sided t-test of ``run_scores[c]`` against
+        ``random_scores`` (TCAV's own test); and ``p_separation``, a one-sided t prediction
+        test that the concept's examples separate from random sets better (lower balanced
+        log-loss ``separation``) than random concepts do (``random_separation``). The second
+        keeps a fixed set of random examples — whose TCAV scores are consistent by chance of
+        its composition — from being called a concept.
     magnitudes : ndarray
         ``(m,)`` mean over runs of the positive share of the directional derivatives' total size.
     cav_accuracy : ndarray
@@ -70,6 +77,10 @@ class TCAVResult:
     control_p: float
     p_values: np.ndarray
     p_corrected: np.ndarray
+    p_scores: np.ndarray
+    p_separation: np.ndarray
+    separation: np.ndarray
+    random_separation: float
     magnitudes: np.ndarray
     cav_accuracy: np.ndarray
     random_accuracy: float
@@ -139,6 +150,7 @@ class TCAVResult:
             "random_mean": float(self.random_scores.mean()),
             "random_std": float(self.random_scores.std(ddof=1)) if self.n_random > 1 else 0.0,
             "random_accuracy": float(self.random_accuracy),
+            "random_separation": float(self.random_separation),
             "control_mean": float(self.control_scores.mean()),
             "control_p": float(self.control_p),
             "control_std": (float(self.control_scores.std(ddof=1)) if self.n_random > 1
@@ -196,7 +208,8 @@ class TCAVResult:
                               arrays[f"cav{i}_intercepts"], arrays[f"cav{i}_accuracy"], d["pool"])
         return cls(
             concepts=list(d["concepts"]), **{k: arrays[k] for k in _ARRAYS},
-            random_accuracy=d["random_accuracy"], control_p=d["control_p"], layer=d["layer"], target=d["target"],
+            random_accuracy=d["random_accuracy"], control_p=d["control_p"],
+            random_separation=d["random_separation"], layer=d["layer"], target=d["target"],
             target_name=d["target_name"], n_random=d["n_random"],
             n_random_mode=d["n_random_mode"], power=d["power"], min_effect=d["min_effect"],
             alpha=d["alpha"], n_inputs=d["n_inputs"], n_examples=dict(d["n_examples"]),

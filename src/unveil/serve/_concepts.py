@@ -74,6 +74,8 @@ class ConceptScoreOut(BaseModel):
     score: float
     score_std: float
     p_value: float
+    p_scores: float
+    p_separation: float
     p_corrected: float
     significant: StrictBool
     verdict: str
@@ -201,7 +203,9 @@ def concepts_router(store: Store, work: Work | None = None) -> APIRouter:
             layer=res.layer, target=res.target, target_name=res.target_name, n_inputs=res.n_inputs,
             inputs_from=where,
             concepts=[ConceptScoreOut(name=c, score=d["scores"][i], score_std=d["score_std"][i],
-                                      p_value=d["p_values"][i], p_corrected=d["p_corrected"][i],
+                                      p_value=d["p_values"][i], p_scores=d["p_scores"][i],
+                                      p_separation=d["p_separation"][i],
+                                      p_corrected=d["p_corrected"][i],
                                       significant=d["significant"][i], verdict=d["verdicts"][i],
                                       cav_accuracy=d["cav_accuracy"][i],
                                       n_examples=d["n_examples"][c])
