@@ -83,7 +83,7 @@ def test_shuffling_example_sets_and_concepts_changes_nothing(setup: dict[str, An
         return x[torch.randperm(len(x), generator=g)]
 
     reordered = {"random": shuffled(setup["random"]), "corner mark": shuffled(setup["mark"])}
-    b = tcav(setup["model"], reordered, setup["inputs"], MARKED_CLASS, LAYER,
+    b = tcav(setup["model"], reordered, shuffled(setup["inputs"]), MARKED_CLASS, LAYER,
              shuffled(setup["pool"]), n_random=12)
     for c in concepts:
         i, j = a.concepts.index(c), b.concepts.index(c)
@@ -91,6 +91,7 @@ def test_shuffling_example_sets_and_concepts_changes_nothing(setup: dict[str, An
         assert a.p_values[i] == b.p_values[j]
         np.testing.assert_array_equal(a.cavs[c].vectors, b.cavs[c].vectors)
     np.testing.assert_array_equal(a.random_scores, b.random_scores)
+    np.testing.assert_array_equal(a.p_values, b.p_values[[b.concepts.index(c) for c in a.concepts]])
     # numpy arrays too, and a different seed does change the draws
     e = tcav(setup["model"], {k: v.numpy() for k, v in concepts.items()}, setup["inputs"].numpy(),
              MARKED_CLASS, LAYER, setup["pool"].numpy(), n_random=12)
@@ -245,6 +246,10 @@ def test_bad_inputs_raise_clear_errors(setup: dict[str, Any]) -> None:
         tcav(m, good, x, 7, LAYER, pool[:20])
     with pytest.raises(InputError, match="at least 5"):
         tcav(m, good, x[:2], 7, LAYER, pool)
+    with pytest.raises(InputError, match="random_pool is missing"):
+        tcav(m, good, x, 7, LAYER)
+    with pytest.raises(TargetError, match="out of range"):
+        tcav(m, good, x, torch.tensor(10), LAYER, pool)
     with pytest.raises(InputError, match="non-empty dict"):
         tcav(m, {}, x, 7, LAYER, pool)
     with pytest.raises(InputError, match="rejected inputs"):

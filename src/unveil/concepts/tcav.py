@@ -136,7 +136,9 @@ def _module(model: Any) -> nn.Module:
     return model
 
 
-def _target(module: nn.Module, target: int | str) -> int:
+def _target(module: nn.Module, target: Any) -> int:
+    if isinstance(target, torch.Tensor) and target.numel() == 1 and not target.is_floating_point():
+        target = int(target.item())
     if isinstance(target, str):
         names = known_names(module, "class")
         if names is None or target not in names:
@@ -273,7 +275,7 @@ def tcav(
     inputs: Any,
     target: int | str,
     layer: str | nn.Module,
-    random_pool: Any,
+    random_pool: Any = None,
     *,
     n_random: int | Literal["auto"] = "auto",
     random_size: int | None = None,
@@ -304,7 +306,7 @@ def tcav(
         Dotted layer name (as in ``model.named_modules()``) or the module itself.
     random_pool : tensor or array
         Examples random sets are drawn from (e.g. data of all classes); at least
-        ``2 * random_size`` of them.
+        ``3 * random_size`` of them (three disjoint sets are drawn per run).
     n_random : int or "auto"
         Random runs (each: one random set, and one random concept tested against it).
         ``"auto"`` chooses 10 to 100 for ``power`` (see the module's notes).
@@ -353,6 +355,10 @@ def tcav(
         raise OptionError(f"batch_size must be a positive int; got {batch_size!r}")
     sets = _sets(concepts)
     x = _batch(inputs, "inputs")
+    x = x[torch.as_tensor(canonical_order(x))]  # the scores do not depend on the inputs' order
+    if random_pool is None:
+        raise InputError("random_pool is missing: pass examples to draw random sets from, e.g. "
+                         "a few hundred rows of the training data of every class")
     if len(x) < MIN_INPUTS:
         raise InputError(f"inputs has {len(x)} rows; a TCAV score needs at least {MIN_INPUTS} "
                          "inputs of the class")
