@@ -273,7 +273,7 @@ def tcav(
     model: Any,
     concepts: Mapping[str, Any],
     inputs: Any,
-    target: int | str,
+    target: int | str | torch.Tensor,
     layer: str | nn.Module,
     random_pool: Any = None,
     *,
