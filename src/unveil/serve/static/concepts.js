@@ -132,6 +132,7 @@ function addConcept() {
   else { $("tcav-status").textContent = "Pick samples or upload a file of examples first."; return; }
   cstate.picked = new Set();
   cstate.upload = null;
+  $("tcav-upload").value = "";
   $("tcav-name").value = `concept ${cstate.concepts.length + 1}`;
   $("tcav-status").textContent = "";
   document.querySelectorAll("#tcav-samples .chosen").forEach((b) => {
@@ -182,7 +183,8 @@ function showTcav(res) {
     `Class ${res.target_name} at layer ${res.layer}: ${res.inputs_from}; ${plural(res.n_random, "random run")} ` +
     `(${res.n_random_mode === "auto" ? "chosen for power" : "given"}, power ${res.power.toFixed(2)}). ` +
     `A fresh random concept, as a check: ${res.control_mean.toFixed(2)} (p = ${Number(res.control_p).toPrecision(2)}). ` +
-    `p-values are Bonferroni-corrected over the concepts; significant means corrected p < ${res.alpha}.` });
+    "Significant: the concept's scores differ from random concepts' and its examples separate from random " +
+    `ones better than random concepts' do, with p-values Bonferroni-corrected over the concepts below ${res.alpha}.` });
   out.replaceChildren(verdicts, chart, setup);
 }
 
