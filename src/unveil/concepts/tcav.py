@@ -343,6 +343,7 @@ def tcav(
     """
     t0 = time.perf_counter()
     module = _module(model)
+    tgt = _target(module, target)
     if not 0 < alpha < 1 or not 0 < power < 1 or not 0 < min_effect <= 1:
         raise OptionError(f"alpha and power must be in (0, 1) and min_effect in (0, 1]; got "
                           f"alpha={alpha}, power={power}, min_effect={min_effect}")
@@ -373,7 +374,6 @@ def tcav(
     pooling = _resolve_pool(pool, inputs)
     name = layer_name(module, layer)
     lay = get_submodule(module, name)
-    tgt = _target(module, target)
     n_max = MAX_RUNS if n_random == "auto" else int(n_random)
     draws = [_draw(len(pool_x), size, seed, i) for i in range(n_max)]
     used = np.unique(np.concatenate([np.concatenate(d) for d in draws]))
