@@ -69,7 +69,7 @@ def test_user_errors_are_one_line(capsys, args: tuple[str, ...], fragment: str) 
 
 def test_parse_channels() -> None:
     from unveil.errors import OptionError
-    from unveil.frontends.concepts import parse_channels
+    from unveil.frontends.concept_maps import parse_channels
 
     assert parse_channels("3,5+7") == [[3], [5, 7]]
     assert parse_channels(None) is None and parse_channels(" ") is None

@@ -6,7 +6,7 @@ Layers, lowest first (also in ARCHITECTURE.md at the repository root):
   0   core                         ``core``, ``errors``, ``version``, ``zoo``
   1   methods                      ``attribution``, ``attention``, ``featurevis``, ``text``,
                                    ``surrogate``, ``counterfactual``, ``language``,
-                                   ``data_attribution``
+                                   ``concepts``, ``data_attribution``
   2   evaluation and runners       ``metrics``, ``audit``, ``scale``
   3   presentation                 ``report`` (including the audit page, ``report.audit_page``)
   4   front ends                   ``frontends``, ``cli``, ``serve``

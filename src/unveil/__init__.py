@@ -67,6 +67,8 @@ _LAZY: dict[str, str] = {
     "top_concepts": "unveil.concepts:top_concepts",
     "concept_references": "unveil.concepts:concept_references",
     "discover_concepts": "unveil.concepts:discover_concepts",
+    "tcav": "unveil.concepts:tcav",
+    "TCAVResult": "unveil.concepts:TCAVResult",
 }
 
 # the base-class machinery of methods, public in unveil.attribution but not the facade's API

@@ -1,5 +1,5 @@
 """The ``unveil`` command: ``explain | evaluate | report | distill | audit | counterfactual |
-influence | concepts | generate | lens | patch | heads | serve | methods | demo``.
+influence | tcav | concepts | generate | lens | patch | heads | serve | methods | demo``.
 
 A thin layer: it parses arguments, loads models and inputs (:mod:`unveil.frontends`), calls the
 library and prints. User errors print one line on stderr and exit with status 1 (2 for usage
@@ -800,6 +800,67 @@ def influence_cmd(model_spec: str, weights: str | None, allow_pickle: bool, data
         click.echo(f"wrote {path}")
 
 
+@cli.command("tcav")
+@_model_options
+@click.option("--layer", "-l", required=True, help="Dotted layer name, e.g. features.6.")
+@click.option("--target", "-t", required=True, help="The class: an index or a class name.")
+@click.option("--concept", "-c", "concept_specs", multiple=True, required=True, metavar="NAME=PATH",
+              help="A concept's examples: a .npy batch or a folder of images/.npy (repeatable).")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="PATH",
+              help="Inputs of the class (default for zoo models: its test rows of that class).")
+@click.option("--random-pool", "pool_path", metavar="PATH",
+              help="Examples random sets are drawn from (default for zoo models: training rows).")
+@click.option("--n-random", default="auto", show_default=True,
+              help="Random runs, or 'auto' (chosen for the test's power).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", help="Write the result: a page (.html), the figures (.json) or arrays (.npz).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def tcav_cmd(model_spec: str, weights: str | None, allow_pickle: bool, layer: str, target: str,
+             concept_specs: tuple[str, ...], inputs: tuple[str, ...], pool_path: str | None,
+             n_random: str, seed: int, out: str | None, as_json: bool) -> None:
+    """Which human concepts (sets of examples) sway a class, tested against random concepts."""
+    from .concepts import tcav
+    from .frontends.concept_sets import class_inputs, parse_concept, random_pool, read_example_set
+
+    _check_out(out, (".json", ".html", ".htm", ".npz"))
+    if n_random != "auto" and not n_random.isdigit():
+        raise click.BadParameter(f"expected an integer or 'auto', got {n_random!r}", param_hint="--n-random")
+    loaded = load_model(model_spec, weights=weights, allow_pickle=allow_pickle)
+    tgt: Any = int(target) if target.lstrip("-").isdigit() else target
+    if isinstance(tgt, str) and loaded.class_names and tgt in loaded.class_names:
+        tgt = loaded.class_names.index(tgt)
+    concepts = {name: read_example_set(path, loaded, wording=FLAGS)
+                for name, path in (parse_concept(c, wording=FLAGS) for c in concept_specs)}
+    x, where = class_inputs(inputs, loaded, tgt if isinstance(tgt, int) else -1, wording=FLAGS)
+    res = tcav(loaded.model, concepts, x, tgt, layer, random_pool(pool_path, loaded, wording=FLAGS),
+               n_random="auto" if n_random == "auto" else int(n_random), seed=seed)
+    path: Path | None = None
+    if out:
+        suffix = Path(out).suffix.lower()
+        if suffix == ".npz":
+            path = res.save(out)
+        elif suffix == ".json":
+            path = _write_json(out, res.to_dict())
+        else:
+            from .report.concepts import tcav_page
+
+            path = Path(out)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(tcav_page(res), encoding="utf-8")
+    if as_json:
+        _echo_json({**res.to_dict(), "out": str(path) if path else None})
+        return
+    from .report.concepts import tcav_sentences
+
+    click.echo(f"TCAV at {res.layer} for class {res.target_name} on {res.n_inputs} inputs ({where}); "
+               f"{res.n_random} random runs ({res.n_random_mode}, power {res.power:.2f})")
+    for c, line in zip(res.concepts, tcav_sentences(res)):
+        click.echo(f"  {c}: {line}")
+    click.echo(f"  random control: {res.control_scores.mean():.2f} (p = {res.control_p:.2g})")
+    if path:
+        click.echo(f"wrote {path}")
+
+
 @cli.command("generate")
 @click.option("--model", "-m", "model_spec", required=True, metavar="SPEC",
               help="zoo:smollm2 or a folder saved with save_pretrained (model and tokenizer).")
@@ -1129,7 +1190,7 @@ def concepts_crp_cmd(model_spec: str, weights: str | None, allow_pickle: bool, i
                      mode: str, out: str | None, as_json: bool) -> None:
     """Which concepts (channels of a layer) a prediction used, with conditional heat maps."""
     from .concepts import conditional_relevance, top_concepts
-    from .frontends.concepts import parse_channels, relevance_summary, write_result
+    from .frontends.concept_maps import parse_channels, relevance_summary, write_result
 
     _check_out(out, (".npz", ".html", ".htm"))
     chans = parse_channels(channels)
@@ -1176,7 +1237,7 @@ def concepts_discover_cmd(model_spec: str, weights: str | None, allow_pickle: bo
                           seed: int, out: str | None, as_json: bool) -> None:
     """Factorise a layer's activations over the inputs into concepts and rank them for a class."""
     from .concepts import discover_concepts
-    from .frontends.concepts import discovery_summary, write_result
+    from .frontends.concept_maps import discovery_summary, write_result
 
     _check_out(out, (".npz", ".html", ".htm"))
     loaded, data = _load(model_spec, weights, allow_pickle, inputs, texts, rows, size)

@@ -46,7 +46,7 @@ def _png(a: np.ndarray) -> bytes:
 
 def test_models_methods_samples(client) -> None:
     models = {m["name"]: m for m in client.get("/api/models").json()}
-    assert set(models) == {"digits_cnn", "breast_cancer_mlp", "mlp"}
+    assert set(models) == {"digits_cnn", "breast_cancer_mlp", "marked_digits_cnn", "mlp"}
     assert models["digits_cnn"]["modality"] == "image" and models["mlp"]["n_samples"] == 5
     methods = {m["name"]: m for m in client.get("/api/models/breast_cancer_mlp/methods").json()}
     assert set(methods) == {m.name for m in uv.methods()}

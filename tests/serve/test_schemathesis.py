@@ -88,9 +88,12 @@ def _uploads(tables: bool = False) -> list[str]:
     return [k for k, up in list(STORE.uploads.items()) if not tables or up.x.shape[0] >= 20]
 
 
-#: The language routes take a causal LM: the app with one (below) tests them.
+#: The language routes take a causal LM, the Concepts routes an image model with enough samples:
+#: the apps below test them.
 LANGUAGE_PATHS = r"^/api/(generate|lens|patch|heads|models/\{model\}/language)$"
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(path_regex=LANGUAGE_PATHS)
+CONCEPTS_PATHS = r"^/api/(tcav|models/\{model\}/layers)$"
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(path_regex=LANGUAGE_PATHS).exclude(
+    path_regex=CONCEPTS_PATHS)
 
 
 def _pick(items: list[Any], key: Any) -> Any:
@@ -400,4 +403,53 @@ def map_training_data_case(context: Any, case: Any) -> Any:
 @seed(20240601)
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_training_data_never_errors(case) -> None:
+    case.call_and_validate()
+
+
+# -- concepts (TCAV) on an image model -------------------------------------------------------------
+# A valid TCAV request names a layer of the model, a class with samples, and concepts of at least
+# 10 examples with distinct names: facts of the model the schema cannot state, supplied here.
+
+def _concepts_app() -> Any:
+    from _util import TinyCNN
+
+    torch.manual_seed(0)
+    net = LoadedModel(TinyCNN().eval(), name="cnn", class_names=["a", "b", "c", "d"])
+    return create_app(models={"cnn": net}, samples={"cnn": torch.rand(60, 1, 16, 16)}, zoo=False,
+                      time_budget=600)
+
+
+CONCEPTS_APP = _concepts_app()
+with TestClient(CONCEPTS_APP) as _c:
+    CNN_LAYERS = _c.get("/api/models/cnn/layers").json()["layers"]
+with torch.no_grad():
+    _e = CONCEPTS_APP.state.store.entries["cnn"]
+    TOP_CLASS = int(torch.bincount(CONCEPTS_APP.state.store.model(_e)(_e.samples).argmax(1)).argmax())
+concepts_schema = schemathesis.openapi.from_asgi("/openapi.json", CONCEPTS_APP).include(path_regex=CONCEPTS_PATHS)
+
+
+@concepts_schema.hook("map_case")
+def map_concepts_case(context: Any, case: Any) -> Any:
+    """A real layer, a class with samples, concepts of 10+ sample indices with distinct names and
+    few random runs, for schema-valid requests."""
+    meta = getattr(case, "meta", None)
+    if meta is None or not meta.generation.mode.is_positive:
+        return case
+    body = case.body if isinstance(case.body, dict) else None
+    if body is not None and case.operation.path == "/api/tcav":
+        key = repr(body)
+        body["model"] = "cnn"
+        body["layer"] = _pick(CNN_LAYERS, key)
+        body["target"] = TOP_CLASS
+        concepts = body.get("concepts") or [{}]
+        body["concepts"] = [{"name": f"c{i}", "samples": [(i * 7 + j) % 60 for j in range(10 + i)]}
+                            for i in range(len(concepts))]
+        body["n_random"] = 2 + hashlib.sha256(key.encode()).digest()[0] % 4
+    return case
+
+
+@concepts_schema.parametrize()
+@seed(20240601)
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_concepts_never_errors(case) -> None:
     case.call_and_validate()

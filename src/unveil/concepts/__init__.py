@@ -1,5 +1,8 @@
-"""Concepts: what a channel or a direction of a layer means to the model.
+"""Concepts: what a direction, a channel or a feature of a layer means to the model.
 
+- :func:`tcav` scores how much human concepts, each given as a set of examples, sway one class
+  (Kim et al., 2018), with a test against random concepts; :func:`concept_activation_vectors`
+  gives the CAVs to reuse on new inputs.
 - :mod:`.crp` — concept relevance propagation (Achtibat et al. 2023): heat maps conditioned on
   channels, the most relevant concepts of a prediction and their reference examples.
 - :mod:`.discovery` — concept discovery (CRAFT, Fel et al. 2023): non-negative factorisation (or
@@ -17,15 +20,21 @@ from .crp import (
     top_concepts,
 )
 from .discovery import ConceptDiscovery, discover_concepts, load_concept_discovery
+from .result import TCAVResult
+from .tcav import CAV, concept_activation_vectors, tcav
 
 __all__ = [
+    "CAV",
     "ConceptDiscovery",
     "ConceptReferences",
     "ConceptRelevance",
+    "TCAVResult",
+    "concept_activation_vectors",
     "concept_references",
     "conditional_relevance",
     "discover_concepts",
     "load_concept_discovery",
     "load_concept_relevance",
+    "tcav",
     "top_concepts",
 ]

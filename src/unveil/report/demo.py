@@ -132,7 +132,7 @@ def run_demo(
     from ..zoo import ZOO, load_dataset
 
     say = echo or (lambda _line: None)
-    names = list(models) if models is not None else sorted(ZOO)
+    names = list(models) if models is not None else sorted(n for n, z in ZOO.items() if z.demo)
     all_methods = list(methods) if methods is not None else [m.name for m in list_methods()]
     sections = []
     for name in names:

@@ -264,6 +264,7 @@ def create_app(
 
     from ..core.registry import list_methods
     from ._concept_maps import concept_maps_router
+    from ._concepts import concepts_router
     from ._global import global_router
     from ._language import language_router
     from ._recourse import recourse_router
@@ -321,6 +322,7 @@ def create_app(
     app.include_router(language_router(store, work))
     app.include_router(concept_maps_router(store, work))
     app.include_router(training_data_router(store, work))
+    app.include_router(concepts_router(store, work))
     return app
 
 
