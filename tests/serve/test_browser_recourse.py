@@ -30,8 +30,11 @@ def test_recourse_card_in_chromium(server: str, tmp_path: Path) -> None:  # noqa
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(server + "/")
+            expect(page.locator("[data-testid=sample]").first).to_be_visible(timeout=120_000)
             while page.locator(f"[data-testid=sample][data-index='{pick}']").count() == 0:
+                shown = page.locator("#page").inner_text()
                 page.click("#next")
+                expect(page.locator("#page")).not_to_have_text(shown, timeout=60_000)  # the next page came
             page.locator(f"[data-testid=sample][data-index='{pick}']").click()
             page.get_by_test_id("method-saliency").check()
             page.get_by_test_id("explain").click()

@@ -122,12 +122,17 @@ async function findCounterfactual() {
   try {
     const res = await postJson("/api/counterfactual", body);
     if (epoch !== state.inputEpoch) return;
+    const edited = Object.keys(body.values).length ? " (with your edits)" : "";
     const parts = [el("p", { class: "muted", "data-testid": "cf-decision",
-      text: `Now: ${res.decision} (probability of ${res.desired}: ${pctText(res.probability)}).` })];
+      text: `Now${edited}: ${res.decision} (probability of ${res.desired}: ${pctText(res.probability)}).` })];
     parts.push(el("p", { class: res.found ? "cf-sentence" : "cf-sentence caution", "data-testid": "cf-sentence", text: res.recourse }));
     if (!res.found) parts.push(el("p", { class: "muted", "data-testid": "cf-status", text: "No counterfactual within these constraints: loosen them (unfix a column, widen a range)." }));
     const table = changesTable(res);
     if (table) parts.push(table);
+    if (res.options.length) {
+      parts.push(el("p", { class: "muted", text: "The smallest changes stop just past the model's boundary: a " +
+        "slightly larger change gives a safer margin." }));
+    }
     const m = res.result.metrics || {};
     parts.push(el("p", { class: "muted", text: `${res.options.length} option${res.options.length === 1 ? "" : "s"} · ${res.method} search · ` +
       `${num(res.seconds)} s · constraint violations ${m.violations === null || m.violations === undefined ? 0 : m.violations}` +
