@@ -125,7 +125,8 @@ def shared_ig(model: nn.Module, full: torch.Tensor, n_prompt: int, foils: list[i
     length = p + g - 1
     tgt = full[p:].long()
     foil = None if foils is None else torch.tensor(foils, dtype=torch.long)
-    emb = model.get_input_embeddings()
+    hf: Any = model  # a Hugging Face model: its methods are not typed on nn.Module
+    emb: nn.Module = hf.get_input_embeddings()
     alphas_np, weights_np = quadrature(n_steps, rule)
     with frozen_parameters(model), torch.no_grad():
         x = emb(full[None, :length]).detach()
