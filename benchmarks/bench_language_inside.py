@@ -8,6 +8,8 @@ layers of ``LAYERS`` at every position (the same list both ways; a full one-forw
 of all 30 layers takes many minutes on this machine). Both ways share the clean cache and run
 with one intra-op thread (this model's forward is faster on one thread here; see DESIGN.md),
 timed in turns (batched, then one forward per patch, alternating) and the medians reported. The
+batched sweep also skips the patches whose clean activation is exactly the corrupted run's (the
+positions before the changed token), which the one-forward-per-patch sweep runs. The
 batched full sweep over all layers is reported in the note. Without SmolLM2, or with
 ``--quick``, a tiny random Llama (3 layers, 12 tokens) is swept completely.
 """
@@ -50,7 +52,7 @@ def _tiny() -> Any:
 
 def run(ctx: Context) -> list[Row]:
     drop_torchvision_stub()
-    from unveil.language.patching import _clean_cache, _exact, _setup, activation_patching
+    from unveil.language.patching import _caches, _exact, _same, _setup, activation_patching
 
     loaded = None if ctx.quick else _smollm2()
     if loaded is not None:
@@ -72,14 +74,17 @@ def run(ctx: Context) -> list[Row]:
     torch.set_num_threads(1)
     try:
         s = _setup(model, clean, corrupted, target, foil, tok, -1, ("resid",), None, None)
-        m_clean, m_corr, cache = _clean_cache(model, s)
+        m_clean, m_corr, cache, corr_cache = _caches(model, s)
         t = clean.shape[1]
         comps = [("resid", layer, p) for layer in layers for p in range(t)]
         reps = ctx.repeats(5)
         out: dict[int, Any] = {}
 
-        def sweep(batch: int) -> None:
-            out[batch] = _exact(model, s, comps, cache, batch)[0]
+        n_same = sum(_same(c, s, cache, corr_cache) for c in comps)
+
+        def sweep(batch: int) -> None:  # batched: unchanged patches skipped; single: every one run
+            out[batch] = _exact(model, s, comps, cache, batch,
+                                (m_corr, corr_cache) if batch > 1 else None)[0]
 
         # timed in turns (fair under a changing load), medians
         batched, single = alternate([lambda: sweep(64), lambda: sweep(1)], repeats=reps, warmup=1)
@@ -91,7 +96,8 @@ def run(ctx: Context) -> list[Row]:
         torch.set_num_threads(saved)
     n_layers = s.parts.n_layers
     note = (f"{len(comps)} patches ({len(layers)} layers x {t} positions); one forward per patch "
-            f"{single / batched:.1f}x slower; max |batched - single| {agree:.1e}; full sweep "
+            f"{single / batched:.1f}x slower ({n_same} patches equal the corrupted run's own "
+            f"activation, before the changed token: the batched sweep skips them); max |batched - single| {agree:.1e}; full sweep "
             f"{n_layers}x{t} batched {full_s:.1f} s ({full.n_forward} forwards); logit diff clean "
             f"{m_clean:+.2f}, corrupted {m_corr:+.2f}; 1 thread; medians of {reps} turns, {load_info()}")
     return [Row("language", "activation_patching resid", f"{name} {t} tok", batched,
