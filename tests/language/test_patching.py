@@ -47,11 +47,33 @@ def test_batched_patching_equals_one_forward_per_patch(tiny_lm: nn.Module) -> No
     batched = activation_patching(tiny_lm, clean, corrupted, batch_size=64, **kw)  # type: ignore[arg-type]
     single = activation_patching(tiny_lm, clean, corrupted, batch_size=1, **kw)  # type: ignore[arg-type]
     n_layers, t = find_parts(tiny_lm).n_layers, len(clean)
-    # one pass per patch, against one per site and layer (the layers below run once)
-    assert single.n_forward == 2 + n_layers * (2 * t + 4) and batched.n_forward == 2 + 3 * n_layers
+    # one pass per patch, against one per site and layer (the layers below run once); the
+    # residual stream and MLP outputs before the changed token (at 2) are the corrupted run's
+    # own, so they need no pass (nor do more MLP outputs of GPT-NeoX's parallel layer 0, which
+    # reads the embeddings: only position 2's changes)
+    assert single.n_forward <= 2 + n_layers * (2 * (t - 2) + 4) and batched.n_forward == 2 + 3 * n_layers
+    for site in ("resid", "mlp"):
+        arr = getattr(single, site)
+        np.testing.assert_array_equal(arr[:, :2], 0.0)  # no share of the difference recovered
     for site in ("resid", "heads", "mlp"):
         a, b = getattr(batched, site), getattr(single, site)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_skipping_unchanged_patches_gives_the_values_of_patching_them() -> None:
+    from tests.language._lm_helpers import tiny_llama
+
+    from unveil.language.patching import _caches, _components, _exact, _setup
+
+    model = tiny_llama()
+    clean, corrupted = _pair(n=9, at=5)
+    s = _setup(model, clean, corrupted, 5, 9, None, -1, ("resid", "heads", "mlp"), None, None)
+    m_clean, m_corr, cache, corr_cache = _caches(model, s)
+    comps = _components(s)
+    every, n_every = _exact(model, s, comps, cache, 1)
+    skipped, n_skipped = _exact(model, s, comps, cache, 1, (m_corr, corr_cache))
+    np.testing.assert_allclose(skipped, every, rtol=1e-5, atol=1e-6)
+    assert n_skipped == n_every - 2 * 5 * s.parts.n_layers  # resid and mlp at positions 0..4
 
 
 def test_known_answers_of_residual_patching(tiny_lm: nn.Module) -> None:

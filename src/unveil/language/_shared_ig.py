@@ -100,13 +100,16 @@ def _scores(model: nn.Module, z: torch.Tensor, tgt: torch.Tensor, foil: torch.Te
     return s
 
 
-def _saved_bytes(fn: Any) -> tuple[Any, int]:
-    """``fn()`` and the bytes of the distinct storages autograd saved for its backward."""
+def _saved_bytes(model: nn.Module, fn: Any) -> tuple[Any, int]:
+    """``fn()`` and the bytes of the distinct storages autograd saved for its backward, the
+    model's own weights and buffers left out (they exist anyway, whatever the chunk size)."""
+    own = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         st = t.untyped_storage()
-        seen[st.data_ptr()] = st.nbytes()
+        if st.data_ptr() not in own:
+            seen[st.data_ptr()] = st.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -125,7 +128,8 @@ def shared_ig(model: nn.Module, full: torch.Tensor, n_prompt: int, foils: list[i
     length = p + g - 1
     tgt = full[p:].long()
     foil = None if foils is None else torch.tensor(foils, dtype=torch.long)
-    emb = model.get_input_embeddings()
+    hf: Any = model  # a Hugging Face model: its methods are not typed on nn.Module
+    emb: nn.Module = hf.get_input_embeddings()
     alphas_np, weights_np = quadrature(n_steps, rule)
     with frozen_parameters(model), torch.no_grad():
         x = emb(full[None, :length]).detach()
@@ -137,7 +141,7 @@ def shared_ig(model: nn.Module, full: torch.Tensor, n_prompt: int, foils: list[i
     weights = torch.as_tensor(weights_np, dtype=torch.float64)
     with frozen_parameters(model):
         ends = torch.cat([x, base]).requires_grad_()
-        s_ends, saved = _saved_bytes(lambda: _scores(model, ends, tgt, foil, keeps_last))
+        s_ends, saved = _saved_bytes(model, lambda: _scores(model, ends, tgt, foil, keeps_last))
         s_ends = s_ends.detach().double()
         # two rows' saved activations: one row's, doubled for the gradients in flight
         per_row = max(1, saved)

@@ -11,7 +11,10 @@ registry applies: gradients, input x gradient and Integrated Gradients on the to
 0 at every position, Captum's default), occlusion and feature ablation of tokens or spans,
 Shapley values over spans (words, sentences), and attention rollout (plain or gradient-weighted)
 read at the row of the last position, the one that predicts the token. Steps of path methods run in chunks bounded by the
-memory budget (:func:`unveil.set_memory_budget`).
+memory budget (:func:`unveil.set_memory_budget`). Integrated Gradients with a fixed number of steps
+and one baseline token id (the default) scores every generated token from shared forward passes
+(:mod:`unveil.language._shared_ig`): one forward per path point for a run of tokens and one
+backward per token, rather than a forward and a backward per token; the values are the same.
 
 Small language models run fastest on one thread on a shared CPU: a 14-token forward of
 SmolLM2-135M took 0.17 s with one thread and 2.8-6.7 s with two on a loaded 2-core machine, so

@@ -154,18 +154,40 @@ def _diff(logits: torch.Tensor, s: _Setup) -> torch.Tensor:
     return (logits[:, s.position, s.target] - logits[:, s.position, s.foil]).double()
 
 
+def _same(comp: Component, s: _Setup, cache: dict[str, list[torch.Tensor | None]],
+          corrupted: dict[str, list[torch.Tensor | None]]) -> bool:
+    """Whether the component's clean activation is bit for bit the corrupted run's own (e.g. a
+    position before the first token where the prompts differ: a causal model computes it from
+    the same tokens), so patching it leaves the corrupted run as it is."""
+    site, layer, j = comp
+    key = "z" if site == "heads" else site
+    a, b = cache[key][layer], corrupted.get(key, [None] * (layer + 1))[layer]
+    if a is None or b is None:
+        return False
+    if site == "heads":
+        d = a.shape[-1] // s.parts.n_heads
+        return torch.equal(a[..., j * d:(j + 1) * d], b[..., j * d:(j + 1) * d])
+    return torch.equal(a[0, j], b[0, j])
+
+
 def _exact(model: nn.Module, s: _Setup, comps: Sequence[Component], cache: dict[str, list[torch.Tensor | None]],
-           batch_size: int) -> tuple[npt.NDArray[np.float64], int]:
+           batch_size: int, corrupted: tuple[float, dict[str, list[torch.Tensor | None]]] | None = None,
+           ) -> tuple[npt.NDArray[np.float64], int]:
     """The patched logit difference of each component, ``batch_size`` patches per forward pass.
 
     Each pass patches one site of one layer: the corrupted prompt runs once up to that layer and
     is repeated there, one row per patch (``expand``), so the layers below are not recomputed.
+    With ``corrupted=(metric, activations)`` of the corrupted run, a component whose clean
+    activation equals the corrupted one exactly gets the corrupted metric without a pass.
     """
     out = np.empty(len(comps))
     n_forward = 0
     groups: dict[tuple[str, int], list[int]] = {}
-    for i, (site, layer, _) in enumerate(comps):
-        groups.setdefault((site, layer), []).append(i)
+    for i, comp in enumerate(comps):
+        if corrupted is not None and _same(comp, s, cache, corrupted[1]):
+            out[i] = corrupted[0]
+            continue
+        groups.setdefault(comp[:2], []).append(i)
     for (site, layer), members in groups.items():
         for start in range(0, len(members), batch_size):
             chunk = members[start:start + batch_size]
@@ -205,10 +227,17 @@ def _arrays(s: _Setup, comps: Sequence[Component], values: npt.NDArray[np.float6
 
 
 def _clean_cache(model: nn.Module, s: _Setup) -> tuple[float, float, dict[str, list[torch.Tensor | None]]]:
+    m_clean, m_corr, cache, _ = _caches(model, s)
+    return m_clean, m_corr, cache
+
+
+def _caches(model: nn.Module, s: _Setup) -> tuple[float, float, dict[str, list[torch.Tensor | None]],
+                                                  dict[str, list[torch.Tensor | None]]]:
+    """The clean and corrupted metrics and the activations of both runs at the patched sites."""
     need = tuple({"resid": "resid", "heads": "z", "mlp": "mlp"}[x] for x in s.sites)
     clean_logits, cache = capture(model, s.parts, s.clean, sites=need)
-    corr_logits = run_patched(model, s.parts, s.corrupted, [])
-    return float(_diff(clean_logits, s)[0]), float(_diff(corr_logits, s)[0]), cache
+    corr_logits, corr_cache = capture(model, s.parts, s.corrupted, sites=need)
+    return float(_diff(clean_logits, s)[0]), float(_diff(corr_logits, s)[0]), cache, corr_cache
 
 
 def _share(values: npt.NDArray[np.float64], clean: float, corrupted: float) -> npt.NDArray[np.float64]:
@@ -235,14 +264,16 @@ def activation_patching(model: nn.Module, clean: Any, corrupted: Any, *, target:
     sites : sequence of {"resid", "heads", "mlp"}
         Which components to patch.
     batch_size : int, default 64
-        Patched variants evaluated per forward pass (1: one forward per patch).
+        Patched variants evaluated per forward pass (1: one forward per patch). A patch whose
+        clean activation is exactly the corrupted run's own (a position before the first token
+        where the prompts differ) needs no pass: its value is the corrupted run's.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
     s = _setup(model, clean, corrupted, target, foil, tokenizer, position, sites, layers, parts)
-    m_clean, m_corr, cache = _clean_cache(model, s)
+    m_clean, m_corr, cache, corr_cache = _caches(model, s)
     comps = _components(s)
-    patched, n_forward = _exact(model, s, comps, cache, batch_size)
+    patched, n_forward = _exact(model, s, comps, cache, batch_size, (m_corr, corr_cache))
     arrays = _arrays(s, comps, _share(patched, m_clean, m_corr))
     return PatchingResult(resid=arrays["resid"], heads=arrays["heads"], mlp=arrays["mlp"], clean_diff=m_clean,
                           corrupted_diff=m_corr, tokens=s.tokens, target=s.target, foil=s.foil,
