@@ -17,8 +17,11 @@ default ``damping=0.1`` of the mean kernel diagonal.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -87,6 +90,13 @@ def _captum_tracin(ckpts: list[dict[str, torch.Tensor]], lr: float, x: torch.Ten
         return tc.influence((xt, yt))
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """dattri draws tqdm bars on stderr for every call: kept out of the table while it runs."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
 def _dattri_task(model: nn.Module, ckpts: list[dict[str, torch.Tensor]], margin: bool) -> Any:
     from dattri.task import AttributionTask
 
@@ -109,7 +119,7 @@ def _dattri_tracin(model: nn.Module, ckpts: list[dict[str, torch.Tensor]], lr: f
                            weight_list=torch.full((len(ckpts),), lr), normalized_grad=False, device="cpu")
     dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=len(x))
     tl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt), batch_size=len(xt))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _no_progress_bars():
         warnings.simplefilter("ignore")
         return att.attribute(dl, tl).T  # dattri: [n_train, n_test]
 
@@ -127,7 +137,7 @@ def _dattri_trak(model: nn.Module, states: list[dict[str, torch.Tensor]], k: int
                          device="cpu", projector_kwargs={"proj_dim": k, "device": "cpu"}, regularization=1e-2)
     dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
     tl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt), batch_size=64)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _no_progress_bars():
         warnings.simplefilter("ignore")
         att.cache(dl)
         return att.attribute(tl).T

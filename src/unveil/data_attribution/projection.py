@@ -196,7 +196,9 @@ def margins(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     the row's loss (so ``-dL/df = 1``).
     """
     if _is_class(y) and out.ndim == 2 and out.shape[1] > 1:
-        mask = torch.nn.functional.one_hot(y.long(), out.shape[1]).to(torch.bool)
+        # a comparison, not one_hot: one_hot reads the largest label (.item()), which vmap
+        # cannot do, and the per-example gradients would fall back to a loop over rows
+        mask = torch.arange(out.shape[1], device=out.device) == y.long().reshape(-1, 1)
         correct = out.masked_fill(~mask, 0.0).sum(dim=1)
         others = torch.logsumexp(out.masked_fill(mask, float("-inf")), dim=1)
         return correct - others
