@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["evaluation_sentences", "training_data_page", "training_data_section"]
 
 _STYLE = (".uv .uv-td{display:flex;flex-wrap:wrap;gap:.6em;align-items:flex-start}"
-          ".uv .uv-td figure img{width:72px}.uv .uv-td figure{max-width:110px}"
+          ".uv .uv-td figure img{width:72px}.uv .uv-td figure{max-width:110px;overflow-wrap:anywhere}"
+          ".uv .uv-td figure.uv-td-row{max-width:260px;text-align:left}"
           ".uv .uv-pro{color:#1b7a3a}.uv .uv-opp{color:#b3261e}")
 _METHODS = {
     "influence": "influence functions (Koh & Liang, 2017): how the test loss would move if a training row "
@@ -90,7 +91,9 @@ def _cards(res: TrainingAttribution, items: list[dict[str, Any]], kind: str, tar
         note = ""
         if kind == "pro" and it["class"] != target and res.params.get("loss") != "mse":
             note = '<br><span class="uv-bad" title="a proponent labelled differently: check its label">other label</span>'
-        out.append(f'<figure data-testid="td-{kind}">{_show(res, res.train_rows, it["position"])}'
+        shown = _show(res, res.train_rows, it["position"])
+        wide = ' class="uv-td-row"' if shown.startswith("<span") else ""  # table values, not a thumbnail
+        out.append(f'<figure data-testid="td-{kind}"{wide}>{shown}'
                    f'<figcaption>#{it["index"]} · {escape(it["class"])}<br>'
                    f'<span class="uv-{kind}">{fmt(it["score"])}</span>{note}</figcaption></figure>')
     return f'<div class="uv-td">{"".join(out)}</div>'
