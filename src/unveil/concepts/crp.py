@@ -36,9 +36,9 @@ import torch
 from ..attribution.lrp import Composite
 from ..core.batching import BatchSize
 from ..core.model import as_model
+from ..core.result_file import read_result, write_result
 from ..errors import InputError, OptionError
 from ..featurevis import dataset_examples
-from . import _store
 from ._engine_crp import Pass, Relevance, channel_count, masks_for
 
 __all__ = [
@@ -210,12 +210,12 @@ class ConceptRelevance:
                 "names": {str(k): v for k, v in self.names.items()}, "class_names": self.class_names,
                 "references": refs, "timings": self.timings, "n_evals": self.n_evals,
                 "channel_axis": self.channel_axis}
-        return _store.write(path, "concept_relevance", meta, arrays)
+        return write_result(path, "concept_relevance", meta, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> ConceptRelevance:
         """Read a result written by :meth:`save`."""
-        meta, a = _store.read(path, "concept_relevance")
+        meta, a = read_result(path, "concept_relevance", what="an unveil concept result")
         refs = []
         for j, r in enumerate(meta["references"]):
             n = r["n_patches"]

@@ -37,10 +37,10 @@ from torch import nn
 from ..core.batching import BatchSize, map_chunked
 from ..core.hooks import forward_hooks, layer_name
 from ..core.model import Model, as_model
+from ..core.result_file import read_result, write_result
 from ..errors import InputError, ModelError, OptionError
 from ..featurevis import receptive_boxes
 from ..language.sae import SparseAutoencoder, train_sae
-from . import _store
 from ._engine_crp import channel_axis as channel_axis_of
 
 __all__ = ["ConceptDiscovery", "discover_concepts", "load_concept_discovery"]
@@ -169,12 +169,12 @@ class ConceptDiscovery:
                 "names": {str(k): v for k, v in self.names.items()}, "class_names": self.class_names,
                 "channel_axis": self.channel_axis, "timings": self.timings, "n_evals": self.n_evals,
                 "patch_counts": counts}
-        return _store.write(path, "concept_discovery", meta, arrays)
+        return write_result(path, "concept_discovery", meta, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> ConceptDiscovery:
         """Read a result written by :meth:`save`."""
-        meta, a = _store.read(path, "concept_discovery")
+        meta, a = read_result(path, "concept_discovery", what="an unveil concept result")
         counts = meta.pop("patch_counts")
         patches = None if counts is None else [[a[f"patch{j}.{q}"] for q in range(n)] for j, n in enumerate(counts)]
         kw: dict[str, Any] = {k: a.get(k) for k in cls._ARRAYS}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.result_file import read_result, write_result
 
 if TYPE_CHECKING:
     from .tcav import CAV
@@ -166,9 +165,6 @@ class TCAVResult:
 
     def save(self, path: str | Path) -> Path:
         """Write an ``.npz`` (arrays, the CAV vectors) with the JSON of :meth:`to_dict` inside."""
-        p = Path(path)
-        if p.suffix != ".npz":
-            p = p.with_suffix(".npz")
         arrays = {k: np.asarray(getattr(self, k), dtype=np.float64) for k in _ARRAYS}
         for i, c in enumerate(self.concepts):
             if c in self.cavs:
@@ -176,11 +172,7 @@ class TCAVResult:
                 arrays[f"cav{i}_weights"] = np.asarray(cav.weights, dtype=np.float64)
                 arrays[f"cav{i}_intercepts"] = np.asarray(cav.intercepts, dtype=np.float64)
                 arrays[f"cav{i}_accuracy"] = np.asarray(cav.accuracy, dtype=np.float64)
-        meta = json.dumps(self.to_dict())
-        arrays["meta"] = np.frombuffer(meta.encode(), dtype=np.uint8)
-        with open(p, "wb") as fh:
-            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub: kwargs are arrays
-        return p
+        return write_result(path, FORMAT, self.to_dict(), arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> TCAVResult:
@@ -188,17 +180,7 @@ class TCAVResult:
         to their methods)."""
         from .tcav import CAV
 
-        try:
-            with np.load(Path(path), allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path} is not a saved TCAV result (.npz): {exc}") from exc
-        if "meta" not in arrays:
-            raise InputError(f"{path} is not a saved TCAV result: it has no 'meta' entry")
-        d = json.loads(arrays["meta"].tobytes().decode())
-        if d.get("format") != FORMAT:
-            raise InputError(f"{path} is not a saved TCAV result (format {d.get('format')!r}, "
-                             f"expected {FORMAT!r})")
+        d, arrays = read_result(path, FORMAT, what="a saved TCAV result")
         cavs = {}
         for i, c in enumerate(d["concepts"]):
             if f"cav{i}_weights" in arrays:

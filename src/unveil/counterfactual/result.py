@@ -10,7 +10,6 @@ Saved as one ``.npz`` of numeric arrays plus UTF-8 JSON metadata; loading never 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from ..core.result_file import read_result, write_result
 from ..errors import InputError, OptionError
 
 __all__ = ["Counterfactuals", "format_cell", "format_value", "recourse_sentence"]
 
 _ARRAYS = ("x", "label", "desired", "rows", "valid", "scores", "x_scores", "closest", "closest_scores",
            "l0", "l1", "l2", "plausibility", "ynn", "violations", "scale", "closest_violations")
-_FORMAT = "unveil.counterfactuals/1"
+_KIND = "unveil.counterfactuals/1"
 
 
 def format_value(v: float) -> str:
@@ -251,38 +251,18 @@ class Counterfactuals:
     # -- persistence --------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write numeric arrays and JSON metadata to one ``.npz`` (nothing pickled)."""
-        p = Path(path)
-        if p.suffix != ".npz":
-            p = p.with_suffix(p.suffix + ".npz") if p.suffix else p.with_suffix(".npz")
-        meta = {"format": _FORMAT, "feature_names": self.feature_names, "class_names": self.class_names,
+        meta = {"feature_names": self.feature_names, "class_names": self.class_names,
                 "method": self.method, "constraints": self.constraints, "params": self.params,
                 "seconds": self.seconds, "n_evals": self.n_evals, "value_names": self.value_names}
-        arrays = {k: np.asarray(getattr(self, k)) for k in _ARRAYS}
-        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "wb") as fh:
-            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs
-        return p
+        return write_result(path, _KIND, meta, {k: np.asarray(getattr(self, k)) for k in _ARRAYS})
 
     @classmethod
     def load(cls, path: str | Path) -> Counterfactuals:
         """Read a file written by :meth:`save`; refuses anything else with :class:`InputError`."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError, EOFError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise InputError(f"cannot load {path}: not an unveil counterfactuals file ({exc})") from None
-        try:
-            meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
-        except (KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot load {path}: missing or unreadable metadata ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise InputError(f"cannot load {path}: not an unveil counterfactuals file")
+        meta, arrays = read_result(path, _KIND, what="an unveil counterfactuals file")
         missing = [k for k in _ARRAYS if k not in arrays]
-        if missing or any(a.dtype.kind not in "biuf" for a in arrays.values()):
-            raise InputError(f"cannot load {path}: arrays missing or not numeric ({missing})")
+        if missing:
+            raise InputError(f"cannot load {path}: arrays missing ({missing})")
         n, f = arrays["x"].shape if arrays["x"].ndim == 2 else (-1, -1)
         if (arrays["rows"].ndim != 3 or arrays["rows"].shape[0] != n or arrays["rows"].shape[2] != f
                 or len(meta.get("feature_names") or []) != f):

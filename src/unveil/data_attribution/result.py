@@ -12,7 +12,6 @@ Saved as one ``.npz`` of numeric arrays plus UTF-8 JSON metadata; loading never 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.result_file import read_result, write_result
 from ..errors import InputError, OptionError
 
 __all__ = ["TrainingAttribution"]
 
-_FORMAT = "unveil.training_attribution/1"
+_KIND = "unveil.training_attribution/1"
 _ARRAYS = ("scores", "test_targets", "train_indices", "train_labels")
 _OPTIONAL = ("train_rows", "test_rows")
 
@@ -181,10 +181,7 @@ class TrainingAttribution:
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write numeric arrays and JSON metadata to one ``.npz`` (nothing pickled)."""
-        p = Path(path)
-        if p.suffix != ".npz":
-            p = p.with_suffix(p.suffix + ".npz") if p.suffix else p.with_suffix(".npz")
-        meta = {"format": _FORMAT, "method": self.method,
+        meta = {"method": self.method,
                 "params": {key: _jsonable(v) for key, v in self.params.items()},
                 "feature_names": self.feature_names, "class_names": self.class_names,
                 "evaluation": {key: _num(v) for key, v in self.evaluation.items()},
@@ -196,31 +193,15 @@ class TrainingAttribution:
             rows = getattr(self, name)
             if rows is not None and np.asarray(rows).dtype.kind in "biuf":
                 arrays[name] = np.asarray(rows)
-        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "wb") as fh:
-            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs
-        return p
+        return write_result(path, _KIND, meta, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainingAttribution:
         """Read a file written by :meth:`save`; refuses anything else with :class:`InputError`."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {key: z[key] for key in z.files}
-        except (ValueError, OSError, EOFError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise InputError(f"cannot load {path}: not an unveil training-attribution file ({exc})") from None
-        try:
-            meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
-        except (KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot load {path}: missing or unreadable metadata ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise InputError(f"cannot load {path}: not an unveil training-attribution file")
+        meta, arrays = read_result(path, _KIND, what="an unveil training-attribution file")
         missing = [key for key in _ARRAYS if key not in arrays]
-        if missing or any(a.dtype.kind not in "biuf" for a in arrays.values()):
-            raise InputError(f"cannot load {path}: arrays missing or not numeric ({missing})")
+        if missing:
+            raise InputError(f"cannot load {path}: arrays missing ({missing})")
         ev = {key: (float("nan") if v is None else v) for key, v in dict(meta.get("evaluation") or {}).items()}
         return cls(scores=torch.from_numpy(arrays["scores"]), test_targets=arrays["test_targets"],
                    train_indices=arrays["train_indices"], train_labels=arrays["train_labels"],
