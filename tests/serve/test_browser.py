@@ -7,6 +7,7 @@ Chromium is Debian's package (``.ci/run`` installs it), driven by Playwright's P
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,20 +50,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    _require_browser()
-    import unveil as uv
-
-    uv.zoo.digits_cnn()  # train and cache it now (under the zoo's file lock), not inside a wait
+@contextlib.contextmanager
+def run_server(tmp_path: Path, args: Sequence[str] = (), *, cwd: Path | None = None,
+               wait: float = 120) -> Iterator[str]:
+    """``unveil serve`` with ``args`` on a free loopback port until the block ends; yields its
+    base URL once ``/api/health`` answers, and stops the server by its PID (its log goes to
+    ``tmp_path/server.log``, shown if it exits early)."""
     port = _free_port()
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "unveil.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [sys.executable, "-m", "unveil.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+        cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + wait
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"the server exited: {(tmp_path / 'server.log').read_text()}")
@@ -73,7 +74,7 @@ def server(tmp_path: Path) -> Iterator[str]:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("the server did not answer within 120 s")
+                pytest.fail(f"the server did not answer within {wait:.0f} s")
             time.sleep(0.3)
         yield base
     finally:
@@ -84,6 +85,16 @@ def server(tmp_path: Path) -> Iterator[str]:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    _require_browser()
+    import unveil as uv
+
+    uv.zoo.digits_cnn()  # train and cache it now (under the zoo's file lock), not inside a wait
+    with run_server(tmp_path) as base:
+        yield base
 
 
 def _digit_png() -> bytes:

@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_browser import ARGS, CHROMIUM, _free_port, _require_browser
+from test_browser import ARGS, CHROMIUM, _require_browser, run_server
 
 SHOT = Path("/tmp/lang-dash.png")
 
@@ -33,36 +28,8 @@ def lm_server(tmp_path: Path) -> Iterator[str]:
 
     induction_transformer()  # train and cache them now (under the zoo's lock), not inside a wait
     uv.zoo.digits_cnn()
-    port = _free_port()
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "unveil.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "-m", "zoo:induction_transformer"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited: {(tmp_path / 'server.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"{base}/api/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the server did not answer within 120 s")
-            time.sleep(0.3)
+    with run_server(tmp_path, ["-m", "zoo:induction_transformer"]) as base:
         yield base
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-        log.close()
 
 
 def test_why_this_response_in_chromium(lm_server: str, tmp_path: Path) -> None:

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from _user_files import credit_rows, write_user_files
-from test_browser import ARGS, CHROMIUM, _free_port, _require_browser
+from test_browser import ARGS, CHROMIUM, _require_browser, run_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import FilePayload, ViewportSize
@@ -36,38 +31,11 @@ SHOTS = os.environ.get("UNVEIL_SHOTS")  # a folder for screenshots while develop
 def server(tmp_path: Path) -> Iterator[str]:
     _require_browser()
     write_user_files(tmp_path)
-    port = _free_port()
-    log = open(tmp_path / "server.log", "w")
-    cmd = [sys.executable, "-m", "unveil.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--no-zoo", "-m", "usermodel:credit_mlp", "--data", "credit.csv", "--label-column", "approved",
-           "--class-names", "rejected,approved", "--preprocess", "usermodel:preprocess",
-           "-m", "usermodel:other_mlp"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited: {(tmp_path / 'server.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"{base}/api/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the server did not answer within 180 s")
-            time.sleep(0.3)
+    args = ["--no-zoo", "-m", "usermodel:credit_mlp", "--data", "credit.csv", "--label-column", "approved",
+            "--class-names", "rejected,approved", "--preprocess", "usermodel:preprocess",
+            "-m", "usermodel:other_mlp"]
+    with run_server(tmp_path, args, cwd=tmp_path, wait=180) as base:
         yield base
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-        log.close()
 
 
 def _shot(page, name: str) -> None:
